@@ -1,0 +1,3 @@
+"""Built-in pruning methods; importing this package registers them."""
+
+from . import fastervlm  # noqa: F401

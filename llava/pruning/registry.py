@@ -1,0 +1,75 @@
+"""Registry of pruning methods: `@register_method(name)`, `get_method(name)`, `list_methods()`."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from .base import KNOWN_SIGNALS, PruningMethod
+
+_REGISTRY: dict[str, PruningMethod] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    stage: str = "pre_llm",
+    needs: Iterable[str] = (),
+    defaults: dict | None = None,
+    description: str = "",
+) -> Callable:
+    """Decorator that registers `fn(signals, k, **kwargs) -> Selection` under `name`."""
+    needs = frozenset(needs)
+    if not needs <= KNOWN_SIGNALS:
+        raise ValueError(f"method {name!r} needs unknown signals {sorted(needs - KNOWN_SIGNALS)}")
+    if stage not in ("pre_llm", "in_llm"):
+        raise ValueError(f"method {name!r}: stage must be 'pre_llm' or 'in_llm', not {stage!r}")
+
+    def wrap(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"pruning method {name!r} is registered twice")
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = PruningMethod(name, fn, stage, needs, dict(defaults or {}), doc)
+        return fn
+
+    return wrap
+
+
+def list_methods() -> list[str]:
+    """Names of all registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> PruningMethod:
+    """The method registered as `name`; a ValueError lists the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown pruning method {name!r}; available: {', '.join(list_methods())}") from None
+
+
+def parse_method_args(text: str | None) -> dict:
+    """Parse `--pruning-args "a=1,b=0.5,c=name"` into a dict of int/float/bool/str values."""
+    out: dict = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ValueError(f"--pruning-args item {item!r} is not of the form key=value")
+        key, value = (s.strip() for s in item.split("=", 1))
+        out[key] = _parse_scalar(value)
+    return out
+
+
+def _parse_scalar(value: str):
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
