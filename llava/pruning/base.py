@@ -7,6 +7,7 @@ computed by the vision tower only when the chosen method names them in `needs`.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -73,11 +74,27 @@ class PruningMethod:
     description: str = ""
 
     def select(self, signals: VisionSignals, k: int, **kwargs) -> Selection:
+        """Run the method on `signals` with budget `k` (int >= 1); `kwargs` override `defaults`."""
         unknown = set(kwargs) - set(self.defaults)
         if unknown:
             raise ValueError(
                 f"pruning method {self.name!r}: unknown argument(s) {sorted(unknown)}; "
                 f"it takes {sorted(self.defaults) or 'no arguments'}"
+            )
+        bad_k = ValueError(f"pruning method {self.name!r}: budget k must be an int >= 1, got {k!r}")
+        if isinstance(k, bool):
+            raise bad_k
+        try:
+            k = operator.index(k)  # accepts int-like budgets (numpy ints, 0-d int tensors), rejects floats
+        except TypeError:
+            raise bad_k from None
+        if k < 1:
+            raise bad_k
+        missing = sorted(name for name in self.needs if getattr(signals, name, None) is None)
+        if missing:
+            raise ValueError(
+                f"pruning method {self.name!r} needs the signal(s) {missing} from the vision tower, "
+                "but they are None"
             )
         return self.fn(signals, k, **{**self.defaults, **kwargs})
 

@@ -1,3 +1,3 @@
 """Built-in pruning methods; importing this package registers them."""
 
-from . import fastervlm  # noqa: F401
+from . import divprune, fastervlm, random_select, uniform, visionzip, vispruner, vtc_cls  # noqa: F401

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ..base import SIGNAL_CLS_ATTN, Selection, VisionSignals, topk_raster
 from ..registry import register_method
+from ._common import check_signal
 
 
 @register_method("fastervlm", needs=[SIGNAL_CLS_ATTN])
 def fastervlm(signals: VisionSignals, k: int) -> Selection:
     """Top-K patches by head-mean [CLS] attention of the selected vision layer, in raster order."""
-    if signals.cls_attn is None:
-        raise ValueError("fastervlm needs the 'cls_attn' signal from the vision tower")
-    return Selection(indices=topk_raster(signals.cls_attn, k))  # [B, N] -> [B, K]
+    cls_attn = check_signal(SIGNAL_CLS_ATTN, signals.cls_attn, signals.features, ndim=2, patch_dim=1)
+    return Selection(indices=topk_raster(cls_attn, k))  # [B, N] -> [B, K]

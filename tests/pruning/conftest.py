@@ -1,0 +1,45 @@
+"""Shared builders for the pruning tests: random VisionSignals holding what a method asks for."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import pytest
+import torch
+
+from llava.pruning import VisionSignals
+from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_KEYS
+
+NUM_LAYERS = 23  # CLIP ViT-L/14 rows 0..22: LLaVA's penultimate-layer features
+KEY_DIM = 8
+
+
+def cls_rows(gen: torch.Generator, *lead: int, n: int) -> torch.Tensor:
+    """[CLS]->patch attention rows: a softmax over [CLS] + N patches, with the [CLS] column dropped."""
+    logits = 3.0 * torch.randn(*lead, n + 1, generator=gen)
+    return logits.softmax(dim=-1)[..., 1:]  # [..., N]
+
+
+def build_signals(
+    needs: Iterable[str],
+    b: int = 3,
+    n: int = 576,
+    d: int = 16,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> VisionSignals:
+    """Random signals for B images of N patches; only the signals named in `needs` are filled."""
+    gen = torch.Generator().manual_seed(seed)
+    needs = set(needs)
+    features = torch.randn(b, n, d, generator=gen)
+    cls_attn = cls_rows(gen, b, n=n) if SIGNAL_CLS_ATTN in needs else None
+    layers = cls_rows(gen, b, NUM_LAYERS, n=n) if SIGNAL_CLS_ATTN_LAYERS in needs else None
+    keys = torch.randn(b, n, KEY_DIM, generator=gen) if SIGNAL_KEYS in needs else None
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    return VisionSignals(cast(features), cast(cls_attn), cast(layers), cast(keys))
+
+
+@pytest.fixture
+def make_signals() -> Callable[..., VisionSignals]:
+    """The `build_signals` builder, as a fixture."""
+    return build_signals
