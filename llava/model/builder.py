@@ -1,0 +1,184 @@
+"""`load_pretrained_model`: load a LLaVA checkpoint (original or llava-hf layout) with its tokenizer,
+image processor and pruning settings, returning `(tokenizer, model, image_processor, context_len)`.
+
+Layouts:
+- original (liuhaotian/llava-v1.5-*): config.json with `mm_*` fields (its model_type may say "llava",
+  the same string as transformers' LlavaConfig, so the layout is told apart by the fields), weights
+  `model.*`, `model.mm_projector.*`, `lm_head.*`, and the CLIP tower named by `mm_vision_tower`;
+- llava-hf (LlavaForConditionalGeneration): nested text/vision configs, renamed on load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+
+from .hf_layout import HF_TO_ORIGINAL_KEYS, config_from_hf, is_hf_llava_config
+from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+from .multimodal_encoder.builder import build_vision_tower, resolve_pretrained_dir
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(torch_dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """None/'auto' -> float16 on CUDA (as LLaVA evaluates) and float32 elsewhere."""
+    if isinstance(torch_dtype, torch.dtype):
+        return torch_dtype
+    if torch_dtype in (None, "auto"):
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    try:
+        return _DTYPES[str(torch_dtype)]
+    except KeyError:
+        raise ValueError(f"unknown torch_dtype {torch_dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto'/None -> 'cuda' when available, else 'cpu'."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def read_config(model_path: str) -> dict:
+    path = Path(model_path) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_path}: no config.json; is this a LLaVA checkpoint folder?")
+    return json.loads(path.read_text())
+
+
+def original_config(raw: dict, **overrides) -> LlavaLlamaConfig:
+    """Our config from an original-layout config.json (model_type 'llava' or 'llava_llama')."""
+    fields = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "_name_or_path")}
+    fields.update(overrides)
+    return LlavaLlamaConfig(**fields)
+
+
+def is_original_llava_config(raw: dict) -> bool:
+    return "mm_vision_tower" in raw or "mm_hidden_size" in raw or "LlavaLlamaForCausalLM" in raw.get("architectures", [])
+
+
+def load_pretrained_model(
+    model_path: str,
+    model_base: str | None = None,
+    model_name: str | None = None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map: str | dict | None = "auto",
+    device: str = "auto",
+    use_flash_attn: bool = False,
+    visual_token_num: int | None = None,
+    pruning_method: str = "fastervlm",
+    pruning_args: dict | str | None = None,
+    torch_dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    vision_tower_path: str | None = None,
+    **kwargs,
+):
+    """Load a LLaVA checkpoint; returns `(tokenizer, model, image_processor, context_len)`.
+
+    model_path: local folder or a model id in the local HF cache (never downloaded).
+    model_base: base LLM for projector-only checkpoints (`mm_projector.bin` in model_path).
+    visual_token_num: K kept visual tokens per image (None keeps all 576); changeable later with
+        `model.set_pruning(...)`. pruning_method/pruning_args: a registered method and its options.
+    torch_dtype: 'float32' | 'float16' | 'bfloat16' | torch dtype | None (fp16 on CUDA, fp32 on CPU).
+    attn_implementation: the LLM's attention ('sdpa' default, 'flash_attention_2' with use_flash_attn).
+    vision_tower_path: overrides `mm_vision_tower` (e.g. a local CLIP folder for offline use).
+    """
+    from llava.mm_utils import load_image_processor
+    from llava.model.tokenizer import load_tokenizer
+
+    if load_8bit or load_4bit:
+        raise NotImplementedError("8/4-bit loading is not supported; use torch_dtype='float16' or 'bfloat16'")
+    if model_name and "lora" in model_name.lower() and model_base:
+        raise NotImplementedError("LoRA checkpoints must be merged first (peft's merge_and_unload), then loaded")
+    device = resolve_device(device)
+    dtype = resolve_dtype(torch_dtype, device)
+    if attn_implementation is None:
+        attn_implementation = "flash_attention_2" if use_flash_attn else "sdpa"
+    if device_map is None or device_map == "auto" and not device.startswith("cuda"):
+        device_map = {"": device}
+    load_kwargs = dict(dtype=dtype, device_map=device_map, attn_implementation=attn_implementation, **kwargs)
+
+    model_path = resolve_pretrained_dir(model_path)
+    raw = read_config(model_path)
+    if model_base is not None:
+        model = _load_projector_only(model_path, resolve_pretrained_dir(model_base), raw, load_kwargs)
+    elif is_hf_llava_config(raw):
+        config = config_from_hf(raw)
+        model = LlavaLlamaForCausalLM.from_pretrained(
+            model_path, config=config, key_mapping=HF_TO_ORIGINAL_KEYS, **load_kwargs
+        )
+    elif is_original_llava_config(raw):
+        model = LlavaLlamaForCausalLM.from_pretrained(model_path, config=original_config(raw), **load_kwargs)
+    else:
+        raise ValueError(
+            f"{model_path}: config.json is neither an original LLaVA config (mm_* fields) nor a llava-hf one "
+            f"(text_config + vision_config); model_type={raw.get('model_type')!r}"
+        )
+
+    tokenizer = load_tokenizer(model_path)
+    _add_image_tokens(model, tokenizer)
+
+    if model.get_vision_tower() is None:
+        tower_name = vision_tower_path or model.config.mm_vision_tower
+        if not tower_name:
+            raise ValueError(f"{model_path}: config has no mm_vision_tower; pass vision_tower_path")
+        tower = build_vision_tower(
+            tower_name,
+            model.config.mm_vision_select_layer,
+            model.config.mm_vision_select_feature,
+            base_dir=model_path,
+            dtype=dtype,
+            attn_implementation="sdpa",
+        )
+        model.attach_vision_tower(tower)
+        image_processor = tower.image_processor
+    else:
+        image_processor = load_image_processor(vision_tower_path or model_path)
+        model.get_vision_tower().image_processor = image_processor
+    model.get_vision_tower().to(dtype=dtype)
+
+    model.set_pruning(visual_token_num, pruning_method, pruning_args)
+    model.eval()
+    context_len = getattr(model.config, "max_sequence_length", None) or 2048
+    return tokenizer, model, image_processor, context_len
+
+
+def _load_projector_only(model_path: str, base_path: str, raw: dict, load_kwargs: dict) -> LlavaLlamaForCausalLM:
+    """LLaVA's pretrain stage output: the base LLM's weights plus `mm_projector.bin` from model_path."""
+    model = LlavaLlamaForCausalLM.from_pretrained(base_path, config=original_config(raw), **load_kwargs)
+    candidates = [os.path.join(model_path, n) for n in ("mm_projector.safetensors", "mm_projector.bin")]
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"{model_path}: model_base was given but there is no mm_projector.bin/.safetensors")
+    if found.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        weights = load_file(found)
+    else:
+        weights = torch.load(found, map_location="cpu", weights_only=True)
+    weights = {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
+    model.model.mm_projector.load_state_dict(weights)
+    model.model.mm_projector.to(device=model.model.embed_tokens.weight.device, dtype=model.dtype)
+    return model
+
+
+def _add_image_tokens(model: LlavaLlamaForCausalLM, tokenizer) -> None:
+    """Checkpoints trained with <im_patch>/<im_start>/<im_end> need those tokens in the tokenizer."""
+    new = []
+    if getattr(model.config, "mm_use_im_patch_token", False):
+        new.append(DEFAULT_IMAGE_PATCH_TOKEN)
+    if getattr(model.config, "mm_use_im_start_end", False):
+        new += [DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN]
+    if new:
+        tokenizer.add_tokens(new, special_tokens=True)
+        model.resize_token_embeddings(len(tokenizer))

@@ -1,0 +1,238 @@
+"""LLaVA's multimodal glue: encode images (with pruning), project kept tokens, splice them into prompts.
+
+The path of a batch:
+  images [n_img, 3, S, S] --vision tower--> VisionSignals (features [n_img, N, D] + signals)
+        --selector--> kept indices [n_img, K] (K may differ per image)
+        --mm_projector on the kept tokens only--> n_img x [K_i, H]
+  input_ids [B, L] with IMAGE_TOKEN_INDEX placeholders --splice--> inputs_embeds [B, L', H],
+        attention_mask [B, L'], position_ids [B, L'] (left or right padded), labels [B, L'].
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llava.pruning import get_method, parse_method_args
+from llava.pruning.base import gather_tokens
+
+VisualTokenNum = int | None | Sequence[int | None]
+
+
+def check_visual_token_num(value) -> int | None:
+    """Validate one budget K: None (keep all) or an integer >= 1. Anything else raises ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            return int(value)
+        raise ValueError(f"visual_token_num must be a positive integer or None, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"visual_token_num must be >= 1 (K kept visual tokens per image), got {value}")
+    return int(value)
+
+
+def expand_budgets(visual_token_num: VisualTokenNum, num_images: int) -> list[int | None]:
+    """One validated K per image from a scalar or a per-image sequence."""
+    if visual_token_num is None or isinstance(visual_token_num, (numbers.Number, bool)):
+        return [check_visual_token_num(visual_token_num)] * num_images
+    budgets = [check_visual_token_num(k) for k in visual_token_num]
+    if len(budgets) != num_images:
+        raise ValueError(f"got {len(budgets)} visual_token_num values for {num_images} images")
+    return budgets
+
+
+@dataclass
+class EncodedImages:
+    """Projected visual tokens per image and what was kept.
+
+    features: n_img x [K_i, H]; kept_indices: n_img x ([K_i] long raster positions, or None when all kept).
+    """
+
+    features: list[torch.Tensor]
+    kept_indices: list[torch.Tensor | None]
+    num_patches: int
+
+    @property
+    def token_counts(self) -> list[int]:
+        return [f.shape[0] for f in self.features]
+
+
+@dataclass
+class MultimodalInputs:
+    """What the LLM receives after the splice."""
+
+    inputs_embeds: torch.Tensor  # [B, L', H]
+    attention_mask: torch.Tensor  # [B, L'] long
+    position_ids: torch.Tensor  # [B, L'] long
+    labels: torch.Tensor | None  # [B, L'] or None
+    image_spans: list[list[tuple[int, int]]] = field(default_factory=list)  # per row: [start, end) of each image
+    encoded: EncodedImages | None = None
+
+
+class LlavaMetaForCausalLM:
+    """Mixin for a causal LM whose `get_model()` carries `vision_tower`, `mm_projector`, `embed_tokens`."""
+
+    # ---- configuration ----------------------------------------------------------------------
+    def get_vision_tower(self):
+        return getattr(self.get_model(), "vision_tower", None)
+
+    def set_pruning(
+        self, visual_token_num: VisualTokenNum = None, method: str | None = None, method_args: dict | str | None = None
+    ) -> None:
+        """Set the default budget K (None = no pruning) and method; takes effect on the next call."""
+        if method is not None:
+            get_method(method)  # fail early on unknown names
+            self.config.pruning_method = method
+        if isinstance(method_args, str):
+            method_args = parse_method_args(method_args)
+        if method_args is not None:
+            self.config.pruning_args = dict(method_args)
+        if visual_token_num is not None and not isinstance(visual_token_num, numbers.Number):
+            raise ValueError("the default visual_token_num must be one integer; pass per-image lists to generate()")
+        self.config.visual_token_num = check_visual_token_num(visual_token_num)
+
+    # ---- images -> visual tokens --------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, visual_token_num: VisualTokenNum = "config") -> EncodedImages:
+        """Encode, select and project. images [n_img, 3, S, S] -> EncodedImages (n_img x [K_i, H])."""
+        if visual_token_num == "config":
+            visual_token_num = getattr(self.config, "visual_token_num", None)
+        budgets = expand_budgets(visual_token_num, images.shape[0])
+        tower = self.get_vision_tower()
+        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        n = tower.num_patches + (1 if tower.select_feature == "cls_patch" else 0)
+        prune = [k is not None and k < n for k in budgets]
+        if any(prune) and tower.select_feature != "patch":
+            raise ValueError("pruning needs mm_vision_select_feature='patch' (no LLaVA-1.5/1.6 checkpoint uses 'cls_patch')")
+        if any(prune) and method.stage != "pre_llm":
+            raise ValueError(f"pruning method {method.name!r} acts inside the LLM, not before the projector")
+        signals = tower(images, needs=method.needs if any(prune) else frozenset())
+        projector = self.get_model().mm_projector
+        weight = next(projector.parameters(), None)
+        proj_dtype = weight.dtype if weight is not None else signals.features.dtype
+        method_args = dict(getattr(self.config, "pruning_args", None) or {})
+
+        features: list[torch.Tensor | None] = [None] * len(budgets)
+        kept: list[torch.Tensor | None] = [None] * len(budgets)
+        for k in sorted({k for k, p in zip(budgets, prune) if p}):
+            rows = [i for i, (kk, p) in enumerate(zip(budgets, prune)) if p and kk == k]
+            sub = signals.index(rows)
+            selection = method.select(sub, k, **method_args)
+            tokens = selection.tokens if selection.tokens is not None else gather_tokens(sub.features, selection.indices)
+            projected = projector(tokens.to(proj_dtype))  # [b, K, D] -> [b, K, H]
+            for j, i in enumerate(rows):
+                features[i], kept[i] = projected[j], selection.indices[j]
+        full_rows = [i for i, p in enumerate(prune) if not p]
+        if full_rows:
+            tokens = signals.features[full_rows]
+            projected = projector(tokens.to(proj_dtype))  # [b, N, D] -> [b, N, H]
+            for j, i in enumerate(full_rows):
+                features[i] = projected[j]
+        return EncodedImages(features=features, kept_indices=kept, num_patches=n)
+
+    # ---- splice -------------------------------------------------------------------------------
+    def prepare_multimodal_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        images: torch.Tensor | Sequence[torch.Tensor] | None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        visual_token_num: VisualTokenNum = "config",
+        padding_side: str = "left",
+    ) -> MultimodalInputs:
+        """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
+
+        Images are consumed in reading order (row by row, left to right). Padding in `input_ids`
+        (attention_mask == 0) is dropped and the spliced rows are re-padded on `padding_side`.
+        """
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
+        encoded = None
+        image_feats: list[torch.Tensor] = []
+        if images is not None:
+            if not torch.is_tensor(images):
+                images = torch.stack([im.squeeze(0) if im.ndim == 4 else im for im in images])
+            if images.ndim == 3:
+                images = images.unsqueeze(0)
+            if images.shape[0] != n_placeholders:
+                raise ValueError(
+                    f"the prompts hold {n_placeholders} <image> placeholders but {images.shape[0]} images were given"
+                )
+            encoded = self.encode_images(images, visual_token_num)
+            image_feats = encoded.features
+        elif n_placeholders:
+            raise ValueError(f"the prompts hold {n_placeholders} <image> placeholders but no images were given")
+
+        embed = self.get_model().embed_tokens
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        attention_mask = attention_mask.bool()
+        text_embeds = embed(input_ids.clamp(min=0))  # [B, L, H]; placeholder rows are dropped below
+        max_len = getattr(self.config, "tokenizer_model_max_length", None)
+
+        rows_embeds, rows_labels, spans = [], [], []
+        next_image = 0
+        for b in range(input_ids.shape[0]):
+            keep = attention_mask[b]
+            ids, emb = input_ids[b][keep], text_embeds[b][keep]
+            lab = labels[b][keep] if labels is not None else None
+            cuts = [-1] + torch.nonzero(ids == IMAGE_TOKEN_INDEX).flatten().tolist() + [ids.shape[0]]
+            pieces, piece_labels, row_spans, pos = [], [], [], 0
+            for i in range(len(cuts) - 1):
+                start, end = cuts[i] + 1, cuts[i + 1]
+                pieces.append(emb[start:end])
+                if lab is not None:
+                    piece_labels.append(lab[start:end])
+                pos += end - start
+                if i < len(cuts) - 2:
+                    feat = image_feats[next_image].to(device=emb.device, dtype=emb.dtype)
+                    next_image += 1
+                    pieces.append(feat)
+                    if lab is not None:
+                        piece_labels.append(torch.full((feat.shape[0],), IGNORE_INDEX, dtype=lab.dtype, device=lab.device))
+                    row_spans.append((pos, pos + feat.shape[0]))
+                    pos += feat.shape[0]
+            row = torch.cat(pieces)
+            row_lab = torch.cat(piece_labels) if lab is not None else None
+            if max_len is not None:
+                row = row[:max_len]
+                row_lab = row_lab[:max_len] if row_lab is not None else None
+            rows_embeds.append(row)
+            rows_labels.append(row_lab)
+            spans.append(row_spans)
+
+        return _pad_rows(rows_embeds, rows_labels, spans, padding_side, encoded)
+
+
+def _pad_rows(
+    rows: list[torch.Tensor],
+    row_labels: list[torch.Tensor | None],
+    spans: list[list[tuple[int, int]]],
+    padding_side: str,
+    encoded: EncodedImages | None,
+) -> MultimodalInputs:
+    """Stack variable-length rows [L_b, H] into [B, L', H] with mask, positions and labels."""
+    batch, width = len(rows), max(r.shape[0] for r in rows)
+    ref = rows[0]
+    embeds = ref.new_zeros(batch, width, ref.shape[-1])
+    mask = torch.zeros(batch, width, dtype=torch.long, device=ref.device)
+    positions = torch.zeros(batch, width, dtype=torch.long, device=ref.device)
+    has_labels = row_labels[0] is not None
+    labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long, device=ref.device) if has_labels else None
+    for b, row in enumerate(rows):
+        n = row.shape[0]
+        sl = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        embeds[b, sl] = row
+        mask[b, sl] = 1
+        positions[b, sl] = torch.arange(n, device=ref.device)
+        if has_labels:
+            labels[b, sl] = row_labels[b]
+        if padding_side == "left":
+            spans[b] = [(s + width - n, e + width - n) for s, e in spans[b]]
+    return MultimodalInputs(embeds, mask, positions, labels, spans, encoded)

@@ -1,0 +1,154 @@
+"""The embedded tiny LLaVA-1.5: random weights, real geometry (336 px, patch 14, 576 patches).
+
+`python -m llava.model.tiny --out DIR` writes, without any download:
+- DIR/clip-vit-tiny-patch14-336/   a CLIPVisionModel + CLIP image-processor config (OpenAI-CLIP values)
+- DIR/llava-v1.5-tiny/             the original LLaVA layout (config model_type "llava", mm_* fields,
+                                   `model.mm_projector.{0,2}` weights, sentencepiece tokenizer), whose
+                                   `mm_vision_tower` points at the CLIP folder
+- DIR/llava-1.5-tiny-hf/           (with --hf) the same weights in the llava-hf layout
+
+Random weights produce meaningless text; the pipeline, shapes and numerics are the real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+from .multimodal_encoder.clip_encoder import CLIPVisionTower
+
+CLIP_DIR, LLAVA_DIR, HF_DIR = "clip-vit-tiny-patch14-336", "llava-v1.5-tiny", "llava-1.5-tiny-hf"
+
+# OpenAI CLIP ViT-L/14-336 preprocessing, written in a form both transformers 4.37 and 5.x read.
+CLIP_PREPROCESSOR = {
+    "image_processor_type": "CLIPImageProcessor",
+    "do_resize": True,
+    "size": {"shortest_edge": 336},
+    "resample": 3,
+    "do_center_crop": True,
+    "crop_size": {"height": 336, "width": 336},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+}
+
+TINY_VISION = dict(
+    image_size=336, patch_size=14, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+    num_attention_heads=4, projection_dim=64, hidden_act="quick_gelu", initializer_factor=4.0,
+)
+TINY_TEXT = dict(
+    hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+    max_position_embeddings=4096, rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False,
+    bos_token_id=1, eos_token_id=2, pad_token_id=0,
+)
+
+
+def tiny_config(vocab_size: int, vision_tower: str = CLIP_DIR) -> LlavaLlamaConfig:
+    """An original-layout config with LLaVA-1.5's multimodal settings and tiny widths."""
+    return LlavaLlamaConfig(
+        vocab_size=vocab_size,
+        mm_vision_tower=vision_tower,
+        mm_hidden_size=TINY_VISION["hidden_size"],
+        mm_vision_select_layer=-2,
+        mm_vision_select_feature="patch",
+        mm_projector_type="mlp2x_gelu",
+        image_aspect_ratio="pad",
+        mm_patch_merge_type="flat",
+        tokenizer_model_max_length=2048,
+        tokenizer_padding_side="right",
+        max_sequence_length=2048,
+        architectures=["LlavaLlamaForCausalLM"],
+        **TINY_TEXT,
+    )
+
+
+def build_tiny_model(vocab_size: int, seed: int = 0) -> LlavaLlamaForCausalLM:
+    """A randomly initialised tiny LLaVA-1.5 with its vision tower attached (float32, eval mode)."""
+    torch.manual_seed(seed)
+    model = LlavaLlamaForCausalLM(tiny_config(vocab_size))
+    clip = CLIPVisionModel(CLIPVisionConfig(**TINY_VISION))
+    model.attach_vision_tower(CLIPVisionTower(clip, name=CLIP_DIR))
+    return model.eval()
+
+
+def save_tiny_checkpoint(out_dir: str | Path, seed: int = 0, hf_layout: bool = False) -> Path:
+    """Write the tiny CLIP and LLaVA folders under `out_dir`; returns the LLaVA folder."""
+    from .tokenizer import load_tokenizer, save_tiny_tokenizer
+
+    out = Path(out_dir).resolve()
+    clip_dir, llava_dir = out / CLIP_DIR, out / LLAVA_DIR
+    llava_dir.mkdir(parents=True, exist_ok=True)
+    save_tiny_tokenizer(llava_dir)
+    vocab_size = len(load_tokenizer(str(llava_dir)))
+    model = build_tiny_model(vocab_size, seed)
+    tower = model.get_vision_tower()
+
+    save_clip_like_openai(tower.vision_tower, clip_dir)
+
+    # The original layout keeps the tower outside the LLM checkpoint, found through mm_vision_tower.
+    model.model.vision_tower = None
+    model.config.mm_vision_tower = str(clip_dir)
+    model.save_pretrained(llava_dir)
+    config_path = llava_dir / "config.json"
+    raw = json.loads(config_path.read_text())
+    for key in ("visual_token_num", "pruning_method", "pruning_args", "vision_config"):
+        raw.pop(key, None)
+    raw["model_type"] = "llava"  # what the published checkpoints say
+    config_path.write_text(json.dumps(raw, indent=2))
+    model.model.vision_tower = tower
+
+    if hf_layout:
+        save_hf_layout(model, out / HF_DIR, llava_dir)
+    return llava_dir
+
+
+def save_clip_like_openai(clip: CLIPVisionModel, dest: Path) -> None:
+    """Save CLIP as the published CLIP checkpoints are laid out (`vision_model.*` keys + processor).
+
+    transformers 5 saves CLIPVisionModel without the `vision_model.` prefix, which older releases
+    (and the original LLaVA on them) would silently re-initialise; this layout loads everywhere.
+    """
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    clip.config.save_pretrained(dest)
+    weights = {f"vision_model.{k}": v.contiguous() for k, v in clip.state_dict().items() if "position_ids" not in k}
+    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    (dest / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR, indent=2))
+
+
+def save_hf_layout(model: LlavaLlamaForCausalLM, dest: Path, tokenizer_dir: Path) -> Path:
+    """Save `model` as a llava-hf LlavaForConditionalGeneration folder (weights, tokenizer, processor)."""
+    import shutil
+
+    from .hf_layout import to_hf_model
+
+    hf = to_hf_model(model)
+    hf.save_pretrained(dest)
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, dest / name)
+    (dest / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR, indent=2))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="playground/tiny", help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hf", action="store_true", help="also write the llava-hf layout")
+    args = parser.parse_args(argv)
+    path = save_tiny_checkpoint(args.out, args.seed, args.hf)
+    print(f"tiny LLaVA-1.5 checkpoint: {path}")
+
+
+if __name__ == "__main__":
+    main()
