@@ -111,6 +111,7 @@ class SlowLlamaTokenizer(SentencePieceBackend):
         self.add_eos_token = add_eos_token
         # The file's bytes as given: `self.sp_model` may carry a modified proto (no dummy prefix).
         self._model_bytes = Path(vocab_file).read_bytes()
+        given = {str(t) for t in (kwargs.get("added_tokens_decoder") or {}).values()}
         super().__init__(
             vocab_file=vocab_file,
             unk_token=unk_token,
@@ -125,6 +126,20 @@ class SlowLlamaTokenizer(SentencePieceBackend):
             **kwargs,
         )
         self.legacy = legacy
+        self._keep_special_token_flags(given)
+
+    def _keep_special_token_flags(self, given: set[str]) -> None:
+        """Register the special tokens' own AddedToken objects (lstrip/rstrip ...), as 4.37 did.
+
+        transformers 5 registers them from their plain strings and drops the flags. Tokens that the
+        ``added_tokens_decoder`` argument already describes keep that description.
+        """
+        named = [self._special_tokens_map.get(name) for name in NAMED_SPECIAL_TOKENS]
+        for token in [*named, *self._extra_special_tokens]:
+            if isinstance(token, AddedToken) and token.content not in given and token.content in self._added_tokens_encoder:
+                token.__setstate__({"special": True, "normalized": token.normalized})
+                self._added_tokens_decoder[self._added_tokens_encoder[token.content]] = token
+        self._update_trie()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
@@ -147,7 +162,10 @@ class SlowLlamaTokenizer(SentencePieceBackend):
         return tokens
 
     def _tokenize(self, text: str, **kwargs: Any) -> list[str]:
-        """Sentencepiece pieces of one span of text that holds no special token."""
+        """Sentencepiece pieces of one span of text that holds no special token.
+
+        Same rule as transformers 5's base class today; kept here so the 4.37 ids never depend on it.
+        """
         if self.legacy or not text.startswith((SPIECE_UNDERLINE, " ")):
             return self.sp_model.encode(text, out_type=str)
         # The model has no dummy prefix here and would drop a leading "▁": encode behind the unk
@@ -334,6 +352,14 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({err}); fix or delete the file") from err
 
 
+def _special_or_str(value: Any) -> Any:
+    """A ``{"__type": "AddedToken", ...}`` or plain token dict as an AddedToken; anything else unchanged."""
+    if isinstance(value, dict):
+        fields = {k: v for k, v in value.items() if k != "__type"}
+        return AddedToken(**fields) if "special" in fields else _special(fields)
+    return value
+
+
 def load_tokenizer(path: str, **overrides: Any) -> SlowLlamaTokenizer:
     """Load the tokenizer of a LLaMA-family checkpoint as transformers 4.37's slow ``LlamaTokenizer`` would.
 
@@ -384,19 +410,12 @@ def load_tokenizer(path: str, **overrides: Any) -> SlowLlamaTokenizer:
 
     by_content = {tok.content: tok for tok in added.values()}
     for key in NAMED_SPECIAL_TOKENS:
-        value = _special_or_str(init.get(key))
-        init[key] = by_content.get(str(value), value) if value is not None else None
+        if init.get(key) is not None:  # an absent key keeps the class default
+            value = _special_or_str(init[key])
+            init[key] = by_content.get(str(value), value)
     if init.get("additional_special_tokens"):
         init["additional_special_tokens"] = [_special_or_str(t) for t in init["additional_special_tokens"]]
     return SlowLlamaTokenizer(vocab_file=str(vocab_file), name_or_path=str(path), **init)
-
-
-def _special_or_str(value: Any) -> Any:
-    """A ``{"__type": "AddedToken", ...}`` or plain token dict as an AddedToken; anything else unchanged."""
-    if isinstance(value, dict):
-        fields = {k: v for k, v in value.items() if k != "__type"}
-        return AddedToken(**fields) if "special" in fields else _special(fields)
-    return value
 
 
 # ---- the tiny test tokenizer ----------------------------------------------------------------------
