@@ -1,0 +1,182 @@
+"""Build the paper table (benchmarks x kept visual tokens K) from the scorers' `--save-json` records.
+
+Layout: run each scorer with `--save-json RESULTS_DIR/<bench>/k<K>/score.json --k K`; any `*.json`
+under RESULTS_DIR holding `{"benchmark", "k", "metrics", "headline"}` is read (other JSON is ignored,
+and K comes from the record; `k: null` means unpruned, i.e. the baseline K). Rows: the baseline K,
+then the other K descending. Columns: the benchmarks in paper order (unknown names after). Each
+cell is the headline score and its % of the same benchmark's baseline score; Avg is the mean of
+those percentages over the benchmarks present at that K that have a baseline.
+
+  python -m llava.eval.summarize RESULTS_DIR [--baseline-k 576] [--out PREFIX]
+writes Markdown to stdout and PREFIX.md, PREFIX.csv and PREFIX.png (relative score vs K).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+PAPER_ORDER = ("VQAv2", "GQA", "VizWiz", "SQA-IMG", "TextVQA", "POPE", "MME", "MMB", "MMB-CN", "SEED", "MM-Vet",
+               "LLaVA-Bench")
+ALIASES = {"sqa": "SQA-IMG", "scienceqa": "SQA-IMG", "mmbench": "MMB", "mmbench-cn": "MMB-CN", "mmbench_cn": "MMB-CN",
+           "seed-bench": "SEED", "seed-img": "SEED", "mmvet": "MM-Vet", "llava-bench-in-the-wild": "LLaVA-Bench",
+           "llava_bench": "LLaVA-Bench", "llavabench": "LLaVA-Bench"}
+RECORD_KEYS = frozenset({"benchmark", "k", "metrics", "headline"})
+MAX_RECORD_BYTES = 1 << 20
+
+
+def canonical_name(name: str) -> str:
+    """The paper column for a benchmark name (case-insensitive, with a few common aliases)."""
+    by_lower = {n.lower(): n for n in PAPER_ORDER}
+    key = name.strip().lower()
+    return by_lower.get(key) or ALIASES.get(key) or name.strip()
+
+
+def find_records(root: str | Path) -> list[tuple[Path, dict]]:
+    """Every score record (small JSON object with the record keys) under `root`, sorted by path."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results folder {root} not found")
+    found = []
+    for path in sorted(root.rglob("*.json")):
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            continue
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(obj, dict) and RECORD_KEYS <= obj.keys():
+            found.append((path, obj))
+    return found
+
+
+@dataclass
+class PaperTable:
+    """Headline scores by (K, benchmark) and the derived relative scores."""
+
+    baseline_k: int
+    scores: dict[tuple[int, str], float]
+    ks: list[int] = field(default_factory=list)
+    benchmarks: list[str] = field(default_factory=list)
+    relative: dict[tuple[int, str], float] = field(default_factory=dict)
+    avg: dict[int, float | None] = field(default_factory=dict)
+    no_baseline: list[str] = field(default_factory=list)
+
+
+def build_table(records: Sequence[tuple[Path, dict]], baseline_k: int = 576) -> PaperTable:
+    """Arrange records into rows (K) and columns (benchmarks); a repeated (benchmark, K) raises ValueError."""
+    scores: dict[tuple[int, str], float] = {}
+    origin: dict[tuple[int, str], Path] = {}
+    for path, rec in records:
+        k = baseline_k if rec["k"] is None else int(rec["k"])
+        key = (k, canonical_name(rec["benchmark"]))
+        if key in scores:
+            raise ValueError(f"{key[1]} at K={k} is in both {origin[key]} and {path}; keep one of them")
+        scores[key], origin[key] = float(rec["headline"]), path
+    table = PaperTable(baseline_k, scores)
+    present = {b for _, b in scores}
+    table.benchmarks = [b for b in PAPER_ORDER if b in present] + sorted(present - set(PAPER_ORDER))
+    others = sorted({k for k, _ in scores if k != baseline_k}, reverse=True)
+    table.ks = ([baseline_k] if any(k == baseline_k for k, _ in scores) else []) + others
+    base = {b: scores[(baseline_k, b)] for b in table.benchmarks if (baseline_k, b) in scores}
+    table.no_baseline = [b for b in table.benchmarks if not base.get(b)]
+    for (k, b), v in scores.items():
+        if base.get(b):
+            table.relative[(k, b)] = 100 * v / base[b]
+    for k in table.ks:
+        rel = [table.relative[(k, b)] for b in table.benchmarks if (k, b) in table.relative]
+        table.avg[k] = sum(rel) / len(rel) if rel else None
+    return table
+
+
+def _cell(table: PaperTable, k: int, bench: str) -> str:
+    if (k, bench) not in table.scores:
+        return "-"
+    rel = table.relative.get((k, bench))
+    return f"{table.scores[(k, bench)]:.2f}" + ("" if rel is None else f" ({rel:.1f}%)")
+
+
+def to_markdown(table: PaperTable) -> str:
+    """The table as GitHub Markdown."""
+    head = ["K", *table.benchmarks, "Avg"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in table.ks:
+        avg = table.avg[k]
+        label = f"{k} (baseline)" if k == table.baseline_k else str(k)
+        cells = [label, *(_cell(table, k, b) for b in table.benchmarks), "-" if avg is None else f"{avg:.1f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(table: PaperTable, path: Path) -> None:
+    """Wide CSV: K, then `<bench>` and `<bench> %` per benchmark, then `Avg %` (empty where absent)."""
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["K", *(c for b in table.benchmarks for c in (b, f"{b} %")), "Avg %"])
+        for k in table.ks:
+            row = [k]
+            for b in table.benchmarks:
+                row += [fmt(table.scores.get((k, b))), fmt(table.relative.get((k, b)))]
+            writer.writerow(row + [fmt(table.avg[k])])
+
+
+def plot(table: PaperTable, path: Path) -> None:
+    """PNG of % of baseline vs K, one line per benchmark with a baseline, plus the average."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ks = sorted(table.ks)
+    for b in table.benchmarks:
+        pts = [(k, table.relative[(k, b)]) for k in ks if (k, b) in table.relative]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=b)
+    avg = [(k, table.avg[k]) for k in ks if table.avg[k] is not None]
+    if avg:
+        ax.plot([p[0] for p in avg], [p[1] for p in avg], "k--", marker="s", linewidth=2, label="Avg")
+    if ks and min(ks) > 0:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("visual tokens kept (K)")
+    ax.set_ylabel(f"score, % of baseline (K={table.baseline_k})")
+    ax.set_title("Relative performance vs. number of visual tokens")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> PaperTable:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", help="folder searched (recursively) for score records")
+    parser.add_argument("--baseline-k", type=int, default=576, help="K of the unpruned baseline row")
+    parser.add_argument("--out", default=None, help="write PREFIX.md, PREFIX.csv and PREFIX.png")
+    args = parser.parse_args(argv)
+    records = find_records(args.results_dir)
+    if not records:
+        raise SystemExit(f"no score records (JSON with {sorted(RECORD_KEYS)}) under {args.results_dir}")
+    table = build_table(records, args.baseline_k)
+    for b in table.no_baseline:
+        print(f"warning: no baseline (K={args.baseline_k}) score for {b}; it is left out of Avg")
+    markdown = to_markdown(table)
+    print(markdown)
+    if args.out:
+        prefix = Path(args.out)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{prefix}.md").write_text(markdown + "\n", encoding="utf-8")
+        write_csv(table, Path(f"{prefix}.csv"))
+        plot(table, Path(f"{prefix}.png"))
+        print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.png")
+    return table
+
+
+if __name__ == "__main__":
+    main()
