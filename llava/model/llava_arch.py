@@ -92,8 +92,9 @@ class LlavaMetaForCausalLM:
             method_args = parse_method_args(method_args)
         if method_args is not None:
             self.config.pruning_args = dict(method_args)
-        if visual_token_num is not None and not isinstance(visual_token_num, numbers.Number):
-            raise ValueError("the default visual_token_num must be one integer; pass per-image lists to generate()")
+        if isinstance(visual_token_num, (list, tuple)):
+            raise ValueError(f"the default visual_token_num must be one integer, got {visual_token_num!r}; "
+                             "pass per-image lists to generate()")
         self.config.visual_token_num = check_visual_token_num(visual_token_num)
 
     # ---- images -> visual tokens --------------------------------------------------------------

@@ -42,11 +42,11 @@ CLIP_PREPROCESSOR = {
 
 TINY_VISION = dict(
     image_size=336, patch_size=14, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-    num_attention_heads=4, projection_dim=64, hidden_act="quick_gelu", initializer_factor=4.0,
+    num_attention_heads=4, projection_dim=64, hidden_act="quick_gelu", initializer_factor=2.0,
 )
 TINY_TEXT = dict(
     hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-    max_position_embeddings=4096, rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False,
+    max_position_embeddings=4096, rms_norm_eps=1e-5, initializer_range=0.2, tie_word_embeddings=False,
     bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
 

@@ -1,0 +1,51 @@
+"""Session fixtures: the tiny LLaVA-1.5 saved in both layouts, loaded once, and sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "assets" / "samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """Folder holding clip-vit-tiny-patch14-336/, llava-v1.5-tiny/ (original layout) and llava-1.5-tiny-hf/."""
+    from llava.model.tiny import save_tiny_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny")
+    save_tiny_checkpoint(out, seed=0, hf_layout=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tiny_dir) -> str:
+    return str(tiny_dir / "llava-v1.5-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_path):
+    """(tokenizer, model, image_processor, context_len) of the original-layout tiny checkpoint, fp32 CPU."""
+    from llava.model.builder import load_pretrained_model
+
+    torch.set_num_threads(2)
+    return load_pretrained_model(tiny_path, None, "llava-v1.5-tiny", device="cpu", torch_dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def sample_images():
+    from PIL import Image
+
+    return [Image.open(SAMPLES / name).convert("RGB") for name in ("shapes.png", "stripes.png", "scene.png")]
+
+
+@pytest.fixture()
+def fresh_pruning(tiny):
+    """Restore the tiny model's pruning settings after a test that changes them."""
+    model = tiny[1]
+    saved = (model.config.visual_token_num, model.config.pruning_method, dict(model.config.pruning_args or {}))
+    yield model
+    model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args = saved
