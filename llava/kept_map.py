@@ -59,3 +59,55 @@ def kept_grid(panels: Sequence[tuple[str, Image.Image]], columns: int = 4, pad: 
         draw.text((x, y), title, fill=(0, 0, 0))
         sheet.paste(panel, (x, y + title_h))
     return sheet
+
+
+def kept_indices_for(model, image_processor, image: Image.Image, k: int | None, method: str,
+                     method_args: dict | None = None) -> torch.Tensor | None:
+    """Raster indices that `method` keeps at budget `k` for one image (None when all are kept)."""
+    from llava.mm_utils import process_images
+
+    saved = (model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args)
+    try:
+        model.set_pruning(k, method, method_args or {})
+        pixels = process_images([image], image_processor, model.config)
+        tower = model.get_vision_tower()
+        encoded = model.encode_images(pixels.to(device=tower.device, dtype=tower.dtype))
+        return encoded.kept_indices[0]
+    finally:
+        model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args = saved
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Draw a grid of kept-patch maps for one image over several budgets and methods."""
+    import argparse
+
+    from llava.mm_utils import load_image
+    from llava.model.builder import load_pretrained_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--image-file", required=True)
+    parser.add_argument("--visual-token-num", default="576,144,58,29", help="comma-separated budgets K")
+    parser.add_argument("--pruning-method", default="fastervlm", help="comma-separated method names")
+    parser.add_argument("--out", default="kept_patches.png")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--vision-tower", default=None)
+    args = parser.parse_args(argv)
+
+    _, model, processor, _ = load_pretrained_model(args.model_path, device=args.device,
+                                                   vision_tower_path=args.vision_tower)
+    image = load_image(args.image_file)
+    tower = model.get_vision_tower()
+    view = model_view(image, processor, model.config.image_aspect_ratio, tower.config.image_size)
+    panels = []
+    for method in args.pruning_method.split(","):
+        for k in (int(x) for x in args.visual_token_num.split(",")):
+            kept = kept_indices_for(model, processor, image, k, method.strip())
+            n = tower.num_patches if kept is None else len(kept)
+            panels.append((f"{method} K={n}", draw_kept_patches(view, kept, tower.num_patches_per_side, scale=1)))
+    kept_grid(panels, columns=len(args.visual_token_num.split(","))).save(args.out)
+    print(f"kept-patch grid written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

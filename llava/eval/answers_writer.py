@@ -2,7 +2,10 @@
 
 Each answer is one line written with a single `write` and flushed, so a killed run leaves at most
 one partial last line. On reopening, a partial last line is cut away (it never reaches a scorer)
-and the question_ids already answered are skipped.
+and the questions already answered are skipped.
+
+A question is identified by (question_id, prompt): LLaVA's own MME and TextVQA question files reuse
+one question_id for several questions about the same image.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ def _repair_tail(path: Path) -> None:
             f.truncate(end)
 
 
-def answered_ids(path: str | Path) -> set[str]:
-    """question_ids (as strings) already in an answers file; empty when the file does not exist."""
+def answer_key(question_id, prompt) -> tuple[str, str]:
+    """The identity of a question in an answers file."""
+    return str(question_id), str(prompt)
+
+
+def answered_ids(path: str | Path) -> set[tuple[str, str]]:
+    """(question_id, prompt) keys already in an answers file; empty when the file does not exist."""
     path = Path(path)
     if not path.exists():
         return set()
@@ -42,7 +50,8 @@ def answered_ids(path: str | Path) -> set[str]:
             if not line.strip():
                 continue
             try:
-                done.add(str(json.loads(line)["question_id"]))
+                record = json.loads(line)
+                done.add(answer_key(record["question_id"], record.get("prompt", "")))
             except (json.JSONDecodeError, KeyError) as err:
                 raise ValueError(f"{path}:{lineno}: not an answer record ({err}); remove the line or the file") from None
     return done
@@ -61,17 +70,17 @@ class AnswerWriter:
         self.done = answered_ids(self.path)
         self._file = self.path.open("a", encoding="utf-8")
 
-    def __contains__(self, question_id) -> bool:
-        return str(question_id) in self.done
+    def __contains__(self, key: tuple) -> bool:
+        return answer_key(*key) in self.done
 
     def write(self, record: dict) -> None:
-        qid = str(record["question_id"])
-        if qid in self.done:
-            raise ValueError(f"question {qid} is already answered in {self.path}")
+        key = answer_key(record["question_id"], record.get("prompt", ""))
+        if key in self.done:
+            raise ValueError(f"question {key[0]} ({key[1][:40]!r}) is already answered in {self.path}")
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.done.add(qid)
+        self.done.add(key)
 
     def close(self) -> None:
         self._file.close()

@@ -37,6 +37,11 @@ class VQAItem:
     prompt_field: str | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def record_prompt(self) -> str:
+        """The answer record's `prompt` (with question_id, the key used for resuming)."""
+        return self.prompt_field if self.prompt_field is not None else self.question
+
 
 @dataclass
 class GenerationArgs:
@@ -186,7 +191,7 @@ def run_vqa(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     with AnswerWriter(answers_file, resume=resume) as writer:
-        todo = [it for it in items if it.question_id not in writer]
+        todo = [it for it in items if (it.question_id, it.record_prompt) not in writer]
         if not todo:
             return 0
         check_images_exist(todo, image_folder)
@@ -212,7 +217,7 @@ def run_vqa(
                 seen = [next(counts) for _ in item.images]
                 record = {
                     "question_id": item.question_id,
-                    "prompt": item.prompt_field if item.prompt_field is not None else item.question,
+                    "prompt": item.record_prompt,
                     "text": text.strip(),
                     "answer_id": shortuuid.uuid(),
                     "model_id": model_id,

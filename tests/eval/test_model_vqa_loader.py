@@ -89,13 +89,14 @@ def test_corrupt_image_and_bad_question_line(tiny_path, tmp_path):
 
 def test_answer_writer_repairs_tail_and_refuses_duplicates(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text('{"question_id": 1, "text": "a"}\n{"question_id": 2, "te')
+    path.write_text('{"question_id": 1, "prompt": "p", "text": "a"}\n{"question_id": 2, "prompt": "p", "te')
     with AnswerWriter(path) as w:
-        assert 1 in w and 2 not in w
-        w.write({"question_id": 2, "text": "b"})
-        with pytest.raises(ValueError, match="question 2 is already answered"):
-            w.write({"question_id": 2, "text": "c"})
-    assert answered_ids(path) == {"1", "2"}
+        assert (1, "p") in w and (2, "p") not in w
+        w.write({"question_id": 2, "prompt": "p", "text": "b"})
+        w.write({"question_id": 2, "prompt": "another question on the same image", "text": "b"})  # MME-style
+        with pytest.raises(ValueError, match="question 2 .* is already answered"):
+            w.write({"question_id": 2, "prompt": "p", "text": "c"})
+    assert answered_ids(path) == {("1", "p"), ("2", "p"), ("2", "another question on the same image")}
     with AnswerWriter(path, resume=False) as w:
         assert not w.done
 

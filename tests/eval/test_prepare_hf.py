@@ -112,6 +112,9 @@ def test_pope_from_parquet_hub_layout(tmp_path):
         str(repo / "data" / "test-00000-of-00001.parquet"))
     run("pope", repo, tmp_path / "pope")
     check_pope_outputs(tmp_path / "pope")
+    info = run("pope", repo, tmp_path / "smoke", "--limit", "2")
+    assert [q["question_id"] for q in lines(tmp_path / "smoke" / "llava_pope_test.jsonl")] == [1, 2]
+    assert info["counts"]["questions"] == 2 and info["limit"] == 2
 
 
 def test_hub_id_from_local_hub_cache(tmp_path, monkeypatch):
