@@ -4,6 +4,6 @@
 # It never mixes with the project's environment: tests run it in a subprocess with PYTHONPATH set.
 set -euo pipefail
 dest="${1:-$(cd "$(dirname "$0")/.." && pwd)/.oracle}"
-python -m pip install --quiet --disable-pip-version-check --no-deps --target "$dest" \
+python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target "$dest" \
     transformers==4.37.2 tokenizers==0.15.2 huggingface-hub==0.24.7 llava-torch==1.2.2.post1
 echo "oracle installed in $dest"

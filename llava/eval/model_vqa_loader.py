@@ -12,15 +12,7 @@ from __future__ import annotations
 import argparse
 
 from llava.eval.io_utils import read_jsonl
-from llava.eval.runner import (
-    GenerationArgs,
-    VQAItem,
-    add_common_args,
-    balanced_chunk,
-    load_model_from_args,
-    run_metadata,
-    run_vqa,
-)
+from llava.eval.runner import VQAItem, add_common_args, run_from_args
 
 
 def items_from_questions(questions: list[dict], source: str = "question file") -> list[VQAItem]:
@@ -35,20 +27,16 @@ def items_from_questions(questions: list[dict], source: str = "question file") -
     return items
 
 
+def run(args: argparse.Namespace) -> None:
+    """Answer the question file described by the parsed common flags."""
+    questions = read_jsonl(args.question_file)
+    run_from_args(args, items_from_questions(questions, args.question_file))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
-    args = parser.parse_args(argv)
-
-    questions = read_jsonl(args.question_file)
-    items = balanced_chunk(items_from_questions(questions, args.question_file), args.num_chunks, args.chunk_idx)
-    tokenizer, model, image_processor, model_name = load_model_from_args(args)
-    gen = GenerationArgs(args.temperature, args.top_p, args.num_beams, args.max_new_tokens)
-    run_vqa(
-        model, tokenizer, image_processor, items, args.answers_file, args.conv_mode, gen, model_name,
-        image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
-        resume=not args.no_resume, metadata=run_metadata(model, args),
-    )
+    run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

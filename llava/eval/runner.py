@@ -27,7 +27,8 @@ class VQAItem:
     """One question to answer.
 
     question_id: the id written to the answers file. question: the user text (without <image>).
-    images: image paths or PIL images (0 or 1 for LLaVA-1.5 benchmarks). prompt_field: what the
+    images: image paths (relative to the image folder), PIL images, or zero-argument callables that
+    return one (decoded lazily). prompt_field: what the
     answer record's `prompt` holds (LLaVA writes the question text). extra: fields copied into the record.
     """
 
@@ -143,6 +144,11 @@ class _PromptDataset(Dataset):
         for image in item.images:
             if isinstance(image, Image.Image):
                 images.append(image.convert("RGB"))
+            elif callable(image):  # decoded lazily (e.g. base64 in a TSV), so only a batch is in memory
+                try:
+                    images.append(image().convert("RGB"))
+                except Exception as err:
+                    raise ValueError(f"question {item.question_id}: cannot decode its image: {err}") from err
             else:
                 try:
                     images.append(load_image(os.path.join(self.image_folder, image)))
@@ -262,3 +268,15 @@ def run_metadata(model, args: argparse.Namespace) -> dict:
         "conv_mode": args.conv_mode,
         "dtype": str(model.dtype).replace("torch.", ""),
     }
+
+
+def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_metadata: dict | None = None) -> int:
+    """What every driver does after building its items: shard, load the model, answer."""
+    items = balanced_chunk(items, args.num_chunks, args.chunk_idx)
+    tokenizer, model, image_processor, model_name = load_model_from_args(args)
+    gen = GenerationArgs(args.temperature, args.top_p, args.num_beams, args.max_new_tokens)
+    return run_vqa(
+        model, tokenizer, image_processor, items, args.answers_file, args.conv_mode, gen, model_name,
+        image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
+        resume=not args.no_resume, metadata={**run_metadata(model, args), **(extra_metadata or {})},
+    )

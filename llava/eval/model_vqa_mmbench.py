@@ -1,0 +1,108 @@
+"""Answer MMBench / MMBench-CN from its TSV (base64 images, options A-D, optional hint).
+
+    python -m llava.eval.model_vqa_mmbench --question-file mmbench_dev_20230712.tsv \
+        --answers-file A.jsonl --single-pred-prompt --lang en --conv-mode vicuna_v1 --temperature 0
+
+As in LLaVA-1.5: the prompt is hint (if any) + question + "A. ..." lines; options stop at the first
+missing one; `--single-pred-prompt` appends the letter instruction (English or Chinese); the record's
+`prompt` holds the text without that instruction. `--all-rounds` also asks every rotation of the
+options (round_id 1, 2, ...); LLaVA-1.5's published runs use the TSV's own circular copies instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import math
+from functools import partial
+
+from PIL import Image
+
+from llava.eval.runner import VQAItem, add_common_args, run_from_args
+
+OPTION_LETTERS = ["A", "B", "C", "D"]
+LETTER_INSTRUCTION = {
+    "en": "Answer with the option's letter from the given choices directly.",
+    "cn": "请直接回答选项字母。",
+}
+
+
+def is_missing(value) -> bool:
+    """LLaVA's notion of an absent cell: None, NaN, or the strings 'nan'/'none' (any case)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.lower() in ("nan", "none")
+
+
+def row_options(row: dict) -> list[str]:
+    """Option texts A, B, ... up to the first missing one."""
+    options = []
+    for letter in OPTION_LETTERS:
+        value = row.get(letter)
+        if is_missing(value):
+            break
+        options.append(value)
+    return options
+
+
+def _decode(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def mmbench_items(rows: list[dict], lang: str, single_pred_prompt: bool, all_rounds: bool) -> list[VQAItem]:
+    """VQAItems for every row (and every option rotation with all_rounds)."""
+    if lang not in LETTER_INSTRUCTION:
+        raise ValueError(f"--lang must be one of {sorted(LETTER_INSTRUCTION)}, not {lang!r}")
+    items = []
+    for row in rows:
+        idx = row["index"]
+        if is_missing(row.get("image")):
+            raise ValueError(f"MMBench row {idx}: no base64 image")
+        options = row_options(row)
+        letters = OPTION_LETTERS[: len(options)]
+        for round_id in range(len(options) if all_rounds else 1):
+            question = row["question"]
+            if not is_missing(row.get("hint")):
+                question = f"{row['hint']}\n{question}"
+            for letter, option in zip(OPTION_LETTERS, options):  # prompts always read A, B, C...
+                question += f"\n{letter}. {option}"
+            asked = question + "\n" + LETTER_INSTRUCTION[lang] if single_pred_prompt else question
+            # ...while option_char records which original letter each position now holds.
+            extra = {"round_id": round_id, "options": list(options), "option_char": list(letters)}
+            items.append(VQAItem(idx, asked, [partial(_decode, row["image"])], prompt_field=question, extra=extra))
+            options, letters = options[1:] + options[:1], letters[1:] + letters[:1]
+    return items
+
+
+def read_mmbench_tsv(path: str) -> list[dict]:
+    """The TSV's rows as dicts (pandas, with 'NA'-like strings kept as text)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], dtype={"index": object})
+    missing = {"index", "question", "image", "A", "B"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: not an MMBench TSV, missing columns {sorted(missing)}")
+    rows = frame.to_dict(orient="records")
+    for row in rows:
+        row["index"] = int(row["index"]) if str(row["index"]).isdigit() else row["index"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--single-pred-prompt", action="store_true")
+    parser.add_argument("--all-rounds", action="store_true")
+    parser.add_argument("--lang", type=str, default="en")
+    args = parser.parse_args(argv)
+
+    rows = read_mmbench_tsv(args.question_file)
+    items = mmbench_items(rows, args.lang, args.single_pred_prompt, args.all_rounds)
+    run_from_args(args, items, extra_metadata={"lang": args.lang})
+
+
+if __name__ == "__main__":
+    main()
