@@ -217,10 +217,10 @@ def run_vqa(
                 **gen.to_kwargs(),
             )
             texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-            counts = iter(model.last_multimodal.token_counts if model.last_multimodal else [])
+            per_image = iter(_visual_token_report(model.last_multimodal))
             for row, text in zip(idx, texts):
                 item = todo[row]
-                seen = [next(counts) for _ in item.images]
+                seen = [next(per_image) for _ in item.images]
                 record = {
                     "question_id": item.question_id,
                     "prompt": item.record_prompt,
@@ -228,13 +228,33 @@ def run_vqa(
                     "answer_id": shortuuid.uuid(),
                     "model_id": model_id,
                     **item.extra,
-                    "metadata": {**(metadata or {}), "visual_tokens": seen[0] if len(seen) == 1 else seen},
+                    "metadata": {**(metadata or {}), **_merge_reports(seen)},
                 }
                 writer.write(record)
                 written += 1
                 if on_answer:
                     on_answer(record)
         return written
+
+
+def _visual_token_report(encoded) -> list[dict]:
+    """Per image: the visual tokens entering the LLM and, for in-LLM methods, the count after pruning."""
+    if encoded is None:
+        return []
+    reports = [{"visual_tokens": n} for n in encoded.token_counts]
+    if encoded.in_llm:
+        for rep, after, avg in zip(reports, encoded.in_llm["kept_after_layer"], encoded.in_llm["layer_averaged"]):
+            rep.update(prune_layer=encoded.in_llm["layer"], visual_tokens_after_layer=after,
+                       layer_averaged_visual_tokens=avg)
+    return reports
+
+
+def _merge_reports(reports: list[dict]) -> dict:
+    """One image: its numbers; several: a list per field; none: visual_tokens = []."""
+    if len(reports) == 1:
+        return reports[0]
+    keys = reports[0].keys() if reports else ["visual_tokens"]
+    return {key: [r[key] for r in reports] for key in keys}
 
 
 def load_model_from_args(args: argparse.Namespace):

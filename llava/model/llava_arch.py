@@ -56,6 +56,8 @@ class EncodedImages:
     features: list[torch.Tensor]
     kept_indices: list[torch.Tensor | None]
     num_patches: int
+    budgets: list[int | None] = field(default_factory=list)  # the K asked for, per image
+    in_llm: dict | None = None  # in-LLM methods: {"layer", "kept_after_layer", "layer_averaged"}
 
     @property
     def token_counts(self) -> list[int]:
@@ -110,8 +112,8 @@ class LlavaMetaForCausalLM:
         prune = [k is not None and k < n for k in budgets]
         if any(prune) and tower.select_feature != "patch":
             raise ValueError("pruning needs mm_vision_select_feature='patch' (no LLaVA-1.5/1.6 checkpoint uses 'cls_patch')")
-        if any(prune) and method.stage != "pre_llm":
-            raise ValueError(f"pruning method {method.name!r} acts inside the LLM, not before the projector")
+        if method.stage == "in_llm":  # all tokens enter the LLM; the method prunes inside it
+            prune = [False] * len(budgets)
         signals = tower(images, needs=method.needs if any(prune) else frozenset())
         projector = self.get_model().mm_projector
         weight = next(projector.parameters(), None)
@@ -134,7 +136,7 @@ class LlavaMetaForCausalLM:
             projected = projector(tokens.to(proj_dtype))  # [b, N, D] -> [b, N, H]
             for j, i in enumerate(full_rows):
                 features[i] = projected[j]
-        return EncodedImages(features=features, kept_indices=kept, num_patches=n)
+        return EncodedImages(features=features, kept_indices=kept, num_patches=n, budgets=budgets)
 
     # ---- splice -------------------------------------------------------------------------------
     def prepare_multimodal_inputs(

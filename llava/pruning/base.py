@@ -28,12 +28,15 @@ class VisionSignals:
     cls_attn: [B, N] or None.
     cls_attn_layers: [B, L, N] or None.
     keys: [B, N, Dh] or None.
+    scores: [B, N] or None: scores computed outside the vision tower for methods that score elsewhere
+            (FastV's last-token attention inside the LLM).
     """
 
     features: torch.Tensor
     cls_attn: torch.Tensor | None = None
     cls_attn_layers: torch.Tensor | None = None
     keys: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
 
     @property
     def num_patches(self) -> int:
@@ -42,7 +45,9 @@ class VisionSignals:
     def index(self, rows: slice | list[int] | torch.Tensor) -> "VisionSignals":
         """The signals of a subset of the batch (rows along dim 0)."""
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return VisionSignals(pick(self.features), pick(self.cls_attn), pick(self.cls_attn_layers), pick(self.keys))
+        return VisionSignals(
+            pick(self.features), pick(self.cls_attn), pick(self.cls_attn_layers), pick(self.keys), pick(self.scores)
+        )
 
 
 @dataclass
@@ -72,6 +77,7 @@ class PruningMethod:
     needs: frozenset[str] = field(default_factory=frozenset)
     defaults: dict = field(default_factory=dict)
     description: str = ""
+    llm_pruner: type | None = None  # in-LLM methods: the hook class the LLM wrapper installs
 
     def select(self, signals: VisionSignals, k: int, **kwargs) -> Selection:
         """Run the method on `signals` with budget `k` (int >= 1); `kwargs` override `defaults`."""

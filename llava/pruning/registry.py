@@ -16,6 +16,7 @@ def register_method(
     needs: Iterable[str] = (),
     defaults: dict | None = None,
     description: str = "",
+    llm_pruner: type | None = None,
 ) -> Callable:
     """Decorator that registers `fn(signals, k, **kwargs) -> Selection` under `name`."""
     needs = frozenset(needs)
@@ -28,7 +29,9 @@ def register_method(
         if name in _REGISTRY:
             raise ValueError(f"pruning method {name!r} is registered twice")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = PruningMethod(name, fn, stage, needs, dict(defaults or {}), doc)
+        if stage == "in_llm" and llm_pruner is None:
+            raise ValueError(f"in-LLM method {name!r} needs an llm_pruner hook class")
+        _REGISTRY[name] = PruningMethod(name, fn, stage, needs, dict(defaults or {}), doc, llm_pruner)
         return fn
 
     return wrap

@@ -8,6 +8,7 @@ as LLaVA's does; `forward(..., images=..., labels=...)` returns the loss.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -15,7 +16,9 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..llava_arch import LlavaMetaForCausalLM, VisualTokenNum
+from llava.pruning import get_method
+
+from ..llava_arch import LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
 from ..multimodal_encoder.clip_encoder import CLIPVisionTower
 from ..multimodal_projector.builder import build_vision_projector
 
@@ -109,22 +112,25 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first."""
+        pruner = None
         if inputs_embeds is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
             mm = self.prepare_multimodal_inputs(input_ids, images, attention_mask, labels, visual_token_num, side)
             input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
             attention_mask, position_ids = mm.attention_mask, mm.position_ids
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
+            pruner = self.in_llm_pruner(mm)
+        with pruner.installed() if pruner else nullcontext():
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                inputs_embeds=inputs_embeds,
+                labels=labels,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
+            )
 
     @torch.no_grad()
     def generate(
@@ -146,4 +152,23 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
             return super().generate(attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(inputs, images, attention_mask, None, visual_token_num, "left")
         self.last_multimodal = mm.encoded
-        return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+        pruner = self.in_llm_pruner(mm)
+        with pruner.installed() if pruner else nullcontext():
+            out = super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+        if pruner:
+            mm.encoded.kept_indices = list(pruner.kept)
+            mm.encoded.in_llm = pruner.report()
+        return out
+
+    def in_llm_pruner(self, mm: MultimodalInputs):
+        """The hook object of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
+        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        if method.stage != "in_llm" or mm.encoded is None:
+            return None
+        args = {**method.defaults, **(getattr(self.config, "pruning_args", None) or {})}
+        if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
+            return None  # no budget: nothing to prune
+        unknown = set(args) - set(method.defaults)
+        if unknown:
+            raise ValueError(f"pruning method {method.name!r}: unknown argument(s) {sorted(unknown)}")
+        return method.llm_pruner(self, mm.image_spans, mm.encoded.budgets, mm.attention_mask, **args)
