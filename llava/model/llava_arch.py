@@ -18,7 +18,7 @@ import torch
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.pruning import get_method, parse_method_args
-from llava.pruning.base import gather_tokens
+from llava.pruning.base import VisionSignals, gather_tokens
 
 VisualTokenNum = int | None | Sequence[int | None]
 
@@ -100,12 +100,32 @@ class LlavaMetaForCausalLM:
         self.config.visual_token_num = check_visual_token_num(visual_token_num)
 
     # ---- images -> visual tokens --------------------------------------------------------------
+    def pruning_needs(self) -> frozenset[str]:
+        """The vision signals the configured method asks the tower for."""
+        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        return method.needs if method.stage == "pre_llm" else frozenset()
+
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, visual_token_num: VisualTokenNum = "config") -> EncodedImages:
-        """Encode, select and project. images [n_img, 3, S, S] -> EncodedImages (n_img x [K_i, H])."""
+    def vision_signals(self, images: torch.Tensor, needs: frozenset[str] | None = None) -> VisionSignals:
+        """Run the vision tower once: images [n_img, 3, S, S] -> VisionSignals (reusable across budgets)."""
+        return self.get_vision_tower()(images, needs=self.pruning_needs() if needs is None else needs)
+
+    @torch.no_grad()
+    def encode_images(
+        self,
+        images: torch.Tensor | None,
+        visual_token_num: VisualTokenNum = "config",
+        signals: VisionSignals | None = None,
+    ) -> EncodedImages:
+        """Encode, select and project. images [n_img, 3, S, S] -> EncodedImages (n_img x [K_i, H]).
+
+        `signals` from `vision_signals()` skips the tower (a K sweep encodes each image once);
+        they must hold what the configured method needs.
+        """
         if visual_token_num == "config":
             visual_token_num = getattr(self.config, "visual_token_num", None)
-        budgets = expand_budgets(visual_token_num, images.shape[0])
+        n_images = signals.features.shape[0] if signals is not None else images.shape[0]
+        budgets = expand_budgets(visual_token_num, n_images)
         tower = self.get_vision_tower()
         method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
         n = tower.num_patches + (1 if tower.select_feature == "cls_patch" else 0)
@@ -114,7 +134,8 @@ class LlavaMetaForCausalLM:
             raise ValueError("pruning needs mm_vision_select_feature='patch' (no LLaVA-1.5/1.6 checkpoint uses 'cls_patch')")
         if method.stage == "in_llm":  # all tokens enter the LLM; the method prunes inside it
             prune = [False] * len(budgets)
-        signals = tower(images, needs=method.needs if any(prune) else frozenset())
+        if signals is None:
+            signals = tower(images, needs=method.needs if any(prune) else frozenset())
         projector = self.get_model().mm_projector
         weight = next(projector.parameters(), None)
         proj_dtype = weight.dtype if weight is not None else signals.features.dtype
@@ -147,18 +168,28 @@ class LlavaMetaForCausalLM:
         labels: torch.LongTensor | None = None,
         visual_token_num: VisualTokenNum = "config",
         padding_side: str = "left",
+        signals: VisionSignals | None = None,
     ) -> MultimodalInputs:
         """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
 
         Images are consumed in reading order (row by row, left to right). Padding in `input_ids`
         (attention_mask == 0) is dropped and the spliced rows are re-padded on `padding_side`.
+        `signals` (from `vision_signals`) replaces `images` when the tower has already run.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
         encoded = None
         image_feats: list[torch.Tensor] = []
-        if images is not None:
+        if signals is not None:
+            if signals.features.shape[0] != n_placeholders:
+                raise ValueError(
+                    f"the prompts hold {n_placeholders} <image> placeholders but signals for "
+                    f"{signals.features.shape[0]} images were given"
+                )
+            encoded = self.encode_images(None, visual_token_num, signals=signals)
+            image_feats = encoded.features
+        elif images is not None:
             if not torch.is_tensor(images):
                 images = torch.stack([im.squeeze(0) if im.ndim == 4 else im for im in images])
             if images.ndim == 3:

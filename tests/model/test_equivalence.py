@@ -238,3 +238,17 @@ def test_budget_changes_without_reloading(tiny, batch, fresh_pruning):
     assert model.last_multimodal.token_counts == [64]
     with pytest.raises(ValueError, match="unknown pruning method 'nope'"):
         model.set_pruning(29, method="nope")
+
+
+def test_precomputed_signals_give_the_same_answers(tiny, batch, fresh_pruning):
+    model = fresh_pruning
+    model.set_pruning(None)
+    rows, pixels = batch
+    ids, mask = _left_pad(rows)
+    signals = model.vision_signals(pixels, needs=frozenset({"cls_attn"}))
+    for k in (None, 144, 29):
+        direct = model.generate(ids, images=pixels, attention_mask=mask, visual_token_num=k, max_new_tokens=6,
+                                do_sample=False)
+        reused = model.generate(ids, attention_mask=mask, vision_signals=signals, visual_token_num=k,
+                                max_new_tokens=6, do_sample=False)
+        assert direct.tolist() == reused.tolist()

@@ -140,17 +140,21 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         image_sizes: list | None = None,
         attention_mask: torch.Tensor | None = None,
         visual_token_num: VisualTokenNum = "config",
+        vision_signals=None,
         **kwargs,
     ) -> torch.LongTensor:
         """Generate from prompts with image placeholders; returns only the new tokens [B, T_new].
 
         `inputs` [B, L] may be padded on either side (give `attention_mask`); the spliced batch is
-        left-padded. `visual_token_num` overrides the model's K, per image if a list. After the
+        left-padded. `visual_token_num` overrides the model's K, per image if a list;
+        `vision_signals` (from `vision_signals(images)`) reuses one tower run across budgets. After the
         call, `self.last_multimodal` holds the visual-token counts and kept indices per image.
         """
         if "inputs_embeds" in kwargs:
             return super().generate(attention_mask=attention_mask, **kwargs)
-        mm = self.prepare_multimodal_inputs(inputs, images, attention_mask, None, visual_token_num, "left")
+        mm = self.prepare_multimodal_inputs(
+            inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals
+        )
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm)
         with pruner.installed() if pruner else nullcontext():
