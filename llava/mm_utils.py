@@ -96,11 +96,23 @@ def _process_padded(images: Sequence[Image.Image], image_processor: Any, model_c
     return out
 
 
-def _process_anyres(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> Any:
-    raise NotImplementedError(
-        "image_aspect_ratio='anyres' (LLaVA-1.6) is not supported yet; "
-        "register a handler in llava.mm_utils.ASPECT_RATIO_HANDLERS['anyres']"
-    )
+def _process_anyres(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor | list:
+    """LLaVA-NeXT: per image a [1 + crops, 3, S, S] stack (base view first, then the grid row by row)."""
+    from llava.anyres import anyres_pinpoints, anyres_views
+
+    crop = image_processor.crop_size["height"]
+    base = image_processor.size["shortest_edge"]
+    pinpoints = anyres_pinpoints(model_cfg, crop)
+    out = [
+        torch.stack([
+            image_processor.preprocess(view, return_tensors="pt")["pixel_values"][0]
+            for view in anyres_views(image, pinpoints, crop, base)
+        ])
+        for image in images
+    ]
+    if out and all(x.shape == out[0].shape for x in out):
+        return torch.stack(out, dim=0)
+    return out
 
 
 def _process_plain(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor:

@@ -3,14 +3,23 @@
 It owns what every driver needs: balanced sharding, prompt building with LLaVA's templates,
 image loading and preprocessing in a DataLoader, batched (left-padded) generation, and the
 incremental, resumable answers file. Drivers only turn their dataset rows into `VQAItem`s.
+
+Two ways to do more per run (EVAL.md, "Distributed and multi-node runs"):
+- several processes (`torchrun` / `accelerate launch`): each rank answers its contiguous shard into
+  `<answers stem>.rank{r}-of-{n}.jsonl` (see `llava.eval.distributed`), and rank 0 merges the shards
+  in question order after a barrier (`llava.eval.merge`);
+- a K sweep (`--visual-token-num 576,144,58,29`): the model is loaded once, each batch goes through
+  the vision tower once, and every K gets its own answers file (`answers_paths`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import shortuuid
 import torch
@@ -19,7 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
-from llava.eval.answers_writer import AnswerWriter
+from llava.eval.answers_writer import AnswerWriter, answer_key
+from llava.eval.distributed import DEFAULT_TIMEOUT_MIN, World, process_group, shard_path
 
 
 @dataclass
@@ -42,6 +52,11 @@ class VQAItem:
     def record_prompt(self) -> str:
         """The answer record's `prompt` (with question_id, the key used for resuming)."""
         return self.prompt_field if self.prompt_field is not None else self.question
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(question_id, prompt) as answers files are keyed (MME/TextVQA reuse question ids)."""
+        return answer_key(self.question_id, self.record_prompt)
 
 
 @dataclass
@@ -77,8 +92,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top_p", type=float, default=None)
     parser.add_argument("--num_beams", type=int, default=1)
     parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--visual-token-num", type=int, default=None,
-                        help="K visual tokens kept per image (default: all 576)")
+    parser.add_argument("--visual-token-num", type=parse_visual_token_num, default=None,
+                        help="K visual tokens kept per image (default: all 576), or a sweep K1,K2,... answered "
+                             "in one run, one answers file per K (a '{k}' in --answers-file, else <stem>_k<K>.jsonl)")
     parser.add_argument("--pruning-method", type=str, default="fastervlm")
     parser.add_argument("--pruning-args", type=str, default=None, help="key=value,... options of the method")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -88,6 +104,43 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-dtype", type=str, default="auto")
     parser.add_argument("--attn-implementation", type=str, default=None)
     parser.add_argument("--vision-tower", type=str, default=None, help="local CLIP folder overriding mm_vision_tower")
+    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_MIN,
+                        help="minutes a finished rank waits for the others before rank 0 merges (torchrun runs)")
+
+
+def parse_visual_token_num(text: str) -> int | tuple[int, ...]:
+    """`--visual-token-num`: one K (an int, as always) or a comma-separated sweep such as "576,144,58,29"."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K or K1,K2,... (positive integers), got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every K must be >= 1, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"a K is repeated in {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def budgets_of(visual_token_num) -> list[int | None]:
+    """The budgets of a run: [None] (all tokens), [K], or the sweep's Ks in the order given."""
+    if isinstance(visual_token_num, (list, tuple)):
+        return list(visual_token_num)
+    return [visual_token_num]
+
+
+def answers_paths(answers_file: str, budgets: Sequence[int | None]) -> dict[int | None, str]:
+    """The answers file of each K.
+
+    A '{k}' anywhere in `answers_file` is replaced by K ('all' for no budget). Otherwise one K keeps
+    the name as given, and a sweep writes `<stem>_k<K><suffix>` beside it (a.jsonl -> a_k58.jsonl).
+    """
+    if "{k}" in answers_file:
+        return {k: answers_file.replace("{k}", "all" if k is None else str(k)) for k in budgets}
+    if len(budgets) == 1:
+        return {budgets[0]: answers_file}
+    root, ext = os.path.splitext(answers_file)
+    return {k: f"{root}_k{'all' if k is None else k}{ext or '.jsonl'}" for k in budgets}
 
 
 def balanced_chunk(items: Sequence, num_chunks: int, chunk_idx: int) -> list:
@@ -171,8 +224,10 @@ def _collate(pad_id: int):
             input_ids[row, width - x.shape[0] :] = x
             mask[row, width - x.shape[0] :] = 1
         images = [p for p in pixels if p is not None]
-        stacked = torch.cat([p if p.ndim == 4 else p.unsqueeze(0) for p in images]) if images else None
-        return list(idx), input_ids, mask, stacked, [s for group in sizes for s in group]
+        # [3, S, S] one image, [n, 3, S, S] images or one anyres stack, [1, n, 3, S, S] anyres -> views
+        stacked = torch.cat([p.flatten(0, 1) if p.ndim == 5 else p if p.ndim == 4 else p[None] for p in images]) \
+            if images else None
+        return list(idx), input_ids, mask, stacked, [s for group in sizes for s in group], [len(g) for g in sizes]
 
     return collate
 
@@ -182,7 +237,7 @@ def run_vqa(
     tokenizer,
     image_processor,
     items: Sequence[VQAItem],
-    answers_file: str,
+    answers_file: str | Mapping[int | None, str],
     conv_mode: str,
     gen: GenerationArgs,
     model_id: str,
@@ -193,11 +248,20 @@ def run_vqa(
     metadata: dict | None = None,
     on_answer: Callable[[dict], None] | None = None,
 ) -> int:
-    """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written."""
+    """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
+
+    `answers_file` is one path (the model's configured K) or a K sweep {K: path}: then each batch goes
+    through the vision tower once (`model.vision_signals`) and is answered at every K that still lacks
+    it, each K into its own file with `metadata["visual_token_num"] = K`. A text-only question is
+    answered once per batch and its text reused for the other Ks (no image, so K cannot change it).
+    """
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    with AnswerWriter(answers_file, resume=resume) as writer:
-        todo = [it for it in items if (it.question_id, it.record_prompt) not in writer]
+    sweep = not isinstance(answers_file, (str, os.PathLike))
+    paths = dict(answers_file) if sweep else {"config": answers_file}
+    with ExitStack() as stack:
+        writers = {k: stack.enter_context(AnswerWriter(path, resume=resume)) for k, path in paths.items()}
+        todo = [it for it in items if any(it.key not in w for w in writers.values())]
         if not todo:
             return 0
         check_images_exist(todo, image_folder)
@@ -206,34 +270,60 @@ def run_vqa(
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate(pad_id))
         device = model.get_model().embed_tokens.weight.device
         dtype = model.get_vision_tower().dtype
+        needs = model.pruning_needs() if sweep else None
+        desc = os.path.basename(str(next(iter(paths.values()))))
         written = 0
-        for idx, input_ids, mask, images, sizes in tqdm(loader, desc=os.path.basename(answers_file), unit="batch"):
-            out = model.generate(
-                input_ids.to(device),
-                images=images.to(device=device, dtype=dtype) if images is not None else None,
-                image_sizes=sizes,
-                attention_mask=mask.to(device),
-                pad_token_id=pad_id,
-                **gen.to_kwargs(),
-            )
-            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-            per_image = iter(_visual_token_report(model.last_multimodal))
-            for row, text in zip(idx, texts):
-                item = todo[row]
-                seen = [next(per_image) for _ in item.images]
-                record = {
-                    "question_id": item.question_id,
-                    "prompt": item.record_prompt,
-                    "text": text.strip(),
-                    "answer_id": shortuuid.uuid(),
-                    "model_id": model_id,
-                    **item.extra,
-                    "metadata": {**(metadata or {}), **_merge_reports(seen)},
-                }
-                writer.write(record)
-                written += 1
-                if on_answer:
-                    on_answer(record)
+        for idx, input_ids, mask, images, sizes, counts in tqdm(loader, desc=desc, unit="batch"):
+            images = images.to(device=device, dtype=dtype) if images is not None else None
+            first_image = [sum(counts[:r]) for r in range(len(idx))]
+            signals = model.vision_signals(images, needs=needs) if sweep and images is not None else None
+            text_only: dict[int, str] = {}  # row -> answer of a question without image, shared across K
+            for k, writer in writers.items():
+                rows = [r for r, i in enumerate(idx) if todo[i].key not in writer]
+                gen_rows = [r for r in rows if counts[r] or r not in text_only]
+                reports: dict[int, list[dict]] = {}
+                if gen_rows:
+                    img_rows = [j for r in gen_rows for j in range(first_image[r], first_image[r] + counts[r])]
+                    whole = len(gen_rows) == len(idx)
+                    if sweep:
+                        vision = dict(visual_token_num=k, vision_signals=(
+                            signals if whole else signals.index(img_rows)) if img_rows else None)
+                    else:
+                        vision = dict(images=(images if whole else images[img_rows]) if img_rows else None)
+                    out = model.generate(
+                        input_ids[gen_rows].to(device),
+                        image_sizes=[sizes[j] for j in img_rows],
+                        attention_mask=mask[gen_rows].to(device),
+                        pad_token_id=pad_id,
+                        **vision,
+                        **gen.to_kwargs(),
+                    )
+                    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+                    per_image = iter(_visual_token_report(model.last_multimodal))
+                    for r, text in zip(gen_rows, texts):
+                        reports[r] = [next(per_image) for _ in range(counts[r])]
+                        if not counts[r]:
+                            text_only[r] = text
+                    texts_by_row = dict(zip(gen_rows, texts))
+                else:
+                    texts_by_row = {}
+                run_meta = {**(metadata or {}), **({"visual_token_num": k} if sweep else {})}
+                for r in rows:
+                    item = todo[idx[r]]
+                    text = texts_by_row[r] if r in texts_by_row else text_only[r]
+                    record = {
+                        "question_id": item.question_id,
+                        "prompt": item.record_prompt,
+                        "text": text.strip(),
+                        "answer_id": shortuuid.uuid(),
+                        "model_id": model_id,
+                        **item.extra,
+                        "metadata": {**run_meta, **_merge_reports(reports.get(r, []))},
+                    }
+                    writer.write(record)
+                    written += 1
+                    if on_answer:
+                        on_answer(record)
         return written
 
 
@@ -257,30 +347,37 @@ def _merge_reports(reports: list[dict]) -> dict:
     return {key: [r[key] for r in reports] for key in keys}
 
 
-def load_model_from_args(args: argparse.Namespace):
-    """`load_pretrained_model` with the common flags; returns (tokenizer, model, image_processor, model_name)."""
+def load_model_from_args(args: argparse.Namespace, device: str | None = None):
+    """`load_pretrained_model` with the common flags; returns (tokenizer, model, image_processor, model_name).
+
+    `device` overrides --device (a rank's cuda:LOCAL_RANK); an indexed CUDA device holds the whole
+    model, never spread over the other GPUs. A sweep loads the model at its first K.
+    """
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
+    device = device or args.device
+    placement = {"device_map": {"": device}} if str(device).startswith("cuda:") else {}
     model_path = os.path.expanduser(args.model_path)
     model_name = get_model_name_from_path(model_path)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         model_path,
         args.model_base,
         model_name,
-        device=args.device,
+        device=device,
         torch_dtype=args.torch_dtype,
         attn_implementation=args.attn_implementation,
-        visual_token_num=args.visual_token_num,
+        visual_token_num=budgets_of(args.visual_token_num)[0],
         pruning_method=args.pruning_method,
         pruning_args=args.pruning_args,
         vision_tower_path=args.vision_tower,
+        **placement,
     )
     return tokenizer, model, image_processor, model_name
 
 
 def run_metadata(model, args: argparse.Namespace) -> dict:
-    """What every answer records about the run."""
+    """What every answer records about the run (a sweep overrides visual_token_num per K)."""
     return {
         "visual_token_num": model.config.visual_token_num,
         "pruning_method": model.config.pruning_method,
@@ -291,12 +388,47 @@ def run_metadata(model, args: argparse.Namespace) -> dict:
 
 
 def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_metadata: dict | None = None) -> int:
-    """What every driver does after building its items: shard, load the model, answer."""
+    """What every driver does after building its items: chunk, shard over ranks, answer, merge.
+
+    `--num-chunks/--chunk-idx` pick the chunk first; under torchrun / accelerate each of the
+    WORLD_SIZE ranks then answers its contiguous part of that chunk into
+    `<answers stem>.rank{r}-of-{n}.jsonl`, and rank 0 merges them into the answers file (one per K)
+    after a barrier. Returns the number of answers this process wrote.
+    """
+    world = World.from_env()
     items = balanced_chunk(items, args.num_chunks, args.chunk_idx)
-    tokenizer, model, image_processor, model_name = load_model_from_args(args)
+    targets = answers_paths(args.answers_file, budgets_of(args.visual_token_num))
+    if world.size == 1:
+        files = targets
+    else:
+        files = {k: shard_path(path, world.rank, world.size) for k, path in targets.items()}
+    device = world.device(args.device)
+    with process_group(world, device, getattr(args, "dist_timeout", DEFAULT_TIMEOUT_MIN)) as group:
+        written = _answer_shard(args, world.shard(items), files, extra_metadata, device)
+        group.barrier()
+        if world.size > 1 and world.is_main:
+            from llava.eval.merge import merge_answers
+
+            keys = [item.key for item in items]
+            for path in targets.values():
+                n = merge_answers(keys, [shard_path(path, r, world.size) for r in range(world.size)], path)
+                print(f"[rank 0] merged {world.size} shards, {n} answers -> {path}", file=sys.stderr)
+    return written
+
+
+def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: dict | None, device: str) -> int:
+    """Answer `items` into `files` ({K: path}); the model is loaded only when something is left to answer."""
+    left = 0
+    for path in files.values():  # also repairs a killed run's last line, and creates empty shard files
+        with AnswerWriter(path, resume=not args.no_resume) as writer:
+            left = max(left, sum(item.key not in writer for item in items))
+    if not left:
+        return 0
+    tokenizer, model, image_processor, model_name = load_model_from_args(args, device)
     gen = GenerationArgs(args.temperature, args.top_p, args.num_beams, args.max_new_tokens)
+    answers = files if len(files) > 1 else next(iter(files.values()))
     return run_vqa(
-        model, tokenizer, image_processor, items, args.answers_file, args.conv_mode, gen, model_name,
+        model, tokenizer, image_processor, items, answers, args.conv_mode, gen, model_name,
         image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
-        resume=not args.no_resume, metadata={**run_metadata(model, args), **(extra_metadata or {})},
+        resume=True, metadata={**run_metadata(model, args), **(extra_metadata or {})},
     )

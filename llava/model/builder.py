@@ -142,6 +142,9 @@ def load_pretrained_model(
         )
         model.attach_vision_tower(tower)
         image_processor = tower.image_processor
+        if getattr(model.config, "unfreeze_mm_vision_tower", False):
+            # LLaVA-1.6 fine-tuned the tower: its weights in the checkpoint replace the CLIP ones.
+            _overlay_tower_weights(model, model_path)
     else:
         image_processor = load_image_processor(vision_tower_path or model_path)
         model.get_vision_tower().image_processor = image_processor
@@ -182,3 +185,41 @@ def _add_image_tokens(model: LlavaLlamaForCausalLM, tokenizer) -> None:
     if new:
         tokenizer.add_tokens(new, special_tokens=True)
         model.resize_token_embeddings(len(tokenizer))
+
+
+TOWER_PREFIX = "model.vision_tower.vision_tower."
+
+
+def checkpoint_tensors(model_path: str, prefix: str) -> dict[str, torch.Tensor]:
+    """Tensors whose names start with `prefix` from a checkpoint's safetensors or .bin shards."""
+    folder = Path(model_path)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    out: dict[str, torch.Tensor] = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as f:
+                out.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)})
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            out.update({k: v for k, v in state.items() if k.startswith(prefix)})
+    return out
+
+
+def _overlay_tower_weights(model: LlavaLlamaForCausalLM, model_path: str) -> None:
+    """Load `model.vision_tower.vision_tower.[vision_model.]*` tensors of the checkpoint into the tower."""
+    found = checkpoint_tensors(model_path, TOWER_PREFIX)
+    if not found:
+        return
+    tower = model.get_vision_tower().vision_tower
+    state = {}
+    for key, value in found.items():
+        name = key[len(TOWER_PREFIX):]
+        state[name[len("vision_model."):] if name.startswith("vision_model.") else name] = value
+    missing, unexpected = tower.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"{model_path}: vision tower weights do not fit the CLIP tower "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    logger.info("loaded %d vision-tower tensors from %s", len(state), model_path)

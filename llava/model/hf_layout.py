@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+)
 
 from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 
@@ -22,6 +29,7 @@ HF_TO_ORIGINAL_KEYS: dict[str, str] = {
     r"^(?:model\.)?vision_tower\.(?:vision_model\.)?": "model.vision_tower.vision_tower.",
     r"^(?:model\.)?multi_modal_projector\.linear_1\.": "model.mm_projector.0.",
     r"^(?:model\.)?multi_modal_projector\.linear_2\.": "model.mm_projector.2.",
+    r"^(?:model\.)?image_newline$": "model.image_newline",
 }
 
 _PROJECTOR_ACTS = {"gelu": "mlp2x_gelu"}
@@ -46,6 +54,7 @@ def config_from_hf(config: dict, **overrides) -> LlavaLlamaConfig:
     for key in ("model_type", "architectures", "transformers_version", "_name_or_path"):
         text.pop(key, None)
     vision.pop("transformers_version", None)
+    anyres = "image_grid_pinpoints" in config
     fields = dict(
         text,
         mm_vision_tower=vision.get("_name_or_path") or None,
@@ -53,7 +62,10 @@ def config_from_hf(config: dict, **overrides) -> LlavaLlamaConfig:
         mm_vision_select_layer=layer,
         mm_vision_select_feature="patch" if strategy == "default" else "cls_patch",
         mm_projector_type=_PROJECTOR_ACTS[act],
-        image_aspect_ratio="pad",
+        image_aspect_ratio="anyres" if anyres else "pad",
+        # llava-hf lists pinpoints as (height, width); ours are (width, height) like the original code.
+        image_grid_pinpoints=[[w, h] for h, w in config["image_grid_pinpoints"]] if anyres else None,
+        mm_patch_merge_type="spatial_unpad" if anyres else "flat",
         vision_config=vision,
         tie_word_embeddings=config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)),
         architectures=["LlavaLlamaForCausalLM"],
@@ -62,11 +74,21 @@ def config_from_hf(config: dict, **overrides) -> LlavaLlamaConfig:
     return LlavaLlamaConfig(**fields)
 
 
-def hf_config_from_ours(config: LlavaLlamaConfig, vision_config: CLIPVisionConfig, image_token_id: int) -> LlavaConfig:
-    """A llava-hf config with the same shapes; the text vocab grows to hold `image_token_id`."""
+def hf_config_from_ours(config: LlavaLlamaConfig, vision_config: CLIPVisionConfig, image_token_id: int):
+    """A llava-hf (or llava-next-hf, for anyres) config with the same shapes.
+
+    The text vocab grows to hold `image_token_id`.
+    """
     text = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k in LlamaConfig().to_dict()})
     text.vocab_size = max(config.vocab_size, image_token_id + 1)
-    return LlavaConfig(
+    extra, config_class = {}, LlavaConfig
+    if config.image_aspect_ratio == "anyres":
+        if config.mm_patch_merge_type != "spatial_unpad":
+            raise ValueError("the llava-next-hf layout holds the spatial_unpad merge only")
+        config_class = LlavaNextConfig
+        extra["image_grid_pinpoints"] = [[h, w] for w, h in config.image_grid_pinpoints]
+    return config_class(
+        **extra,
         vision_config=vision_config.to_dict(),
         text_config=text.to_dict(),
         image_token_id=image_token_id,
@@ -78,8 +100,8 @@ def hf_config_from_ours(config: LlavaLlamaConfig, vision_config: CLIPVisionConfi
     )
 
 
-def to_hf_model(model: LlavaLlamaForCausalLM, image_token_id: int | None = None) -> LlavaForConditionalGeneration:
-    """An HF LlavaForConditionalGeneration holding copies of `model`'s weights (same numerics).
+def to_hf_model(model: LlavaLlamaForCausalLM, image_token_id: int | None = None):
+    """An HF LlavaForConditionalGeneration (LlavaNext for anyres) with copies of `model`'s weights.
 
     The image token gets a fresh vocabulary row at `image_token_id` (default: our vocab size); its
     embedding is never used because image features overwrite those positions.
@@ -88,7 +110,9 @@ def to_hf_model(model: LlavaLlamaForCausalLM, image_token_id: int | None = None)
         raise ValueError("the HF layout only holds the mlp2x_gelu projector")
     tower = model.get_vision_tower()
     image_token_id = model.config.vocab_size if image_token_id is None else image_token_id
-    hf = LlavaForConditionalGeneration(hf_config_from_ours(model.config, tower.config, image_token_id))
+    hf_config = hf_config_from_ours(model.config, tower.config, image_token_id)
+    hf_class = LlavaNextForConditionalGeneration if isinstance(hf_config, LlavaNextConfig) else LlavaForConditionalGeneration
+    hf = hf_class(hf_config)
     ours = model.state_dict()
     renamed: dict[str, torch.Tensor] = {}
     for key, value in ours.items():
@@ -97,6 +121,8 @@ def to_hf_model(model: LlavaLlamaForCausalLM, image_token_id: int | None = None)
         elif key.startswith("model.mm_projector."):
             idx = key.split(".")[2]
             renamed[f"model.multi_modal_projector.linear_{1 if idx == '0' else 2}." + key.split(".", 3)[3]] = value
+        elif key == "model.image_newline":
+            renamed["model.image_newline"] = value
         elif key.startswith("model."):
             renamed["model.language_model." + key[len("model.") :]] = value
         else:

@@ -84,9 +84,23 @@ class LlavaMetaForCausalLM:
         return getattr(self.get_model(), "vision_tower", None)
 
     def set_pruning(
-        self, visual_token_num: VisualTokenNum = None, method: str | None = None, method_args: dict | str | None = None
+        self,
+        visual_token_num: VisualTokenNum = None,
+        method: str | None = None,
+        method_args: dict | str | None = None,
+        anyres_mode: str | None = None,
     ) -> None:
-        """Set the default budget K (None = no pruning) and method; takes effect on the next call."""
+        """Set the default budget K (None = no pruning) and method; takes effect on the next call.
+
+        anyres_mode ('faithful' or 'paper') chooses how LLaVA-NeXT images are pruned (see
+        `encode_anyres_images`); 'paper' also changes their preprocessing (fixed 2x2 grid).
+        """
+        if anyres_mode is not None:
+            from llava.anyres import ANYRES_MODES
+
+            if anyres_mode not in ANYRES_MODES:
+                raise ValueError(f"anyres_mode must be one of {ANYRES_MODES}, not {anyres_mode!r}")
+            self.config.anyres_mode = anyres_mode
         if method is not None:
             get_method(method)  # fail early on unknown names
             self.config.pruning_method = method
@@ -108,6 +122,10 @@ class LlavaMetaForCausalLM:
     @torch.no_grad()
     def vision_signals(self, images: torch.Tensor, needs: frozenset[str] | None = None) -> VisionSignals:
         """Run the vision tower once: images [n_img, 3, S, S] -> VisionSignals (reusable across budgets)."""
+        if not torch.is_tensor(images):
+            images = torch.cat([im if im.ndim == 4 else im[None] for im in images])  # anyres: all views
+        elif images.ndim == 5:
+            images = images.flatten(0, 1)
         return self.get_vision_tower()(images, needs=self.pruning_needs() if needs is None else needs)
 
     @torch.no_grad()
@@ -159,6 +177,124 @@ class LlavaMetaForCausalLM:
                 features[i] = projected[j]
         return EncodedImages(features=features, kept_indices=kept, num_patches=n, budgets=budgets)
 
+    # ---- LLaVA-NeXT (anyres) ----------------------------------------------------------------
+    def is_anyres(self) -> bool:
+        return getattr(self.config, "image_aspect_ratio", None) == "anyres"
+
+    @torch.no_grad()
+    def encode_anyres_images(
+        self,
+        views: torch.Tensor | None,
+        image_sizes: Sequence[tuple[int, int]],
+        visual_token_num: VisualTokenNum = "config",
+        signals: VisionSignals | None = None,
+    ) -> EncodedImages:
+        """LLaVA-NeXT images: views [sum(1 + crops), 3, S, S] (base view first per image) -> EncodedImages.
+
+        Tokens follow the checkpoint's merge (`mm_patch_merge_type`: spatial_unpad adds unpadding and
+        newline tokens). `anyres_mode` 'faithful': K is one budget per image over its base and grid
+        tokens, chosen by the method on those candidates; a newline is kept for every grid row that
+        keeps a token. 'paper' (FasterVLM's setting): fixed 2x2 grid, 'spatial' merge without unpad or
+        newlines, and K per view (5 x K tokens). Only kept tokens are projected.
+        """
+        from llava.anyres import NEWLINE, anyres_pinpoints, grid_shape, token_layout, views_per_image
+
+        if visual_token_num == "config":
+            visual_token_num = getattr(self.config, "visual_token_num", None)
+        budgets = expand_budgets(visual_token_num, len(image_sizes))
+        tower = self.get_vision_tower()
+        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        if method.stage != "pre_llm" and any(k is not None for k in budgets):
+            raise ValueError(f"pruning method {method.name!r} is not supported with anyres images")
+        crop = tower.config.image_size
+        paper = getattr(self.config, "anyres_mode", "faithful") == "paper"
+        pinpoints = anyres_pinpoints(self.config, crop)
+        counts = [views_per_image(tuple(size), pinpoints, crop) for size in image_sizes]
+        if signals is None:
+            if views.shape[0] != sum(counts):
+                raise ValueError(f"expected {sum(counts)} anyres views for image sizes {list(image_sizes)}, "
+                                 f"got {views.shape[0]}")
+            needs = method.needs if any(k is not None for k in budgets) else frozenset()
+            signals = tower(views, needs=needs)  # [V, N, D] for all views at once
+        merge = getattr(self.config, "mm_patch_merge_type", "flat")
+        unpad = "unpad" in merge and not paper
+        side = tower.num_patches_per_side
+        projector = self.get_model().mm_projector
+        dtype = next(projector.parameters()).dtype
+        method_args = dict(getattr(self.config, "pruning_args", None) or {})
+
+        features, kept_slots = [], []
+        start = 0
+        for size, n_views, k in zip(image_sizes, counts, budgets):
+            size = tuple(size)
+            view_sig = signals.index(slice(start, start + n_views))
+            start += n_views
+            n_crops = n_views - 1
+            if merge == "flat" and not paper:
+                layout = token_layout(0, side, None, None, False, False)
+                layout.crop = torch.arange(n_views).repeat_interleave(side * side)
+                layout.patch = torch.arange(side * side).repeat(n_views)
+                layout.row = torch.full_like(layout.crop, -1)
+            else:
+                grid = grid_shape(size, pinpoints, crop) if n_crops else None
+                layout = token_layout(n_crops, side, grid, size, unpad, unpad)
+            is_token = layout.crop != NEWLINE
+            slot_ids = torch.nonzero(is_token).flatten()
+            keep_slots, merged = self._select_anyres(
+                method, method_args, view_sig, layout, slot_ids, k, paper, side
+            )
+            layout_kept = layout.subset(keep_slots)
+            token_mask = layout_kept.crop != NEWLINE
+            dev = view_sig.features.device
+            if merged is not None:
+                tokens = merged  # [M, D] in kept order
+            else:
+                tokens = view_sig.features[layout_kept.crop[token_mask].to(dev), layout_kept.patch[token_mask].to(dev)]
+            projected = projector(tokens.to(dtype))  # [M, D] -> [M, H]
+            out = projected.new_empty(len(layout_kept), projected.shape[-1])
+            out[token_mask.to(dev)] = projected
+            if (~token_mask).any():
+                out[~token_mask.to(dev)] = self.get_model().image_newline.to(out.dtype)
+            features.append(out)
+            kept_slots.append(keep_slots if k is not None else None)
+        return EncodedImages(features=features, kept_indices=kept_slots, num_patches=side * side, budgets=budgets)
+
+    def _select_anyres(self, method, method_args, view_sig, layout, slot_ids, k, paper, side):
+        """Kept layout slots (sorted) and, for merging methods, their new tokens."""
+        from llava.anyres import NEWLINE
+
+        if k is None:
+            return torch.arange(len(layout)), None
+        if paper:  # K per view, each view scored by its own [CLS] row
+            keep = torch.zeros(len(view_sig.features), side * side, dtype=torch.bool)
+            if k >= side * side:
+                keep[:] = True
+            else:
+                selection = method.select(view_sig, k, **method_args)  # [V, K]
+                keep.scatter_(1, selection.indices.cpu(), True)
+            slot_keep = keep[layout.crop.clamp(min=0), layout.patch.clamp(min=0)] & (layout.crop != NEWLINE)
+            return torch.nonzero(slot_keep).flatten(), None
+        if k >= len(slot_ids):
+            return torch.arange(len(layout)), None
+        crop_idx, patch_idx = layout.crop[slot_ids], layout.patch[slot_ids]
+        dev = view_sig.features.device
+        gather = lambda t: None if t is None else t[crop_idx.to(dev), patch_idx.to(dev)][None]  # noqa: E731
+        cand = VisionSignals(
+            features=gather(view_sig.features),
+            cls_attn=gather(view_sig.cls_attn),
+            keys=gather(view_sig.keys),
+            cls_attn_layers=None if view_sig.cls_attn_layers is None else
+            view_sig.cls_attn_layers.transpose(1, 2)[crop_idx.to(dev), patch_idx.to(dev)].T[None],
+        )
+        selection = method.select(cand, k, **method_args)  # indices into the candidates, [1, K]
+        chosen = slot_ids[selection.indices[0].cpu()]
+        rows = set(layout.row[chosen].tolist())
+        newline = torch.nonzero((layout.crop == NEWLINE) & torch.tensor(
+            [r in rows or r == -1 for r in layout.row.tolist()])).flatten()
+        keep = torch.cat([chosen, newline]).sort().values
+        # Candidate indices are ascending, so merged tokens are already in the order of their slots.
+        return keep, None if selection.tokens is None else selection.tokens[0]
+
     # ---- splice -------------------------------------------------------------------------------
     def prepare_multimodal_inputs(
         self,
@@ -169,6 +305,7 @@ class LlavaMetaForCausalLM:
         visual_token_num: VisualTokenNum = "config",
         padding_side: str = "left",
         signals: VisionSignals | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> MultimodalInputs:
         """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
 
@@ -181,7 +318,17 @@ class LlavaMetaForCausalLM:
         n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
         encoded = None
         image_feats: list[torch.Tensor] = []
-        if signals is not None:
+        if self.is_anyres() and (images is not None or signals is not None):
+            if image_sizes is None or len(image_sizes) != n_placeholders:
+                raise ValueError(f"anyres images need one (width, height) in image_sizes per <image> placeholder "
+                                 f"({n_placeholders}), got {None if image_sizes is None else len(image_sizes)}")
+            views = None
+            if images is not None:
+                views = torch.cat(list(images)) if not torch.is_tensor(images) else images.flatten(0, 1) \
+                    if images.ndim == 5 else images
+            encoded = self.encode_anyres_images(views, image_sizes, visual_token_num, signals=signals)
+            image_feats = encoded.features
+        elif signals is not None:
             if signals.features.shape[0] != n_placeholders:
                 raise ValueError(
                     f"the prompts hold {n_placeholders} <image> placeholders but signals for "

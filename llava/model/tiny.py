@@ -6,6 +6,7 @@
                                    `model.mm_projector.{0,2}` weights, sentencepiece tokenizer), whose
                                    `mm_vision_tower` points at the CLIP folder
 - DIR/llava-1.5-tiny-hf/           (with --hf) the same weights in the llava-hf layout
+- DIR/llava-v1.6-tiny/             (with --next) a LLaVA-1.6-shaped anyres checkpoint (original layout)
 
 Random weights produce meaningless text; the pipeline, shapes and numerics are the real ones.
 """
@@ -70,12 +71,33 @@ def tiny_config(vocab_size: int, vision_tower: str = CLIP_DIR) -> LlavaLlamaConf
     )
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0) -> LlavaLlamaForCausalLM:
-    """A randomly initialised tiny LLaVA-1.5 with its vision tower attached (float32, eval mode)."""
+# LLaVA-1.6's grid resolutions (width, height) and merge settings.
+NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+NEXT_DIR = "llava-v1.6-tiny"
+
+
+def tiny_next_config(vocab_size: int, vision_tower: str = CLIP_DIR) -> LlavaLlamaConfig:
+    """The tiny config with LLaVA-1.6's anyres settings (spatial_unpad merge, newline token)."""
+    config = tiny_config(vocab_size, vision_tower)
+    config.image_aspect_ratio = "anyres"
+    config.image_grid_pinpoints = NEXT_PINPOINTS
+    config.mm_patch_merge_type = "spatial_unpad"
+    config.unfreeze_mm_vision_tower = True
+    config.tokenizer_model_max_length = 4096
+    return config
+
+
+def build_tiny_model(vocab_size: int, seed: int = 0, next_version: bool = False) -> LlavaLlamaForCausalLM:
+    """A randomly initialised tiny LLaVA-1.5 (or 1.6 with `next_version`) with its tower (fp32, eval)."""
     torch.manual_seed(seed)
-    model = LlavaLlamaForCausalLM(tiny_config(vocab_size))
+    model = LlavaLlamaForCausalLM(tiny_next_config(vocab_size) if next_version else tiny_config(vocab_size))
     clip = CLIPVisionModel(CLIPVisionConfig(**TINY_VISION))
     model.attach_vision_tower(CLIPVisionTower(clip, name=CLIP_DIR))
+    with torch.no_grad():
+        # The original LLaVA loader always reads weights as float16; values that float16 holds exactly
+        # make that load lossless, so the reference implementation runs the very same model.
+        for param in model.parameters():
+            param.copy_(param.half().float())
     return model.eval()
 
 
@@ -108,6 +130,41 @@ def save_tiny_checkpoint(out_dir: str | Path, seed: int = 0, hf_layout: bool = F
     if hf_layout:
         save_hf_layout(model, out / HF_DIR, llava_dir)
     return llava_dir
+
+
+def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+    """An original-layout LLaVA-1.6 tiny checkpoint: anyres config, `model.image_newline`, and a
+    fine-tuned tower stored in the checkpoint (`model.vision_tower.vision_tower.vision_model.*`, used
+    because `unfreeze_mm_vision_tower` is true) that differs from the CLIP folder's weights."""
+    from safetensors.torch import load_file, save_file
+
+    from .tokenizer import load_tokenizer, save_tiny_tokenizer
+
+    out = Path(out_dir).resolve()
+    clip_dir, next_dir = out / CLIP_DIR, out / NEXT_DIR
+    next_dir.mkdir(parents=True, exist_ok=True)
+    save_tiny_tokenizer(next_dir)
+    model = build_tiny_model(len(load_tokenizer(str(next_dir))), seed, next_version=True)
+    tower = model.get_vision_tower().vision_tower
+    if not (clip_dir / "config.json").exists():
+        save_clip_like_openai(tower, clip_dir)
+    with torch.no_grad():  # the "fine-tuned" tower: the CLIP weights, perturbed
+        generator = torch.Generator().manual_seed(seed + 1)
+        for p in tower.parameters():
+            p.copy_((p + torch.randn(p.shape, generator=generator) * 0.02).half().float())
+    model.model.vision_tower = None
+    model.config.mm_vision_tower = str(clip_dir)
+    model.save_pretrained(next_dir)
+    weights = load_file(str(next_dir / "model.safetensors"))
+    weights.update({f"model.vision_tower.vision_tower.vision_model.{k}": v.contiguous()
+                    for k, v in tower.state_dict().items() if "position_ids" not in k})
+    save_file(weights, str(next_dir / "model.safetensors"), metadata={"format": "pt"})
+    raw = json.loads((next_dir / "config.json").read_text())
+    for key in ("visual_token_num", "pruning_method", "pruning_args", "vision_config", "anyres_mode"):
+        raw.pop(key, None)
+    raw["model_type"] = "llava"
+    (next_dir / "config.json").write_text(json.dumps(raw, indent=2))
+    return next_dir
 
 
 def save_clip_like_openai(clip: CLIPVisionModel, dest: Path) -> None:
@@ -145,9 +202,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="playground/tiny", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hf", action="store_true", help="also write the llava-hf layout")
+    parser.add_argument("--next", action="store_true", help="also write a tiny LLaVA-1.6 (anyres) checkpoint")
     args = parser.parse_args(argv)
     path = save_tiny_checkpoint(args.out, args.seed, args.hf)
     print(f"tiny LLaVA-1.5 checkpoint: {path}")
+    if args.next:
+        print(f"tiny LLaVA-1.6 checkpoint: {save_tiny_next_checkpoint(args.out, args.seed)}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class LlavaLlamaConfig(LlamaConfig):
             visual_token_num=None,
             pruning_method="fastervlm",
             pruning_args={},
+            anyres_mode="faithful",
         )
         for key, value in defaults.items():
             kwargs.setdefault(key, value)
@@ -66,6 +67,9 @@ class LlavaLlamaModel(LlamaModel):
             self.vision_tower = CLIPVisionTower.from_config(
                 config.vision_config, config.mm_vision_select_layer, config.mm_vision_select_feature
             )
+        if "unpad" in (getattr(config, "mm_patch_merge_type", None) or ""):
+            # LLaVA-NeXT's learned token that ends each row of the unpadded grid.
+            self.image_newline = nn.Parameter(torch.randn(config.hidden_size) / config.hidden_size**0.5)
         self.mm_projector: nn.Module | None = None
         if getattr(config, "mm_hidden_size", None):
             self.mm_projector = build_vision_projector(
@@ -78,6 +82,8 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
     """LLaVA-1.5 with training-free visual-token pruning before the projector."""
 
     config_class = LlavaLlamaConfig
+    # Original-layout checkpoints may store the CLIP tower; the loader attaches it separately.
+    _keys_to_ignore_on_load_unexpected = [r"^model\.vision_tower\."]
 
     def __init__(self, config: LlavaLlamaConfig):
         # Same members as LlamaForCausalLM, with the multimodal LlamaModel.
@@ -115,7 +121,9 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         pruner = None
         if inputs_embeds is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
-            mm = self.prepare_multimodal_inputs(input_ids, images, attention_mask, labels, visual_token_num, side)
+            mm = self.prepare_multimodal_inputs(
+                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes
+            )
             input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
             attention_mask, position_ids = mm.attention_mask, mm.position_ids
             pruner = self.in_llm_pruner(mm)
@@ -153,7 +161,8 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         if "inputs_embeds" in kwargs:
             return super().generate(attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(
-            inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals
+            inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
+            image_sizes=image_sizes,
         )
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm)
