@@ -255,3 +255,33 @@ def test_anyres_errors(next_model):
         model.prepare_multimodal_inputs(_prompt(tokenizer), pixels)
     with pytest.raises(ValueError, match="anyres_mode"):
         model.set_pruning(None, anyres_mode="nope")
+
+
+def test_llava_hf_next_layout_loads_and_agrees(next_model, next_path, tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from llava.model.tiny import CLIP_PREPROCESSOR
+
+    tokenizer, model, processor, _ = next_model
+    model.set_pruning(None, anyres_mode="faithful")
+    dest = tmp_path / "llava-v1.6-tiny-hf"
+    to_hf_model(model).save_pretrained(dest)
+    for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(Path(next_path) / name, dest / name)
+    (dest / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR))
+    raw = json.loads((dest / "config.json").read_text())
+    assert raw["model_type"] == "llava_next" and "image_grid_pinpoints" in raw
+
+    hf_tok, loaded, hf_proc, _ = load_pretrained_model(str(dest), device="cpu")
+    assert loaded.config.image_aspect_ratio == "anyres" and loaded.config.mm_patch_merge_type == "spatial_unpad"
+    torch.testing.assert_close(loaded.get_model().image_newline, model.get_model().image_newline)
+    image = _image((300, 500))
+    ids = _prompt(tokenizer)
+    pixels = process_images([image], processor, model.config)
+    assert torch.equal(process_images([image], hf_proc, loaded.config), pixels)
+    for k in (None, 300):
+        ours = model(input_ids=ids, images=pixels, image_sizes=[image.size], visual_token_num=k).logits
+        theirs = loaded(input_ids=ids, images=pixels, image_sizes=[image.size], visual_token_num=k).logits
+        torch.testing.assert_close(theirs[..., : ours.shape[-1]], ours, atol=1e-6, rtol=1e-6)

@@ -1,0 +1,9 @@
+"""Attention analyses of the FasterVLM paper: attention shift and attention dispersion (docs/ANALYSIS.md).
+
+- `llava.analysis.attn_shift`: how much attention each image token receives in every LLM layer,
+  against the vision tower's [CLS] attention;
+- `llava.analysis.attn_dispersion`: how concentrated the last prompt token's attention over the
+  image is at one LLM layer, against the [CLS] attention;
+- `llava.analysis.attention`: the hooks that compute these rows from each decoder layer's own q/k;
+- `llava.analysis.stats`: the pure statistics (cumulative share, mass shares, entropy, histograms).
+"""

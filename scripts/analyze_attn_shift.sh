@@ -1,0 +1,27 @@
+#!/bin/bash
+# Attention shift (FasterVLM paper): attention each image token receives in every LLM layer, four ways,
+# vs CLIP's [CLS] attention, averaged over the 1K LLaVA-665K subset. Prefill only, all 576 tokens.
+#   bash scripts/analyze_attn_shift.sh [extra flags, e.g. --layers 0,2,15,31]
+# Environment overrides:
+#   CKPT          model path or id                     (liuhaotian/llava-v1.5-7b)
+#   DATA_FILE     LLaVA instruction jsonl              (./playground/data/analysis/llava_v1_5_mix1k.jsonl)
+#   IMAGE_FOLDER  root the records' image paths use    (./playground/data)
+#   NUM_SAMPLES   first N records (-1 = all)           (1000)
+#   OUT           output folder                        (./outputs/analysis/attn_shift)
+#   CONV_MODE, DEVICE, DTYPE, BATCH_SIZE, PYTHON       (vicuna_v1, auto, auto, 1, python)
+# Outputs and how to read them: docs/ANALYSIS.md. Redraw without the model:
+#   python -m llava.analysis.attn_shift --replot "$OUT/attn_shift_stats.json"
+set -euo pipefail
+CKPT="${CKPT:-liuhaotian/llava-v1.5-7b}"
+DATA_FILE="${DATA_FILE:-./playground/data/analysis/llava_v1_5_mix1k.jsonl}"
+IMAGE_FOLDER="${IMAGE_FOLDER:-./playground/data}"
+NUM_SAMPLES="${NUM_SAMPLES:-1000}"
+OUT="${OUT:-./outputs/analysis/attn_shift}"
+if [[ ! -f "$DATA_FILE" ]]; then
+    echo "error: DATA_FILE $DATA_FILE not found (FasterVLM's 1K subset: playground/data/analysis/llava_v1_5_mix1k.jsonl)" >&2
+    exit 2
+fi
+"${PYTHON:-python}" -m llava.analysis.attn_shift \
+    --model-path "$CKPT" --data-file "$DATA_FILE" --image-folder "$IMAGE_FOLDER" \
+    --num-samples "$NUM_SAMPLES" --output-dir "$OUT" --conv-mode "${CONV_MODE:-vicuna_v1}" \
+    --device "${DEVICE:-auto}" --torch-dtype "${DTYPE:-auto}" --batch-size "${BATCH_SIZE:-1}" "$@"
