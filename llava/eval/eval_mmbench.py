@@ -107,10 +107,13 @@ def write_submission(table: "pd.DataFrame", path: PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = [c for c in UPLOAD_COLUMNS if c in table.columns]
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
     out = table[cols].copy()
     for c in cols:
         if c != "index":
-            out[c] = [_cell(v) or None for v in out[c]]
+            # xlsx cannot hold control characters; a model answer may contain some.
+            out[c] = [ILLEGAL_CHARACTERS_RE.sub("", _cell(v)) or None for v in out[c]]
     out.to_excel(path, index=False, engine="openpyxl")
     return path
 

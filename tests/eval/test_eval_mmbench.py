@@ -74,3 +74,13 @@ def test_jsonl_needs_tsv_and_test_split_has_no_answers(tmp_path, capsys):
                              "--upload-file", str(tmp_path / "cn.xlsx")])
     assert out == {} and "submit the xlsx" in capsys.readouterr().out
     assert read_table(tmp_path / "cn.xlsx")["prediction"].tolist() == ["A"]
+
+
+def test_submission_strips_characters_xlsx_cannot_hold(tmp_path):
+    import pandas as pd
+
+    from llava.eval.eval_mmbench import write_submission
+
+    table = pd.DataFrame({"index": [1], "question": ["q"], "A": ["a"], "B": ["b"], "prediction": ["mountain WHY=\x17"]})
+    path = write_submission(table, tmp_path / "up.xlsx")
+    assert pd.read_excel(path)["prediction"].tolist() == ["mountain WHY="]

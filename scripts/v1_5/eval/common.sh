@@ -1,0 +1,155 @@
+# shellcheck shell=bash
+# Shared code of the LLaVA-1.5 benchmark scripts in this folder; sourced, never run on its own.
+#
+#   bash scripts/v1_5/eval/<bench>.sh [K]        K = visual tokens kept per image (default 576 = all)
+#
+# Environment overrides (see EVAL.md):
+#   CKPT          model path or id                    (liuhaotian/llava-v1.5-7b)
+#   METHOD        pruning method                      (fastervlm)
+#   METHOD_ARGS   method options "key=value,..."      (none)
+#   DATA_ROOT     benchmark data                      (./playground/data/eval)
+#   RUN_NAME      answers sub-folder name             (<ckpt name>, plus -<method>[-<args>] when not the default)
+#   RESULTS       score records for the paper table   (./outputs/results/<RUN_NAME>)
+#   BATCH_SIZE    questions per generate() call       (1)
+#   DEVICE, DTYPE --device / --torch-dtype            (auto / auto)
+#   MAX_NEW_TOKENS  --max_new_tokens                  (the driver's default)
+#   EXTRA_ARGS    more driver flags, word-split       (none)
+#   CONV_MODE     conversation template               (vicuna_v1)
+#   FRESH=1       delete this K's answers first (otherwise a rerun resumes)
+#   PYTHON        interpreter                         (python)
+#   CUDA_VISIBLE_DEVICES="0,1,..."  one chunk per listed GPU, run in parallel and merged in order;
+#                 unset (or empty): one chunk in this process's environment.
+
+set -euo pipefail
+
+K="${1:-576}"
+if ! [[ "$K" =~ ^[0-9]+$ ]] || (( 10#$K < 1 )); then
+    echo "error: K (the first argument) must be a positive integer, got '$K'" >&2
+    exit 2
+fi
+K=$((10#$K))
+
+PYTHON="${PYTHON:-python}"
+CKPT="${CKPT:-liuhaotian/llava-v1.5-7b}"
+METHOD="${METHOD:-fastervlm}"
+METHOD_ARGS="${METHOD_ARGS:-}"
+DATA_ROOT="${DATA_ROOT:-./playground/data/eval}"
+BATCH_SIZE="${BATCH_SIZE:-1}"
+DEVICE="${DEVICE:-auto}"
+DTYPE="${DTYPE:-auto}"
+MAX_NEW_TOKENS="${MAX_NEW_TOKENS:-}"
+EXTRA_ARGS="${EXTRA_ARGS:-}"
+CONV_MODE="${CONV_MODE:-vicuna_v1}"
+FRESH="${FRESH:-0}"
+
+# The model's name as LLaVA derives it: the last path part, or "<parent>_<checkpoint-N>".
+ckpt_name() {
+    local path="${1%/}" last parent
+    last="${path##*/}"
+    if [[ "$last" == checkpoint-* && "$path" == */* ]]; then
+        parent="${path%/*}"
+        last="${parent##*/}_${last}"
+    fi
+    printf '%s\n' "$last"
+}
+
+CKPT_NAME="$(ckpt_name "$CKPT")"
+if [[ -z "${RUN_NAME:-}" ]]; then
+    # Answers of another method (or other method options) must never be resumed into these ones.
+    RUN_NAME="$CKPT_NAME"
+    if [[ "$METHOD" != fastervlm || -n "$METHOD_ARGS" ]]; then
+        RUN_NAME+="-$METHOD"
+        [[ -n "$METHOD_ARGS" ]] && RUN_NAME+="-$(printf '%s' "$METHOD_ARGS" | tr -c 'A-Za-z0-9._=-' '_')"
+    fi
+fi
+RESULTS="${RESULTS:-./outputs/results/$RUN_NAME}"
+
+log() { printf '[%s k%s] %s\n' "${BENCH:-eval}" "$K" "$*" >&2; }
+die() { printf '[%s k%s] error: %s\n' "${BENCH:-eval}" "$K" "$*" >&2; exit 1; }
+
+# need PATH WHAT: stop with a hint when a benchmark file or folder is missing.
+need() {
+    [[ -e "$1" ]] && return 0
+    die "$2 not found: $1
+  Build the data with: $PYTHON -m llava.eval.prepare_hf --benchmark ${PREPARE_NAME:-$BENCH} --out-dir ${BENCH_DIR:-$DATA_ROOT/<bench>}
+  (or set DATA_ROOT; EVAL.md describes the layout)"
+}
+
+# first_existing PATH...: the first path that exists, else the first one given.
+first_existing() {
+    local p
+    for p in "$@"; do
+        [[ -e "$p" ]] && { printf '%s\n' "$p"; return 0; }
+    done
+    printf '%s\n' "$1"
+}
+
+# score_json NAME: where a scorer writes its --save-json record for this K (folder created).
+score_json() {
+    mkdir -p "$RESULTS/$1"
+    printf '%s\n' "$RESULTS/$1/k$K.json"
+}
+
+# run_driver MODULE ANSWERS_DIR [DRIVER ARGS...]
+# Answers the questions with `python -m MODULE` in one chunk per GPU of CUDA_VISIBLE_DEVICES (files
+# ANSWERS_DIR/<chunks>_<idx>.jsonl), then merges the chunks in order into ANSWERS_DIR/merge.jsonl and
+# sets ANSWERS to it. The drivers resume an existing chunk file, so a rerun continues where it stopped;
+# FRESH=1 deletes ANSWERS_DIR first.
+run_driver() {
+    local module="$1" dir="$2"
+    shift 2
+    local -a gpus common extra pids
+    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+        IFS=',' read -ra gpus <<< "$CUDA_VISIBLE_DEVICES"
+    else
+        gpus=("")
+    fi
+    local chunks=${#gpus[@]} idx
+    if [[ "$FRESH" == 1 && -d "$dir" ]]; then
+        log "FRESH=1: removing $dir"
+        rm -rf -- "$dir"
+    fi
+    mkdir -p "$dir"
+    common=(--model-path "$CKPT" --conv-mode "$CONV_MODE" --temperature 0
+            --visual-token-num "$K" --pruning-method "$METHOD"
+            --batch-size "$BATCH_SIZE" --device "$DEVICE" --torch-dtype "$DTYPE")
+    [[ -n "$METHOD_ARGS" ]] && common+=(--pruning-args "$METHOD_ARGS")
+    [[ -n "$MAX_NEW_TOKENS" ]] && common+=(--max_new_tokens "$MAX_NEW_TOKENS")
+    read -ra extra <<< "$EXTRA_ARGS"
+
+    log "$module: $CKPT_NAME, K=$K, method $METHOD, $chunks chunk(s) -> $dir"
+    if (( chunks == 1 )); then
+        local -a env_prefix=()
+        [[ -n "${gpus[0]}" ]] && env_prefix=(env "CUDA_VISIBLE_DEVICES=${gpus[0]}")
+        "${env_prefix[@]}" "$PYTHON" -m "$module" "$@" "${common[@]}" \
+            --answers-file "$dir/1_0.jsonl" --num-chunks 1 --chunk-idx 0 "${extra[@]}"
+    else
+        trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
+        for idx in $(seq 0 $((chunks - 1))); do
+            CUDA_VISIBLE_DEVICES="${gpus[$idx]}" "$PYTHON" -m "$module" "$@" "${common[@]}" \
+                --answers-file "$dir/${chunks}_${idx}.jsonl" --num-chunks "$chunks" --chunk-idx "$idx" \
+                "${extra[@]}" &
+            pids+=($!)
+        done
+        local failed=()
+        for idx in "${!pids[@]}"; do
+            wait "${pids[$idx]}" || failed+=("$idx (GPU ${gpus[$idx]})")
+        done
+        trap - INT TERM
+        (( ${#failed[@]} == 0 )) || die "chunk(s) ${failed[*]} failed; rerun to resume"
+    fi
+
+    ANSWERS="$dir/merge.jsonl"
+    local tmp="$ANSWERS.tmp" part
+    : > "$tmp"
+    for idx in $(seq 0 $((chunks - 1))); do
+        part="$dir/${chunks}_${idx}.jsonl"
+        if [[ -f "$part" ]]; then
+            cat "$part" >> "$tmp"
+        else
+            log "note: chunk $idx wrote no file (no questions in it?)"
+        fi
+    done
+    mv "$tmp" "$ANSWERS"
+    log "$(wc -l < "$ANSWERS" | tr -d ' ') answers in $ANSWERS"
+}

@@ -1,0 +1,527 @@
+"""The benchmark shell scripts (scripts/v1_5/eval/*.sh) end to end on the tiny model.
+
+A mini data root in LLaVA's playground/data/eval layout (the one `llava.eval.prepare_hf` writes) holds
+2-4 questions per benchmark with tiny generated images and minimal ground-truth files in the formats
+the scorers read. Every script runs once at K=58 (module fixture); the tests then check the merged
+answers (one line per question, metadata visual_tokens 58), the score record or the submission file,
+resuming, the multi-GPU chunk split, FRESH=1, the GPT-judge branch of mmvet.sh / llavabench.sh (against
+a local fake judge, never the network), and the paper table built by `llava.eval.summarize`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import http.server
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts" / "v1_5" / "eval"
+K = 58
+RUN = "llava-v1.5-tiny"  # the answers sub-folder: the checkpoint's folder name (default method)
+SHORT = "\nAnswer the question using a single word or phrase."
+LETTER = "\nAnswer with the option's letter from the given choices directly."
+COLORS = [(220, 40, 40), (40, 160, 60), (40, 70, 210), (230, 200, 40), (130, 60, 170)]
+
+
+# ----------------------------------------------------------------------------- mini data root
+
+
+def _png(path: Path, n: int) -> None:
+    """A small image that differs per n (a coloured square on a stripe background)."""
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (48 + 8 * n, 40), COLORS[(n + 2) % len(COLORS)])
+    draw = ImageDraw.Draw(image)
+    for x in range(0, image.width, 12):
+        draw.rectangle([x, 0, x + 5, image.height], fill=COLORS[(n + 1) % len(COLORS)])
+    draw.rectangle([6 + 2 * n, 6, 26 + 2 * n, 30], fill=COLORS[n % len(COLORS)])
+    image.save(path)
+
+
+def _png_bytes(n: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), COLORS[n % len(COLORS)]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+
+
+def build_pope(root: Path) -> int:
+    d = root / "pope"
+    questions, labels = [], {}
+    rows = [("adversarial", "a.png", "Is there a dog in the image?", "no"),
+            ("adversarial", "b.png", "Is there a square in the image?", "yes"),
+            ("random", "a.png", "Is there a car in the image?", "no"),
+            ("random", "b.png", "Is there a stripe in the image?", "yes")]
+    for n, (cat, image, text, label) in enumerate(rows):
+        _png(d / "val2014" / image, ord(image[0]) - ord("a"))
+        pos = len(labels.setdefault(cat, [])) + 1
+        labels[cat].append({"question_id": pos, "image": image, "text": text, "label": label})
+        offset = {"adversarial": 0, "random": 10_000_000}[cat]
+        questions.append({"question_id": offset + pos, "image": image, "text": text + SHORT, "category": cat})
+    _jsonl(d / "llava_pope_test.jsonl", questions)
+    for cat, rows_ in labels.items():
+        _jsonl(d / "labels" / f"coco_pope_{cat}.json", rows_)
+    return len(questions)
+
+
+def build_mme(root: Path) -> int:
+    d = root / "MME"
+    questions, gt = [], [["category", "image", "question", "answer"]]
+    for n, (cat, image) in enumerate([("existence", "e1.png"), ("count", "c1.png")]):
+        _png(d / "MME_Benchmark_release_version" / cat / image, n)
+        for question, answer in [(f"Is there a red object in picture {n}?", "Yes"),
+                                 (f"Is there a unicorn in picture {n}?", "No")]:
+            questions.append({"question_id": f"{cat}/{image}", "image": f"{cat}/{image}", "text": question + SHORT,
+                              "category": cat})
+            gt.append([cat, image, question + " Please answer yes or no.", answer])
+    _jsonl(d / "llava_mme.jsonl", questions)
+    (d / "ground_truth.tsv").write_text("".join("\t".join(r) + "\n" for r in gt), encoding="utf-8")
+    return len(questions)
+
+
+def build_textvqa(root: Path) -> int:
+    d = root / "textvqa"
+    questions, data = [], []
+    # two questions about the same image share the question_id (the image id), as in LLaVA's file
+    for image_id, question, answers in [("t1", "What is written on the sign?", ["stop"] * 10),
+                                        ("t1", "What color is the sign?", ["red"] * 7 + ["orange"] * 3),
+                                        ("t2", "What brand is it?", ["acme"] * 10)]:
+        _png(d / "train_images" / f"{image_id}.jpg", int(image_id[1]))
+        questions.append({"question_id": image_id, "image": f"{image_id}.jpg",
+                          "text": f"{question}\nReference OCR token: STOP, ACME{SHORT}", "category": "default"})
+        data.append({"image_id": image_id, "question": question, "answers": answers})
+    _jsonl(d / "llava_textvqa_val_v051_ocr.jsonl", questions)
+    _json(d / "TextVQA_0.5.1_val.json", {"dataset_name": "textvqa", "dataset_version": "0.5.1", "data": data})
+    return len(questions)
+
+
+def build_gqa(root: Path) -> int:
+    d = root / "gqa"
+    questions, gt = [], {}
+    for n, (qid, question, answer) in enumerate([("201", "Is the square red?", "yes"),
+                                                 ("202", "What shape is it?", "square"),
+                                                 ("203", "Are there stripes?", "yes")]):
+        image = f"n{n % 2}"
+        _png(d / "data" / "images" / f"{image}.jpg", n % 2)
+        questions.append({"question_id": qid, "image": f"{image}.jpg", "text": question + SHORT, "category": "default"})
+        gt[qid] = {"imageId": image, "question": question, "answer": answer, "isBalanced": True}
+    _jsonl(d / "llava_gqa_testdev_balanced.jsonl", questions)
+    _json(d / "data" / "testdev_balanced_questions.json", gt)
+    return len(questions)
+
+
+def build_vqav2(root: Path) -> int:
+    d = root / "vqav2"
+    questions = []
+    for n in range(3):
+        image = f"COCO_test2015_{n:012d}.jpg"
+        _png(d / "test2015" / image, n)
+        questions.append({"question_id": 1000 + n, "image": image, "text": f"What color is object {n}?{SHORT}",
+                          "category": "default"})
+    _jsonl(d / "llava_vqav2_mscoco_test-dev2015.jsonl", questions)
+    return len(questions)
+
+
+def build_vizwiz(root: Path) -> int:
+    d = root / "vizwiz"
+    questions = []
+    for n in range(3):
+        image = f"VizWiz_test_{n:08d}.jpg"
+        _png(d / "test" / image, n)
+        questions.append({"question_id": n, "image": image, "text": "What is this?\nWhen the provided information is "
+                          f"insufficient, respond with 'Unanswerable'.{SHORT}", "category": "default"})
+    _jsonl(d / "llava_test.jsonl", questions)
+    return len(questions)
+
+
+def build_seed(root: Path) -> int:
+    d = root / "seed_bench"
+    questions, annotation = [], []
+    rows = [("101", "SEED-Bench-image/101.png", 1, "image", "A"), ("102", "SEED-Bench-image/102.png", 5, "image", "B"),
+            ("v7", "SEED-Bench-video-image/10_v7.png", 10, "video", "C")]
+    for n, (qid, image, type_id, data_type, answer) in enumerate(rows):
+        _png(d / image, n)
+        text = f"What is shown?\nA. a square\nB. a circle\nC. a dog\nD. a car{LETTER}"
+        questions.append({"question_id": int(qid) if qid.isdigit() else qid, "image": image, "text": text,
+                          "category": str(type_id)})
+        annotation.append({"question_id": qid, "question_type_id": type_id, "data_type": data_type, "answer": answer})
+    _jsonl(d / "llava-seed-bench.jsonl", questions)
+    _json(d / "SEED-Bench.json", {"question_type": {"Scene Understanding": 1, "Instances Counting": 5,
+                                                    "Action Recognition": 10}, "questions": annotation})
+    return len(questions)
+
+
+def build_scienceqa(root: Path) -> tuple[int, int]:
+    """Two image problems and one text-only problem; returns (questions, questions with an image)."""
+    d = root / "scienceqa"
+    items, problems = [], {}
+    rows = [("11", True, "Which color is the square?", ["red", "blue"], 0),
+            ("12", False, "Which is a mammal?", ["trout", "whale", "frog"], 1),
+            ("13", True, "Context: Look at the picture.\nWhat pattern is in the background?", ["stripes", "dots"], 0)]
+    for n, (pid, has_image, question, choices, answer) in enumerate(rows):
+        human = question + "\n" + "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(choices))
+        item = {"id": pid}
+        if has_image:
+            _png(d / "images" / "test" / pid / "image.png", n)
+            item["image"] = f"{pid}/image.png"
+            human = "<image>\n" + human
+        item["conversations"] = [{"from": "human", "value": human}, {"from": "gpt", "value": "ABCDE"[answer]}]
+        items.append(item)
+        problems[pid] = {"question": question, "choices": choices, "answer": answer, "image": "image.png" if has_image
+                         else None, "split": "test"}
+    _json(d / "llava_test_CQM-A.json", items)
+    _json(d / "problems.json", problems)
+    _json(d / "pid_splits.json", {"test": [r[0] for r in rows]})
+    return len(items), sum(r[1] for r in rows)
+
+
+def build_mmbench(root: Path, folder: str, stem: str, cn: bool) -> int:
+    """An MMBench TSV: a 3-option question with its circular copy (index + 1,000,000) and a 2-option one."""
+    d = root / folder
+    d.mkdir(parents=True, exist_ok=True)
+    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
+              "l2-category", "split"]
+    q = ("图中是什么形状?" if cn else "What shape is shown?")
+    rows = [[0, q, "", "square", "circle", "triangle", "", "A", "shape", _png_bytes(0), "mini", "perception", "dev"],
+            [1_000_000, q, "", "circle", "triangle", "square", "", "C", "shape", _png_bytes(0), "mini", "perception",
+             "dev"],
+            [1, "Which color dominates?", "The picture is small.", "red", "green", "", "", "B", "color",
+             _png_bytes(1), "mini", "perception", "dev"]]
+    with (d / f"{stem}.tsv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(header)
+        for row in rows:
+            row[9] = base64.b64encode(row[9]).decode("ascii")
+            writer.writerow(row)
+    return len(rows)
+
+
+def build_mmvet(root: Path) -> int:
+    d = root / "mm-vet"
+    questions, gt = [], {}
+    for n in range(2):
+        _png(d / "images" / f"v1_{n}.png", n)
+        questions.append({"image": f"v1_{n}.png", "text": f"Describe object {n}.", "category": "conv", "question_id": n})
+        gt[f"v1_{n}"] = {"imagename": f"v1_{n}.png", "capability": ["rec"], "question": f"Describe object {n}.",
+                         "answer": "a square"}
+    _jsonl(d / "llava-mm-vet.jsonl", questions)
+    _json(d / "mm-vet.json", gt)
+    return len(questions)
+
+
+def build_llavabench(root: Path) -> int:
+    d = root / "llava-bench-in-the-wild"
+    questions, context, answers = [], [], []
+    for n, category in enumerate(["conv", "detail", "complex"]):
+        image = f"{n // 2 + 1:03d}.jpg"
+        _png(d / "images" / image, n // 2)
+        questions.append({"question_id": n, "image": image, "text": f"Tell me about picture {n}.", "category": category})
+        answers.append({"question_id": n, "prompt": f"Tell me about picture {n}.", "text": "A coloured square.",
+                        "answer_id": f"gpt{n}", "model_id": "gpt-4", "metadata": {}})
+        if n % 2 == 0:
+            context.append({"id": image[:3], "image": image, "caption": "A square on stripes."})
+    _jsonl(d / "questions.jsonl", questions)
+    _jsonl(d / "context.jsonl", context)
+    _jsonl(d / "answers_gpt4.jsonl", answers)
+    _json(d / "rule.json", {f"llava_bench_{c}": {"role": "Assistant", "prompt": "Rate both answers from 1 to 10."}
+                            for c in ("conv", "detail", "complex")})
+    return len(questions)
+
+
+def build_data_root(root: Path) -> dict[str, int]:
+    """Every benchmark's mini data; returns the number of questions (answer lines) per script."""
+    sqa, _ = build_scienceqa(root)
+    return {
+        "pope": build_pope(root), "mme": build_mme(root), "textvqa": build_textvqa(root), "gqa": build_gqa(root),
+        "vqav2": build_vqav2(root), "vizwiz": build_vizwiz(root), "seed": build_seed(root), "sqa": sqa,
+        "mmbench": build_mmbench(root, "mmbench", "mmbench_dev_20230712", cn=False),
+        "mmbench_cn": build_mmbench(root, "mmbench_cn", "mmbench_dev_cn_20231003", cn=True),
+        "mmvet": build_mmvet(root), "llavabench": build_llavabench(root),
+    }
+
+
+# Where each script writes its merged answers (relative to DATA_ROOT; {run} = answers sub-folder, {k} = K).
+ANSWERS = {
+    "pope": "pope/answers/{run}/k{k}",
+    "mme": "MME/answers/{run}/k{k}",
+    "textvqa": "textvqa/answers/{run}/k{k}",
+    "gqa": "gqa/answers/llava_gqa_testdev_balanced/{run}/k{k}",
+    "vqav2": "vqav2/answers/llava_vqav2_mscoco_test-dev2015/{run}/k{k}",
+    "vizwiz": "vizwiz/answers/test/{run}/k{k}",
+    "seed": "seed_bench/answers/{run}/k{k}",
+    "sqa": "scienceqa/answers/{run}/k{k}",
+    "mmbench": "mmbench/answers/mmbench_dev_20230712/{run}/k{k}",
+    "mmbench_cn": "mmbench_cn/answers/mmbench_dev_cn_20231003/{run}/k{k}",
+    "mmvet": "mm-vet/answers/{run}/k{k}",
+    "llavabench": "llava-bench-in-the-wild/answers/{run}/k{k}",
+}
+# Score record (under RESULTS) or server-submission / converted file (under DATA_ROOT) each script leaves.
+OUTPUTS = {
+    "pope": ("results", "POPE"), "mme": ("results", "MME"), "textvqa": ("results", "TextVQA"),
+    "gqa": ("results", "GQA"), "seed": ("results", "SEED"), "sqa": ("results", "SQA-IMG"),
+    "mmbench": ("results", "MMB"), "mmbench_cn": ("results", "MMB-CN"),
+    "mmvet": ("results", "MM-Vet"), "llavabench": ("results", "LLaVA-Bench"),
+    "vqav2": ("data", "vqav2/answers_upload/llava_vqav2_mscoco_test-dev2015/{run}/k{k}.json"),
+    "vizwiz": ("data", "vizwiz/answers_upload/test/{run}/k{k}.json"),
+}
+
+
+# ----------------------------------------------------------------------------- running the scripts
+
+
+# Settings of the scripts that must not leak in from the environment the tests run in.
+SCRIPT_SETTINGS = {
+    "CUDA_VISIBLE_DEVICES", "OPENAI_API_KEY", "OPENAI_BASE_URL", "FRESH", "RUN_NAME", "METHOD", "METHOD_ARGS",
+    "EXTRA_ARGS", "BATCH_SIZE", "CONV_MODE", "JUDGE_RUNS", "JUDGE_MODEL", "MMVET_PROMPT_FILE", "MMVET_GRADE_FILE",
+    "RULE_FILE", "LLAVABENCH_REVIEWS", "VQAV2_SPLIT", "VQAV2_IMAGES", "VQAV2_ANNOTATION", "VQAV2_UPLOAD_QUESTIONS",
+    "GQA_SPLIT", "GQA_QUESTIONS_JSON", "VIZWIZ_SPLIT", "TEXTVQA_QUESTIONS", "POPE_LABELS", "MME_GT",
+    "MMBENCH_SPLIT", "MMBENCH_CN_SPLIT",
+}
+
+
+def script_env(tiny_path: str, data_root: Path, results: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in SCRIPT_SETTINGS}
+    env.update({"CKPT": tiny_path, "DATA_ROOT": str(data_root), "RESULTS": str(results), "DEVICE": "cpu",
+                "DTYPE": "float32", "MAX_NEW_TOKENS": "4", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+                "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra)
+    return env
+
+
+def _command(bench: str, k: int | str) -> list[str]:
+    return ["bash", str(SCRIPTS / f"{bench}.sh"), str(k)]
+
+
+def _check(bench: str, k, result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if result.returncode != 0:
+        pytest.fail(f"{bench}.sh {k} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}\n"
+                    f"--- stderr\n{result.stderr[-6000:]}")
+    return result
+
+
+def run_script(bench: str, k: int | str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """Run one script; a non-zero exit fails the test with the script's output."""
+    return _check(bench, k, subprocess.run(_command(bench, k), env=env, cwd=cwd, capture_output=True, text=True,
+                                           timeout=600))
+
+
+def run_scripts(benches: list[str], k: int, env: dict, cwd: Path, workers: int = 2, timeout: float = 600) -> dict:
+    """Run several scripts, `workers` at a time; returns each one's CompletedProcess (failures included).
+
+    A script still running after `timeout` seconds is killed (with its process group) and reported as failed.
+    """
+    pending, running, done = list(benches), {}, {}
+    logs = cwd / "logs"
+    logs.mkdir(exist_ok=True)
+    while pending or running:
+        while pending and len(running) < workers:
+            bench = pending.pop(0)
+            out, err = (open(logs / f"{bench}.{s}", "w+", encoding="utf-8") for s in ("out", "err"))
+            proc = subprocess.Popen(_command(bench, k), env=env, cwd=cwd, stdout=out, stderr=err,
+                                    start_new_session=True)
+            running[bench] = (proc, out, err, time.monotonic())
+        for bench, (proc, out, err, started) in list(running.items()):
+            if proc.poll() is None:
+                if time.monotonic() - started < timeout:
+                    continue
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            out.seek(0), err.seek(0)
+            done[bench] = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+            out.close(), err.close()
+            del running[bench]
+        if running:
+            time.sleep(0.1)
+    return done
+
+
+def read_answers(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class _FakeJudge(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions stand-in: reviews get "8 6", MM-Vet grades get "0.5"."""
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        review = any(m["role"] == "system" for m in body["messages"])
+        reply = json.dumps({"choices": [{"message": {"content": "8 6\nBoth fine." if review else "0.5"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def suite(tiny_path, tmp_path_factory):
+    """The mini data root and every script run once at K=58 (two at a time; each run's output kept).
+
+    OPENAI_API_KEY and OPENAI_BASE_URL point at a local fake judge, so mmvet.sh and llavabench.sh run
+    their GPT-judge branch end to end without any network access.
+    """
+    base = tmp_path_factory.mktemp("scripts_v1_5")
+    data_root, results = base / "data", base / "results"
+    counts = build_data_root(data_root)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = script_env(tiny_path, data_root, results, OPENAI_API_KEY="sk-test-not-a-key",
+                     OPENAI_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}/v1", NO_PROXY="127.0.0.1,localhost",
+                     no_proxy="127.0.0.1,localhost")
+    try:
+        logs = run_scripts(list(counts), K, env, base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    for key in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        env.pop(key)
+    yield {"base": base, "data": data_root, "results": results, "counts": counts, "env": env, "logs": logs}
+
+
+def answers_file(suite, bench: str, k: int = K, run: str = RUN) -> Path:
+    return suite["data"] / ANSWERS[bench].format(run=run, k=k) / "merge.jsonl"
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("bench", sorted(ANSWERS))
+def test_script_answers_and_scores(suite, bench):
+    _check(bench, K, suite["logs"][bench])
+    answers = read_answers(answers_file(suite, bench))
+    assert len(answers) == suite["counts"][bench], f"{bench}: one answer line per question"
+    with_image = [a for a in answers if a["metadata"].get("visual_tokens") != []]
+    assert with_image and all(a["metadata"]["visual_tokens"] == K for a in with_image)
+    assert all(a["metadata"]["visual_token_num"] == K and a["metadata"]["pruning_method"] == "fastervlm"
+               for a in answers)
+    assert all(a["model_id"] == RUN for a in answers)
+    where, what = OUTPUTS[bench]
+    if where == "results":
+        record = json.loads((suite["results"] / bench / f"k{K}.json").read_text())
+        assert record["benchmark"] == what and record["k"] == K and isinstance(record["headline"], float)
+    else:
+        upload = json.loads((suite["data"] / what.format(run=RUN, k=K)).read_text())
+        assert len(upload) == suite["counts"][bench]
+        assert "EvalAI" in suite["logs"][bench].stderr
+
+
+def test_sqa_text_only_problem_has_no_visual_tokens(suite):
+    _check("sqa", K, suite["logs"]["sqa"])
+    by_id = {str(a["question_id"]): a for a in read_answers(answers_file(suite, "sqa"))}
+    assert by_id["12"]["metadata"]["visual_tokens"] == [] and by_id["11"]["metadata"]["visual_tokens"] == K
+    record = json.loads((suite["results"] / "sqa" / f"k{K}.json").read_text())
+    assert set(record["metrics"]) >= {"accuracy", "img_accuracy"}
+
+
+def test_side_files_and_summaries(suite):
+    """Converted / upload files, and the GPT-judge branch (fake judge: every review 8 vs 6, every grade 0.5)."""
+    for bench in ("llavabench", "mmvet", "mmbench", "seed", "mme"):
+        _check(bench, K, suite["logs"][bench])
+    reviews = read_answers(suite["data"] / "llava-bench-in-the-wild" / "reviews" / RUN / f"k{K}.jsonl")
+    assert [r["tuple"] for r in reviews] == [[8.0, 6.0]] * 3
+    bench = json.loads((suite["results"] / "llavabench" / f"k{K}.json").read_text())
+    assert bench["headline"] == pytest.approx(75.0)
+    grades = json.loads((suite["data"] / "mm-vet" / "results" / RUN / f"k{K}_grade-1runs.json").read_text())
+    assert sorted(grades) == ["v1_0", "v1_1"] and all(g["score"] == [0.5] for g in grades.values())
+    mmvet = json.loads((suite["results"] / "mmvet" / f"k{K}.json").read_text())
+    assert mmvet["headline"] == pytest.approx(50.0)
+    converted = json.loads((suite["data"] / "mm-vet" / "results" / RUN / f"k{K}.json").read_text())
+    assert sorted(converted) == ["v1_0", "v1_1"]
+    assert (suite["data"] / "mmbench" / "answers_upload" / "mmbench_dev_20230712" / RUN / f"k{K}.xlsx").is_file()
+    assert (suite["data"] / "seed_bench" / "answers_upload" / RUN / f"k{K}.jsonl").is_file()
+    assert (suite["data"] / "MME" / "answers" / RUN / f"k{K}" / "eval_tool" / "existence.txt").is_file()
+
+
+def test_rerun_resumes_without_duplicates(suite):
+    """Rerunning pope.sh after a killed run (chunk file cut mid-line) completes it: every question once,
+    the answers already there kept as they were, and the score record rewritten."""
+    _check("pope", K, suite["logs"]["pope"])
+    path = answers_file(suite, "pope")
+    before = read_answers(path)
+    chunk = path.with_name("1_0.jsonl")
+    lines = chunk.read_text().splitlines(keepends=True)
+    chunk.write_text("".join(lines[:2]) + lines[2][:25])
+    record = suite["results"] / "pope" / f"k{K}.json"
+    record.unlink()
+    run_script("pope", K, suite["env"], suite["base"])
+    after = read_answers(path)
+    assert [a["question_id"] for a in after] == [a["question_id"] for a in before]
+    assert [a["answer_id"] for a in after[:2]] == [a["answer_id"] for a in before[:2]]
+    assert [a["text"] for a in after] == [a["text"] for a in before]
+    assert record.is_file()
+
+
+def test_fresh_and_chunks_per_gpu(suite):
+    """FRESH=1 with CUDA_VISIBLE_DEVICES=0,1: the old answers go, two chunk files are answered in parallel
+    (on the CPU here) and merged in question order, with the same answers as the single-chunk run."""
+    _check("textvqa", K, suite["logs"]["textvqa"])
+    folder = answers_file(suite, "textvqa").parent
+    single = read_answers(folder / "merge.jsonl")
+    run_script("textvqa", K, {**suite["env"], "CUDA_VISIBLE_DEVICES": "0,1", "FRESH": "1"}, suite["base"])
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["2_0.jsonl", "2_1.jsonl", "merge.jsonl"]
+    assert [len(read_answers(folder / f"2_{i}.jsonl")) for i in (0, 1)] == [2, 1]
+    merged = read_answers(folder / "merge.jsonl")
+    assert [(a["question_id"], a["prompt"], a["text"]) for a in merged] == \
+        [(a["question_id"], a["prompt"], a["text"]) for a in single]
+    assert {a["answer_id"] for a in merged}.isdisjoint(a["answer_id"] for a in single)
+
+
+def test_other_method_and_bad_input(suite):
+    """Another method answers into its own folder and results dir; a bad K or missing data stops early."""
+    env = {**suite["env"], "METHOD": "random", "METHOD_ARGS": "seed=1"}
+    env.pop("RESULTS")
+    run_script("gqa", K, env, suite["base"])
+    run = f"{RUN}-random-seed=1"
+    answers = read_answers(answers_file(suite, "gqa", run=run))
+    assert len(answers) == suite["counts"]["gqa"]
+    assert {a["metadata"]["pruning_method"] for a in answers} == {"random"}
+    assert all(a["metadata"]["pruning_args"] == {"seed": 1} and a["metadata"]["visual_tokens"] == K for a in answers)
+    record = json.loads((suite["base"] / "outputs" / "results" / run / "gqa" / f"k{K}.json").read_text())
+    assert record["benchmark"] == "GQA" and record["k"] == K
+    bad = subprocess.run(_command("pope", "0"), env=suite["env"], cwd=suite["base"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
+    missing = subprocess.run(_command("pope", K), cwd=suite["base"], capture_output=True, text=True,
+                             env={**suite["env"], "DATA_ROOT": str(suite["base"] / "nowhere")})
+    assert missing.returncode == 1 and "prepare_hf --benchmark pope" in missing.stderr
+
+
+def test_summarize_builds_the_paper_table(suite):
+    """A K=576 run of pope.sh next to the K=58 runs: the paper table has a baseline row and an Avg column."""
+    run_script("pope", 576, suite["env"], suite["base"])
+    answers = read_answers(answers_file(suite, "pope", k=576))
+    assert {a["metadata"]["visual_tokens"] for a in answers} == {576}
+    table = subprocess.run([sys.executable, "-m", "llava.eval.summarize", str(suite["results"])],
+                           capture_output=True, text=True, check=True).stdout
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("| K"))
+    assert [c.strip() for c in header.strip("|").split("|")][-1] == "Avg"
+    assert "POPE" in header and "GQA" in header
+    assert any(line.startswith("| 576 (baseline)") for line in lines)
+    row58 = next(line for line in lines if line.startswith(f"| {K} "))
+    assert row58.rstrip(" |").endswith("%")
