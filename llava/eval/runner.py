@@ -104,6 +104,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-dtype", type=str, default="auto")
     parser.add_argument("--attn-implementation", type=str, default=None)
     parser.add_argument("--vision-tower", type=str, default=None, help="local CLIP folder overriding mm_vision_tower")
+    parser.add_argument("--joint-sweep", action="store_true",
+                        help="a sweep generates all Ks of a batch in one call (batch-size x #K rows): faster, and "
+                             "equal to per-K generation where batching does not change answers (CPU fp32)")
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_MIN,
                         help="minutes a finished rank waits for the others before rank 0 merges (torchrun runs)")
 
@@ -223,11 +226,14 @@ def _collate(pad_id: int):
         for row, x in enumerate(ids):
             input_ids[row, width - x.shape[0] :] = x
             mask[row, width - x.shape[0] :] = 1
-        images = [p for p in pixels if p is not None]
-        # [3, S, S] one image, [n, 3, S, S] images or one anyres stack, [1, n, 3, S, S] anyres -> views
-        stacked = torch.cat([p.flatten(0, 1) if p.ndim == 5 else p if p.ndim == 4 else p[None] for p in images]) \
-            if images else None
-        return list(idx), input_ids, mask, stacked, [s for group in sizes for s in group], [len(g) for g in sizes]
+        # per item: [3, S, S] one image, [n, 3, S, S] images or one anyres stack, [1, n, 3, S, S] anyres
+        # (or a list of [V_i, 3, S, S] anyres stacks) -> [n_rows, 3, S, S] rows (anyres: all views)
+        rows = [None if p is None else torch.cat(list(p)) if isinstance(p, (list, tuple)) else
+                p.flatten(0, 1) if p.ndim == 5 else p if p.ndim == 4 else p[None] for p in pixels]
+        stacked = torch.cat([r for r in rows if r is not None]) if any(r is not None for r in rows) else None
+        counts = [len(g) for g in sizes]  # images per item
+        spans = [0 if r is None else r.shape[0] for r in rows]  # tensor rows per item
+        return list(idx), input_ids, mask, stacked, [s for group in sizes for s in group], counts, spans
 
     return collate
 
@@ -237,7 +243,7 @@ def run_vqa(
     tokenizer,
     image_processor,
     items: Sequence[VQAItem],
-    answers_file: str | Mapping[int | None, str],
+    answers_file: str | Mapping[int, str],
     conv_mode: str,
     gen: GenerationArgs,
     model_id: str,
@@ -247,13 +253,16 @@ def run_vqa(
     resume: bool = True,
     metadata: dict | None = None,
     on_answer: Callable[[dict], None] | None = None,
+    joint_sweep: bool = False,
 ) -> int:
     """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
 
-    `answers_file` is one path (the model's configured K) or a K sweep {K: path}: then each batch goes
-    through the vision tower once (`model.vision_signals`) and is answered at every K that still lacks
-    it, each K into its own file with `metadata["visual_token_num"] = K`. A text-only question is
-    answered once per batch and its text reused for the other Ks (no image, so K cannot change it).
+    `answers_file` is one path (answered at the model's configured K) or a K sweep {K: path}: then each
+    batch goes through the vision tower once (`model.vision_signals`) and is answered at every K that
+    still lacks it, each K into its own file with `metadata["visual_token_num"] = K`. The Ks of a batch
+    are generated one K after the other (the same batches as separate runs), or with `joint_sweep` in
+    one generate call of batch x K rows. A text-only question is answered once per batch and its
+    answer reused for every K (without an image, K cannot change it).
     """
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -271,46 +280,62 @@ def run_vqa(
         device = model.get_model().embed_tokens.weight.device
         dtype = model.get_vision_tower().dtype
         needs = model.pruning_needs() if sweep else None
-        desc = os.path.basename(str(next(iter(paths.values()))))
         written = 0
-        for idx, input_ids, mask, images, sizes, counts in tqdm(loader, desc=desc, unit="batch"):
+        for idx, input_ids, mask, images, sizes, counts, spans in tqdm(
+            loader, desc=os.path.basename(str(next(iter(paths.values())))), unit="batch"
+        ):
             images = images.to(device=device, dtype=dtype) if images is not None else None
+            # [n_rows, 3, S, S] -> VisionSignals with n_rows rows (one per image, or per anyres view)
+            vision = model.vision_signals(images, needs=needs) if sweep and images is not None else images
             first_image = [sum(counts[:r]) for r in range(len(idx))]
-            signals = model.vision_signals(images, needs=needs) if sweep and images is not None else None
-            text_only: dict[int, str] = {}  # row -> answer of a question without image, shared across K
-            for k, writer in writers.items():
-                rows = [r for r, i in enumerate(idx) if todo[i].key not in writer]
-                gen_rows = [r for r in rows if counts[r] or r not in text_only]
-                reports: dict[int, list[dict]] = {}
-                if gen_rows:
-                    img_rows = [j for r in gen_rows for j in range(first_image[r], first_image[r] + counts[r])]
-                    whole = len(gen_rows) == len(idx)
-                    if sweep:
-                        vision = dict(visual_token_num=k, vision_signals=(
-                            signals if whole else signals.index(img_rows)) if img_rows else None)
-                    else:
-                        vision = dict(images=(images if whole else images[img_rows]) if img_rows else None)
-                    out = model.generate(
-                        input_ids[gen_rows].to(device),
-                        image_sizes=[sizes[j] for j in img_rows],
-                        attention_mask=mask[gen_rows].to(device),
-                        pad_token_id=pad_id,
-                        **vision,
-                        **gen.to_kwargs(),
-                    )
-                    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-                    per_image = iter(_visual_token_report(model.last_multimodal))
-                    for r, text in zip(gen_rows, texts):
-                        reports[r] = [next(per_image) for _ in range(counts[r])]
-                        if not counts[r]:
-                            text_only[r] = text
-                    texts_by_row = dict(zip(gen_rows, texts))
+            first_row = [sum(spans[:r]) for r in range(len(idx))]
+            need = {k: [r for r, i in enumerate(idx) if todo[i].key not in w] for k, w in writers.items()}
+            # one generate call per K, or one for all; each job is (row of the batch, K)
+            if joint_sweep:
+                calls = [[(r, k) for k in need for r in need[k]]]
+            else:
+                calls = [[(r, k) for r in need[k]] for k in need]
+            answers: dict[tuple, tuple[str, list[dict]]] = {}  # (row, K) -> (text, per-image reports)
+            text_only: dict[int, tuple[str, list[dict]]] = {}  # row -> the answer shared by every K
+            claimed: set[int] = set()
+            for call in calls:
+                jobs = []
+                for r, k in call:
+                    if not counts[r]:
+                        if r in claimed:
+                            continue
+                        claimed.add(r)
+                    jobs.append((r, k))
+                if not jobs:
+                    continue
+                rows = [r for r, _ in jobs]
+                tensor_rows = [j for r in rows for j in range(first_row[r], first_row[r] + spans[r])]
+                if tensor_rows == list(range(sum(spans))):
+                    picked = vision
+                elif tensor_rows:
+                    picked = vision.index(tensor_rows) if sweep else vision[tensor_rows]
                 else:
-                    texts_by_row = {}
+                    picked = None
+                kwargs = dict(visual_token_num=[k for r, k in jobs for _ in range(counts[r])],
+                              vision_signals=picked) if sweep else dict(images=picked)
+                out = model.generate(
+                    input_ids[rows].to(device),
+                    image_sizes=[sizes[j] for r in rows for j in range(first_image[r], first_image[r] + counts[r])],
+                    attention_mask=mask[rows].to(device),
+                    pad_token_id=pad_id,
+                    **kwargs,
+                    **gen.to_kwargs(),
+                )
+                per_image = iter(_visual_token_report(model.last_multimodal))
+                for (r, k), text in zip(jobs, tokenizer.batch_decode(out, skip_special_tokens=True)):
+                    answers[r, k] = (text, [next(per_image) for _ in range(counts[r])])
+                    if not counts[r]:
+                        text_only[r] = answers[r, k]
+            for k, writer in writers.items():
                 run_meta = {**(metadata or {}), **({"visual_token_num": k} if sweep else {})}
-                for r in rows:
+                for r in need[k]:
                     item = todo[idx[r]]
-                    text = texts_by_row[r] if r in texts_by_row else text_only[r]
+                    text, reports = answers.get((r, k)) or text_only[r]
                     record = {
                         "question_id": item.question_id,
                         "prompt": item.record_prompt,
@@ -318,7 +343,7 @@ def run_vqa(
                         "answer_id": shortuuid.uuid(),
                         "model_id": model_id,
                         **item.extra,
-                        "metadata": {**run_meta, **_merge_reports(reports.get(r, []))},
+                        "metadata": {**run_meta, **_merge_reports(reports)},
                     }
                     writer.write(record)
                     written += 1
@@ -396,6 +421,7 @@ def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_meta
     after a barrier. Returns the number of answers this process wrote.
     """
     world = World.from_env()
+    _check_unique(items)
     items = balanced_chunk(items, args.num_chunks, args.chunk_idx)
     targets = answers_paths(args.answers_file, budgets_of(args.visual_token_num))
     if world.size == 1:
@@ -416,6 +442,19 @@ def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_meta
     return written
 
 
+def _check_unique(items: Sequence[VQAItem]) -> None:
+    """Answers are keyed by (question_id, prompt), so two identical questions could never both be answered."""
+    seen, repeated = set(), []
+    for item in items:
+        if item.key in seen:
+            repeated.append(item.key)
+        seen.add(item.key)
+    if repeated:
+        shown = ", ".join(f"({qid!r}, {prompt[:40]!r})" for qid, prompt in repeated[:20])
+        raise ValueError(f"{len(repeated)} question(s) repeat an earlier (question_id, prompt): {shown}; "
+                         "remove the duplicates from the question file")
+
+
 def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: dict | None, device: str) -> int:
     """Answer `items` into `files` ({K: path}); the model is loaded only when something is left to answer."""
     left = 0
@@ -423,6 +462,7 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
         with AnswerWriter(path, resume=not args.no_resume) as writer:
             left = max(left, sum(item.key not in writer for item in items))
     if not left:
+        print(f"nothing left to answer in {', '.join(map(str, files.values()))}", file=sys.stderr)
         return 0
     tokenizer, model, image_processor, model_name = load_model_from_args(args, device)
     gen = GenerationArgs(args.temperature, args.top_p, args.num_beams, args.max_new_tokens)
@@ -431,4 +471,5 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
         model, tokenizer, image_processor, items, answers, args.conv_mode, gen, model_name,
         image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
         resume=True, metadata={**run_metadata(model, args), **(extra_metadata or {})},
+        joint_sweep=getattr(args, "joint_sweep", False),
     )
