@@ -40,6 +40,7 @@ RUN_FIELDS = (
     "metadata.conv_mode",
     "metadata.dtype",
     "metadata.lang",
+    "metadata.anyres_mode",
 )
 SHOW = 20  # how many offending keys an error message lists
 

@@ -104,6 +104,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-dtype", type=str, default="auto")
     parser.add_argument("--attn-implementation", type=str, default=None)
     parser.add_argument("--vision-tower", type=str, default=None, help="local CLIP folder overriding mm_vision_tower")
+    parser.add_argument("--anyres-mode", type=str, default="faithful", choices=["faithful", "paper"],
+                        help="LLaVA-NeXT pruning: one budget per image over the unmodified model (faithful), "
+                             "or FasterVLM's fixed 2x2 grid with K per view (paper)")
     parser.add_argument("--joint-sweep", action="store_true",
                         help="a sweep generates all Ks of a batch in one call (batch-size x #K rows): faster, and "
                              "equal to per-K generation where batching does not change answers (CPU fp32)")
@@ -396,6 +399,7 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
         pruning_method=args.pruning_method,
         pruning_args=args.pruning_args,
         vision_tower_path=args.vision_tower,
+        anyres_mode=args.anyres_mode,
         **placement,
     )
     return tokenizer, model, image_processor, model_name
@@ -409,6 +413,7 @@ def run_metadata(model, args: argparse.Namespace) -> dict:
         "pruning_args": dict(model.config.pruning_args or {}),
         "conv_mode": args.conv_mode,
         "dtype": str(model.dtype).replace("torch.", ""),
+        **({"anyres_mode": model.config.anyres_mode} if model.is_anyres() else {}),
     }
 
 

@@ -81,6 +81,7 @@ def load_pretrained_model(
     torch_dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
     vision_tower_path: str | None = None,
+    anyres_mode: str = "faithful",
     **kwargs,
 ):
     """Load a LLaVA checkpoint; returns `(tokenizer, model, image_processor, context_len)`.
@@ -92,6 +93,7 @@ def load_pretrained_model(
     torch_dtype: 'float32' | 'float16' | 'bfloat16' | torch dtype | None (fp16 on CUDA, fp32 on CPU).
     attn_implementation: the LLM's attention ('sdpa' default, 'flash_attention_2' with use_flash_attn).
     vision_tower_path: overrides `mm_vision_tower` (e.g. a local CLIP folder for offline use).
+    anyres_mode: LLaVA-NeXT pruning mode, 'faithful' or 'paper' (README, "LLaVA-NeXT").
     """
     from llava.mm_utils import load_image_processor
     from llava.model.tokenizer import load_tokenizer
@@ -150,7 +152,7 @@ def load_pretrained_model(
         model.get_vision_tower().image_processor = image_processor
     model.get_vision_tower().to(dtype=dtype)
 
-    model.set_pruning(visual_token_num, pruning_method, pruning_args)
+    model.set_pruning(visual_token_num, pruning_method, pruning_args, anyres_mode)
     model.eval()
     context_len = getattr(model.config, "max_sequence_length", None) or 2048
     return tokenizer, model, image_processor, context_len

@@ -8,7 +8,8 @@
 #   METHOD        pruning method                      (fastervlm)
 #   METHOD_ARGS   method options "key=value,..."      (none)
 #   DATA_ROOT     benchmark data                      (./playground/data/eval)
-#   RUN_NAME      answers sub-folder name             (<ckpt name>, plus -<method>[-<args>] when not the default)
+#   RUN_NAME      answers sub-folder name             (<ckpt name>, plus -<method>[-<args>] when not the default,
+#                                                      plus RUN_SUFFIX)
 #   RESULTS       score records for the paper table   (./outputs/results/<RUN_NAME>)
 #   BATCH_SIZE    questions per generate() call       (1)
 #   DEVICE, DTYPE --device / --torch-dtype            (auto / auto)
@@ -61,6 +62,7 @@ if [[ -z "${RUN_NAME:-}" ]]; then
         RUN_NAME+="-$METHOD"
         [[ -n "$METHOD_ARGS" ]] && RUN_NAME+="-$(printf '%s' "$METHOD_ARGS" | tr -c 'A-Za-z0-9._=-' '_')"
     fi
+    RUN_NAME+="${RUN_SUFFIX:-}"   # e.g. the LLaVA-NeXT pruning mode (scripts/v1_6)
 fi
 RESULTS="${RESULTS:-./outputs/results/$RUN_NAME}"
 

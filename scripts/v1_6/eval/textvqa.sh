@@ -1,0 +1,5 @@
+#!/bin/bash
+# LLaVA-1.6 (NeXT) textvqa: scripts/v1_5/eval/textvqa.sh with the NeXT checkpoint and pruning mode (see next.sh).
+#   bash scripts/v1_6/eval/textvqa.sh [K]        ANYRES_MODE=paper bash scripts/v1_6/eval/textvqa.sh 29
+source "$(dirname "${BASH_SOURCE[0]}")/next.sh"
+exec bash "$V15_EVAL/textvqa.sh" "$@"
