@@ -178,9 +178,9 @@ def test_expand2square_colour_and_placement() -> None:
     assert tuple(int(x * 255) for x in CLIP_MEAN) == (122, 116, 104)
 
 
-def test_anyres_is_a_clear_hook(assets: dict) -> None:
+def test_anyres_without_grid_pinpoints_is_a_clear_error(assets: dict) -> None:
     proc = load_image_processor(assets["processors"]["clip224"])
-    with pytest.raises(NotImplementedError, match="anyres"):
+    with pytest.raises(ValueError, match="image_grid_pinpoints"):
         process_images([Image.new("RGB", (8, 8))], proc, SimpleNamespace(image_aspect_ratio="anyres"))
 
 
