@@ -311,8 +311,8 @@ def script_env(tiny_path: str, data_root: Path, results: Path, **extra: str) -> 
     return env
 
 
-def _command(bench: str, k: int | str) -> list[str]:
-    return ["bash", str(SCRIPTS / f"{bench}.sh"), str(k)]
+def _command(bench: str, k: int | str, scripts: Path = SCRIPTS) -> list[str]:
+    return ["bash", str(scripts / f"{bench}.sh"), str(k)]
 
 
 def _check(bench: str, k, result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -328,7 +328,8 @@ def run_script(bench: str, k: int | str, env: dict, cwd: Path) -> subprocess.Com
                                            timeout=600))
 
 
-def run_scripts(benches: list[str], k: int, env: dict, cwd: Path, workers: int = 2, timeout: float = 600) -> dict:
+def run_scripts(benches: list[str], k: int, env: dict, cwd: Path, workers: int = 2, timeout: float = 600,
+                scripts: Path = SCRIPTS) -> dict:
     """Run several scripts, `workers` at a time; returns each one's CompletedProcess (failures included).
 
     A script still running after `timeout` seconds is killed (with its process group) and reported as failed.
@@ -340,7 +341,7 @@ def run_scripts(benches: list[str], k: int, env: dict, cwd: Path, workers: int =
         while pending and len(running) < workers:
             bench = pending.pop(0)
             out, err = (open(logs / f"{bench}.{s}", "w+", encoding="utf-8") for s in ("out", "err"))
-            proc = subprocess.Popen(_command(bench, k), env=env, cwd=cwd, stdout=out, stderr=err,
+            proc = subprocess.Popen(_command(bench, k, scripts), env=env, cwd=cwd, stdout=out, stderr=err,
                                     start_new_session=True)
             running[bench] = (proc, out, err, time.monotonic())
         for bench, (proc, out, err, started) in list(running.items()):

@@ -66,3 +66,21 @@ def test_bad_anyres_mode_is_refused(next_ckpt, pope_root):
     proc = subprocess.run(["bash", str(REPO / "scripts" / "v1_6" / "eval" / "pope.sh"), "29"], env=env,
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "ANYRES_MODE must be faithful or paper" in proc.stderr
+
+
+def test_every_v1_6_script_runs_on_the_tiny_next_model(next_ckpt, tmp_path):
+    """All 12 scripts end to end in paper mode: 5 x K visual tokens per image question."""
+    from test_scripts_v1_5 import ANSWERS, build_data_root, read_answers, run_scripts, script_env
+
+    data_root, results = tmp_path / "data", tmp_path / "results"
+    counts = build_data_root(data_root)
+    env = script_env(next_ckpt, data_root, results, ANYRES_MODE="paper", MAX_NEW_TOKENS="2")
+    logs = run_scripts(list(counts), 29, env, tmp_path, scripts=REPO / "scripts" / "v1_6" / "eval")
+    failed = {b: p.stderr[-2000:] for b, p in logs.items() if p.returncode != 0}
+    assert not failed, failed
+    for bench, n in counts.items():
+        answers = read_answers(data_root / ANSWERS[bench].format(run="llava-v1.6-tiny-paper", k=29) / "merge.jsonl")
+        assert len(answers) == n, bench
+        with_image = [a for a in answers if a["metadata"]["visual_tokens"] != []]
+        assert with_image and all(a["metadata"]["visual_tokens"] == 5 * 29 for a in with_image), bench
+        assert all(a["metadata"]["anyres_mode"] == "paper" for a in answers), bench
