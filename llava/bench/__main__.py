@@ -1,0 +1,6 @@
+"""`python -m llava.bench`: stage timings, FLOPs and the headline ratios (see docs/PERFORMANCE.md)."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Write benchmark results: JSON (everything), a Markdown table, and a PNG of speed vs K."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STAGE_COLUMNS = ("vision", "scoring", "select", "projector", "splice", "prefill", "ttft", "decode_per_token", "e2e")
+
+
+def _ms(stat: dict | None) -> str:
+    if not stat or stat.get("median") is None:
+        return "-"
+    med, lo, hi = (1e3 * stat[k] for k in ("median", "p10", "p90"))
+    if stat.get("n", 0) > 1:
+        return f"{med:.1f} [{lo:.1f}-{hi:.1f}]"
+    return f"{med:.1f}"
+
+
+def _mb(value: int | None) -> str:
+    """Megabytes, 10^6 bytes."""
+    return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def _pct(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.3f}%" if abs(x) < 0.01 else f"{100 * x:.1f}%"
+
+
+def runs_table(rows: list[dict]) -> str:
+    """One line per configuration: stage times in ms (median [p10-p90]), sizes, FLOPs and speedups."""
+    head = ["config", "visual tokens", "prompt len"] + [f"{c} ms" for c in STAGE_COLUMNS] + [
+        "q/s", "KV cache MB", "peak mem MB", "TTFT GFLOPs", "TTFT speedup (FLOPs-predicted)", "CPU busy"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        s = r["seconds"]
+        speed = "-"
+        if "ttft_speedup" in r:
+            speed = f"{r['ttft_speedup']:.2f}x ({r['ttft_speedup_flops']:.2f}x)"
+        cells = [r["label"], str(r["visual_tokens"]), str(r["prompt_length"])] + [_ms(s.get(c)) for c in STAGE_COLUMNS] + [
+            f"{r['questions_per_s']:.3f}" if r.get("questions_per_s") else "-",
+            _mb(r["kv_cache_bytes"]), _mb(r["peak_memory_bytes"].get("pass")),
+            f"{r['flops']['ttft'] / 1e9:.1f}", speed,
+            "-" if r.get("cpu_busy") is None else f"{r['cpu_busy']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def headline_markdown(result: dict) -> str:
+    """The P1/P2/P3 summary and the K-sweep table."""
+    p1, p2, p3 = result["p1"], result["p2"], result["p3"]
+    s = result["settings"]
+    out = [f"# Headline ({result['machine']['cpu']}, {result['machine']['torch_threads']} threads, "
+           f"{s['dtype']}, torch {result['machine']['torch']})", ""]
+    out += ["## P1: [CLS] scoring overhead on the vision tower", "",
+            f"{p1['images']} image, {s['arch']} tower (CLIP-L/14-336 dims), {p1['dtype']}, {s['rounds_p1']} paired rounds.", "",
+            "| vision path | ms (median [p10-p90]) | GFLOPs | peak mem MB |", "|---|---|---|---|"]
+    for name, v in p1["variants"].items():
+        out.append(f"| {v['what']} | {_ms(v['seconds'])} | {p1['flops'][name] / 1e9:.1f} | {_mb(v['peak_memory_bytes'])} |")
+    ov = p1["scoring_overhead"]
+    out += ["",
+            f"- scoring overhead (with / without, paired): **{_pct(ov['median'])}** [p10 {_pct(ov['p10'])}, p90 {_pct(ov['p90'])}]; "
+            f"the [CLS]-row computation alone: {1e3 * p1['cls_row_seconds']:.2f} ms = {_pct(p1['cls_row_share'])} of the tower",
+            f"- original FasterVLM tower vs ours with scoring: +{_pct(p1['original_extra_vs_ours']['median'])} time; "
+            f"its attention maps: {_mb(p1['attention_map_bytes_original'])} MB per image in {p1['dtype']} "
+            f"({_mb(p1['attention_map_bytes_original_fp32'])} MB in fp32); ours keeps no map "
+            f"({p1['scoring_bytes_ours_transient'] / 1e6:.2f} MB transient, {p1['scoring_bytes_ours_kept']} bytes kept)", ""]
+    out += ["## P2: time-to-first-token speedup, K=%d vs K=%d" % (p2["k_pruned"], p2["k_full"]), "",
+            f"{s['arch']} dims with {s['llm_layers']} LLM layers, batch 1, {s['rounds_p2']} paired rounds.", "",
+            f"- TTFT speedup **{p2['ttft_speedup']['median']:.2f}x** [p10 {p2['ttft_speedup']['p10']:.2f}, p90 "
+            f"{p2['ttft_speedup']['p90']:.2f}] vs FLOPs-predicted {p2['ttft_speedup_flops']:.2f}x: "
+            f"**{_pct(p2['ttft_fraction_of_flops'])}** of predicted",
+            f"- LLM prefill alone: {p2['prefill_speedup']['median']:.2f}x vs {p2['prefill_speedup_flops']:.2f}x predicted "
+            f"({_pct(p2['prefill_fraction_of_flops'])})",
+            f"- predicted with each stage kept at its unpruned GFLOP/s: {p2['ttft_speedup_stage_rates']:.2f}x"]
+    if "original_ttft_over_ours" in p2:
+        out.append(f"- original FasterVLM path / ours at K={p2['k_pruned']}: "
+                   f"{p2['original_ttft_over_ours']['median']:.3f}x TTFT")
+    out.append("- achieved GFLOP/s: " + "; ".join(
+        f"{label}: " + ", ".join(f"{k} {v:.0f}" for k, v in st.items()) for label, st in p2["stage_gflop_per_s"].items()))
+    out += ["", "| stage | " + " | ".join(f"{k} ms" for k in p2["stage_seconds"]) + " | "
+            + " | ".join(f"{k} GFLOPs" for k in p2["stage_gflops"]) + " |",
+            "|---|" + "---|" * (2 * len(p2["stage_seconds"]))]
+    for stage in ("vision", "scoring", "select", "projector", "splice", "prefill", "ttft"):
+        ms = [f"{1e3 * v[stage]:.1f}" for v in p2["stage_seconds"].values()]
+        gf = [f"{v[stage]:.1f}" if stage in v else "-" for v in p2["stage_gflops"].values()]
+        out.append(f"| {stage} | " + " | ".join(ms + gf) + " |")
+    out += ["", f"## P3: questions/s, batch {p3['questions']} vs batch 1", "",
+            f"{s['arch']} width with {p3['llm_layers']} LLM layers, K={p3['k']} ({p3['method']}), "
+            f"{p3['new_tokens']} greedy tokens per answer, prompt lengths {p3['prompt_lengths']}.", "",
+            f"- batch 1: {p3['questions_per_s_batch1']:.3f} q/s; batch {p3['questions']}: {p3['questions_per_s_batch8']:.3f} q/s; "
+            f"speedup **{p3['speedup']['median']:.2f}x**",
+            f"- answers: {p3['answers_identical']}/{p3['questions']} identical; "
+            f"{len(p3['answer_check']['near_ties'])} diverge at a near-tie (top-2 logits within "
+            f"{p3['answer_check']['tie_tolerance_ulps']:g} ulps of {s['dtype']}); "
+            f"**{len(p3['answer_check']['mismatches'])} mismatches**"
+            + "".join(f"; q{t['question']} at token {t['first_divergence']}: gaps {t['gap_batch1']:.4g} / "
+                      f"{t['gap_batched']:.4g} (ulp {t['ulp']:.4g})" for t in p3['answer_check']['near_ties']),
+            f"- decode step: {p3['decode_speedup']:.2f}x faster per question at batch {p3['questions']}; "
+            f"everything before decode: {p3['speedup_limit_no_decode']:.2f}x"
+            + ("" if p3["answer_tokens_for_3x"] is None else
+               f"; 3x would need answers of >= {p3['answer_tokens_for_3x']:.0f} tokens"), "",
+            "| stage | batch 1 (sum of %d) s | batch %d s | speedup |" % (p3["questions"], p3["questions"]), "|---|---|---|---|"]
+    for stage, v in p3["stage_seconds_batch1_total"].items():
+        sp = p3["stage_speedup"][stage]
+        out.append(f"| {stage} | {v:.3f} | {p3['stage_seconds_batch8'][stage]:.3f} | {'-' if sp is None else f'{sp:.2f}x'} |")
+    out += ["", "## K sweep (batch 1)", "", "Stage times in ms, median [p10-p90]; 'vision' includes 'scoring'; "
+            "TTFT = vision + select + projector + splice + prefill.", "", runs_table(result["runs"]), ""]
+    return "\n".join(out)
+
+
+def sweep_markdown(result: dict) -> str:
+    s = result["settings"]
+    return "\n".join([
+        f"# Benchmark ({result['machine']['cpu']}, {result['machine']['torch_threads']} threads, {s['dtype']})", "",
+        f"Model: {s['model']}; LLM layers: {s['llm_layers']}; {s['repeats']} repeats after {s['warmup']} warm-up; "
+        f"{s['max_new_tokens']} new tokens.", "",
+        "Stage times in ms, median [p10-p90]; 'vision' includes 'scoring'; TTFT = vision + select + projector + "
+        "splice + prefill; peak memory: " + result["memory_measure"] + ".", "",
+        runs_table(result["runs"]), "",
+    ])
+
+
+def plot_speed_vs_k(rows: list[dict], path: Path, title: str) -> None:
+    """TTFT and prefill time vs K (median, p10-p90 bars) with the FLOPs-predicted curve, and speedups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    groups = {}
+    for r in rows:
+        if r["kind"] == "ours":
+            groups.setdefault((r["method"], r["batch"]), []).append(r)
+    for (method, batch), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["visual_tokens"])
+        ks = [r["visual_tokens"] for r in rs]
+        ref = rs[-1]
+        for key, style in (("ttft", "o-"), ("prefill", "s--")):
+            med = [r["seconds"][key]["median"] for r in rs]
+            err = [[m - r["seconds"][key]["p10"] for m, r in zip(med, rs)],
+                   [r["seconds"][key]["p90"] - m for m, r in zip(med, rs)]]
+            line = ax.errorbar(ks, med, yerr=err, fmt=style, capsize=3, label=f"{method} B={batch}: {key} (measured)")
+            pred = [ref["seconds"][key]["median"] * r["flops"][key] / ref["flops"][key] for r in rs]
+            ax.plot(ks, pred, ":", color=line.lines[0].get_color(),
+                    label=f"{method} B={batch}: {key} FLOPs-predicted (scaled at K={ref['visual_tokens']})")
+        speed = [ref["seconds"]["ttft"]["median"] / r["seconds"]["ttft"]["median"] for r in rs]
+        speed_pred = [ref["flops"]["ttft"] / r["flops"]["ttft"] for r in rs]
+        ax2.plot(ks, speed, "o-", label=f"{method} B={batch}: measured TTFT speedup (ratio of medians)")
+        ax2.plot(ks, speed_pred, "x:", label=f"{method} B={batch}: FLOPs-predicted")
+    for r in rows:
+        if r["kind"] == "original":
+            ax.plot([r["visual_tokens"]], [r["seconds"]["ttft"]["median"]], "r*", markersize=12,
+                    label=f"original FasterVLM path, K={r['visual_tokens']} (ttft)")
+    ax.set_xlabel("visual tokens K per image")
+    ax.set_ylabel("seconds")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax2.set_xlabel("visual tokens K per image")
+    ax2.set_ylabel(f"TTFT speedup over K={max(r['visual_tokens'] for r in rows)}")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(result: dict, out_dir: Path, stem: str, markdown: str, title: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
+    paths["json"].write_text(json.dumps(result, indent=1, default=str))
+    paths["md"].write_text(markdown)
+    plot_speed_vs_k(result["runs"], paths["png"], title)
+    return paths
