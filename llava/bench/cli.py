@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--p3-batch", type=int, default=8)
     head.add_argument("--p3-k", type=int, default=64)
     head.add_argument("--p3-new-tokens", type=int, default=32)
-    head.add_argument("--p3-rounds", type=int, default=1)
+    head.add_argument("--p3-rounds", type=int, default=2)
     return p
 
 

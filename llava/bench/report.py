@@ -124,44 +124,51 @@ def sweep_markdown(result: dict) -> str:
 
 
 def plot_speed_vs_k(rows: list[dict], path: Path, title: str) -> None:
-    """TTFT and prefill time vs K (median, p10-p90 bars) with the FLOPs-predicted curve, and speedups."""
+    """Left: TTFT vs K per method/batch (median, p10-p90 bars; also prefill when there is one group), each
+    with its FLOPs-predicted curve (dotted, scaled to the largest K). Right: measured vs predicted speedup."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    groups = {}
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["kind"] == "ours":
             groups.setdefault((r["method"], r["batch"]), []).append(r)
-    for (method, batch), rs in groups.items():
+    keys = ("ttft", "prefill") if len(groups) == 1 else ("ttft",)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, ((method, batch), rs) in enumerate(groups.items()):
         rs = sorted(rs, key=lambda r: r["visual_tokens"])
-        ks = [r["visual_tokens"] for r in rs]
-        ref = rs[-1]
-        for key, style in (("ttft", "o-"), ("prefill", "s--")):
+        ks, ref = [r["visual_tokens"] for r in rs], rs[-1]
+        for j, key in enumerate(keys):
+            color = colors[(n * len(keys) + j) % len(colors)]
             med = [r["seconds"][key]["median"] for r in rs]
             err = [[m - r["seconds"][key]["p10"] for m, r in zip(med, rs)],
                    [r["seconds"][key]["p90"] - m for m, r in zip(med, rs)]]
-            line = ax.errorbar(ks, med, yerr=err, fmt=style, capsize=3, label=f"{method} B={batch}: {key} (measured)")
+            ax.errorbar(ks, med, yerr=err, fmt="o-" if key == "ttft" else "s--", capsize=3, color=color,
+                        label=f"{method} B={batch}: {key}")
             pred = [ref["seconds"][key]["median"] * r["flops"][key] / ref["flops"][key] for r in rs]
-            ax.plot(ks, pred, ":", color=line.lines[0].get_color(),
-                    label=f"{method} B={batch}: {key} FLOPs-predicted (scaled at K={ref['visual_tokens']})")
-        speed = [ref["seconds"]["ttft"]["median"] / r["seconds"]["ttft"]["median"] for r in rs]
-        speed_pred = [ref["flops"]["ttft"] / r["flops"]["ttft"] for r in rs]
-        ax2.plot(ks, speed, "o-", label=f"{method} B={batch}: measured TTFT speedup (ratio of medians)")
-        ax2.plot(ks, speed_pred, "x:", label=f"{method} B={batch}: FLOPs-predicted")
-    for r in rows:
-        if r["kind"] == "original":
-            ax.plot([r["visual_tokens"]], [r["seconds"]["ttft"]["median"]], "r*", markersize=12,
-                    label=f"original FasterVLM path, K={r['visual_tokens']} (ttft)")
+            ax.plot(ks, pred, ":", color=color)
+        color = colors[(n * len(keys)) % len(colors)]
+        ax2.plot(ks, [ref["seconds"]["ttft"]["median"] / r["seconds"]["ttft"]["median"] for r in rs], "o-",
+                 color=color, label=f"{method} B={batch}")
+        ax2.plot(ks, [ref["flops"]["ttft"] / r["flops"]["ttft"] for r in rs], "x:", color=color)
+    originals = [r for r in rows if r["kind"] == "original"]
+    if originals:
+        ax.plot([r["visual_tokens"] for r in originals], [r["seconds"]["ttft"]["median"] for r in originals], "r*",
+                markersize=12, label="original FasterVLM path, B=1: ttft")
+    proxies = [Line2D([], [], color="gray", linestyle="-", marker="o", label="measured (median)"),
+               Line2D([], [], color="gray", linestyle=":", label="FLOPs-predicted, scaled at the largest K")]
     ax.set_xlabel("visual tokens K per image")
     ax.set_ylabel("seconds")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + proxies, fontsize=7)
     ax2.set_xlabel("visual tokens K per image")
-    ax2.set_ylabel(f"TTFT speedup over K={max(r['visual_tokens'] for r in rows)}")
+    ax2.set_ylabel(f"TTFT speedup over K={max(r['visual_tokens'] for r in rows)} (ratio of medians)")
+    ax2.set_title("measured (solid) vs FLOPs-predicted (dotted)", fontsize=10)
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
