@@ -7,8 +7,9 @@
 # Random weights give meaningless text; the same commands with a real checkpoint do the real job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -c "import torch" 2>/dev/null || python -m pip install --quiet torch==2.13.0
-python -m pip install --quiet -e ".[test]"
+python -c "import torch" 2>/dev/null || python -m pip install --quiet -c constraints.txt torch==2.13.0
+# the tested versions (constraints.txt), less its torch pin so that a torch already there stays
+python -m pip install --quiet -c <(grep -v '^torch==' constraints.txt) -e ".[test]"
 bash scripts/install_oracle.sh .oracle >/dev/null || echo "(oracle not installed: its tests will skip)"
 
 python -m llava.model.tiny --out playground/tiny
