@@ -440,5 +440,7 @@ def test_family_detection_and_choice(payload: dict, tmp_path: Path) -> None:
     config = json.loads((gemma / "tokenizer_config.json").read_text())
     (gemma / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "GemmaTokenizer"}))
     assert tokenizer_family(gemma) == "auto"
+    (gemma / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "LLaMATokenizer"}))
+    assert tokenizer_family(gemma) == "llama"  # the spelling of early LLaMA conversions
     with pytest.raises(ValueError, match="unknown tokenizer family 'qwen9'"):
         load_tokenizer(payload["dirs"]["llava"], family="qwen9")

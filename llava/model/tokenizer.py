@@ -34,8 +34,9 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 SPIECE_UNDERLINE = "▁"
-# `tokenizer_class` values of checkpoints that LLaVA tokenized with the slow sentencepiece LlamaTokenizer.
-LLAMA_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast")
+# `tokenizer_class` values (lower case; early conversions wrote "LLaMATokenizer") of the checkpoints that
+# LLaVA tokenized with the slow sentencepiece LlamaTokenizer.
+LLAMA_TOKENIZER_CLASSES = ("llamatokenizer", "llamatokenizerfast")
 TINY_TOKENIZER_MODEL = Path(__file__).resolve().parents[1] / "assets" / "tiny_llama_tokenizer.model"
 
 
@@ -45,6 +46,7 @@ class SlowLlamaTokenizer(SentencePieceBackend):
     Arguments are those of the 4.37 class (``vocab_file``, special tokens, ``add_bos_token``,
     ``add_eos_token``, ``legacy``, ...). One deliberate difference: without a configured pad
     token, the unk token pads (as LLaVA-1.5 checkpoints set explicitly); 4.37 left it unset.
+    Load it with :func:`load_tokenizer`, which never downloads.
     """
 
     padding_side = "right"
@@ -189,8 +191,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
 def tokenizer_family(folder: str | os.PathLike) -> str:
     """``"llama"`` for a LLaMA sentencepiece folder (``tokenizer.model``, LLaMA or no tokenizer_class), else "auto"."""
     folder = Path(folder)
-    tokenizer_class = _read_config(folder).get("tokenizer_class")
-    if (folder / "tokenizer.model").is_file() and tokenizer_class in (None, *LLAMA_TOKENIZER_CLASSES):
+    tokenizer_class = _read_config(folder).get("tokenizer_class") or "LlamaTokenizer"
+    if (folder / "tokenizer.model").is_file() and tokenizer_class.lower() in LLAMA_TOKENIZER_CLASSES:
         return "llama"
     if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
         raise FileNotFoundError(
