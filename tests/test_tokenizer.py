@@ -15,17 +15,25 @@ import torch
 
 from llava.conversation import conv_templates
 from llava.mm_utils import tokenizer_image_token
-from llava.model.tokenizer import TINY_TOKENIZER_MODEL, SlowLlamaTokenizer, load_tokenizer, save_tiny_tokenizer
+from llava.model.tokenizer import (
+    TINY_TOKENIZER_MODEL,
+    SlowLlamaTokenizer,
+    load_tokenizer,
+    save_tiny_tokenizer,
+    tokenizer_family,
+)
 from oracle import run_oracle
 
 # Tokenizer settings to compare (legacy true / false / absent, add_bos / add_eos on and off ...).
-# Config keys: None removes the key, NULL writes an explicit null; "special_map" edits special_tokens_map.json.
+# Config keys: None removes the key, NULL writes an explicit null; "special_map" edits special_tokens_map.json;
+# "tokenizer_json" writes a tokenizer.json next to them (as llava-hf checkpoints have).
 NULL = "<null>"
 _EOS_STRIPPING = {"content": "</s>", "lstrip": True, "normalized": False, "rstrip": True, "single_word": False}
 CONFIGS: dict[str, dict] = {
     "llava": {},  # the tiny checkpoint as written: legacy false, add_bos true, pad <unk>
     "legacy": {"legacy": True},
     "legacy_absent": {"legacy": None},
+    "legacy_null": {"legacy": NULL},  # 4.37 reads null as true
     "nobos": {"add_bos_token": False},
     "legacy_nobos_eos": {"legacy": True, "add_bos_token": False, "add_eos_token": True},
     "absent_eos": {"legacy": None, "add_eos_token": True},
@@ -34,7 +42,11 @@ CONFIGS: dict[str, dict] = {
     "cleanup": {"clean_up_tokenization_spaces": True, "legacy": True},
     "bare": {"files": None},  # tokenizer.model alone
     "eos_strips": {"eos_token": {"__type": "AddedToken", **_EOS_STRIPPING}, "special_map": {"eos_token": _EOS_STRIPPING}},
+    "with_tokenizer_json": {"add_bos_token": False, "add_eos_token": True, "tokenizer_json": True},
 }
+# The tokens llava/model/builder.py `_add_image_tokens` adds for mm_use_im_patch_token / mm_use_im_start_end.
+IMAGE_TOKENS = ["<im_patch>", "<im_start>", "<im_end>"]
+SAVED_BY_US = ["mine_saved_llava", "mine_saved_legacy_nobos_eos", "mine_saved_eos_strips", "mine_saved_image_tokens"]
 
 STRINGS = [
     "", " ", "  ", "\n", "\n\n", " \n ", "\t", "Hello", " Hello", "  Hello", "Hello ", "Hello  world",
@@ -78,6 +90,19 @@ def _random_ids(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return seqs
 
 
+def _write_tokenizer_json(path: Path) -> None:
+    """A tokenizer.json whose only use to a slow tokenizer is its added tokens (one past the vocabulary)."""
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.models import BPE
+
+    fast = Tokenizer(BPE(vocab={"<unk>": 0, "<s>": 1, "</s>": 2}, merges=[]))
+    fast.add_special_tokens([AddedToken(t, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    fast.add_tokens([AddedToken("<image>", normalized=False, special=True)])
+    data = json.loads(fast.to_str())
+    data["added_tokens"][-1]["id"] = 1536
+    path.write_text(json.dumps(data))
+
+
 def _write_dirs(root: Path) -> dict[str, str]:
     dirs = {}
     for name, change in CONFIGS.items():
@@ -87,6 +112,8 @@ def _write_dirs(root: Path) -> dict[str, str]:
         for key, value in change.items():
             if key == "files":
                 config, smap = None, None
+            elif key == "tokenizer_json":
+                _write_tokenizer_json(folder / "tokenizer.json")
             elif key == "special_map":
                 smap.update(value)
                 smap = {k: v for k, v in smap.items() if v is not None}
@@ -101,9 +128,12 @@ def _write_dirs(root: Path) -> dict[str, str]:
                 (folder / file).write_text(json.dumps(content))
         dirs[name] = str(folder)
     # Saved by this class, to be read back by 4.37.
-    for name in ("llava", "legacy_nobos_eos"):
+    for name in ("llava", "legacy_nobos_eos", "eos_strips", "image_tokens"):
+        tok = load_tokenizer(dirs.get(name, dirs["llava"]))
+        if name == "image_tokens":
+            tok.add_tokens(IMAGE_TOKENS, special_tokens=True)
         out = root / f"mine_saved_{name}"
-        load_tokenizer(dirs[name]).save_pretrained(out)
+        tok.save_pretrained(out)
         dirs[f"mine_saved_{name}"] = str(out)
     return dirs
 
@@ -146,6 +176,12 @@ tok.add_tokens(["<im_patch>", "dog cat"])
 tok.add_special_tokens({"additional_special_tokens": ["<im_start>", "<im_end>"]})
 tok.save_pretrained(PAYLOAD["saved_by_oracle"])
 RESULT["saved_by_oracle"] = probe(tok)
+
+# What llava/model/builder.py `_add_image_tokens` does, on the original tokenizer.
+tok = AutoTokenizer.from_pretrained(PAYLOAD["dirs"]["llava"], use_fast=False)
+RESULT["image_tokens_added"] = [tok.add_tokens(PAYLOAD["image_tokens"], special_tokens=True),
+                                tok.add_tokens(PAYLOAD["image_tokens"], special_tokens=True)]
+RESULT["image_tokens_at_runtime"] = probe(tok)
 """
 
 EXTRA_STRINGS = ["<im_start><im_patch><im_end>", "a <im_patch> b", "dog cat dog", " <im_start> x", "x<im_end>"]
@@ -161,6 +197,7 @@ def payload(tmp_path_factory: pytest.TempPathFactory) -> dict:
         prompts=PROMPTS,
         random_ids=_random_ids(60, 1536),
         saved_by_oracle=str(root / "saved_by_oracle"),
+        image_tokens=IMAGE_TOKENS,
     )
 
 
@@ -212,7 +249,7 @@ def _compare(name: str, want: dict, got: dict, strings: list[str]) -> None:
     assert got_attrs == want_attrs, name
 
 
-@pytest.mark.parametrize("name", list(CONFIGS) + ["mine_saved_llava", "mine_saved_legacy_nobos_eos", "saved_by_oracle"])
+@pytest.mark.parametrize("name", list(CONFIGS) + SAVED_BY_US + ["saved_by_oracle"])
 def test_matches_transformers_4_37(payload: dict, oracle: dict, name: str) -> None:
     result = oracle
     tok = load_tokenizer(payload["dirs"][name])
@@ -321,3 +358,89 @@ def test_hub_id_resolves_through_local_cache(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     tok = load_tokenizer("org/tiny-llava")
     assert tok("Hi").input_ids[0] == 1 and tok.legacy is False
+
+
+def test_image_tokens_added_like_the_builder(payload: dict, oracle: dict) -> None:
+    tok = load_tokenizer(payload["dirs"]["llava"])
+    added = [tok.add_tokens(IMAGE_TOKENS, special_tokens=True), tok.add_tokens(IMAGE_TOKENS, special_tokens=True)]
+    assert added == oracle["image_tokens_added"] == [3, 0]
+    assert len(tok) == 1539 and tok.convert_tokens_to_ids(IMAGE_TOKENS) == [1536, 1537, 1538]
+    strings = payload["strings"] + payload["prompts"]
+    _compare("image_tokens", oracle["image_tokens_at_runtime"], _probe(tok, payload), strings)
+
+
+ROUND_TRIP = ["llava", "legacy_nobos_eos", "eos_strips", "no_pad", "with_tokenizer_json", "image_tokens"]
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP)
+def test_save_load_round_trip(payload: dict, tmp_path: Path, name: str) -> None:
+    """save_pretrained + from_pretrained (both inherited) give back the same tokenizer, ids and all."""
+    tok = load_tokenizer(payload["dirs"]["llava" if name == "image_tokens" else name])
+    if name == "image_tokens":
+        tok.add_tokens(IMAGE_TOKENS, special_tokens=True)
+    written = tok.save_pretrained(tmp_path)
+    assert all(Path(f).is_file() for f in written)
+    want = _probe(tok, payload)
+    for again in (SlowLlamaTokenizer.from_pretrained(tmp_path), load_tokenizer(tmp_path)):
+        assert type(again) is SlowLlamaTokenizer
+        assert _probe(again, payload) == want
+        assert again.added_tokens_decoder == tok.added_tokens_decoder
+
+
+def _qwen2_like_tokenizer(folder: Path):
+    """A tiny byte-level BPE with Qwen2's pre-tokenizer, saved as a Qwen2Tokenizer checkpoint would be."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    bpe.train_from_iterator(STRINGS + PROMPTS, trainer)
+    PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    ).save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"}))
+    return bpe
+
+
+def test_other_families_load_through_auto_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    bpe = _qwen2_like_tokenizer(tmp_path)
+    assert tokenizer_family(tmp_path) == "auto"
+    tok = load_tokenizer(tmp_path)
+    assert type(tok).__name__ == "Qwen2Tokenizer" and not isinstance(tok, SlowLlamaTokenizer)
+    assert type(load_tokenizer(tmp_path, family="auto")) is type(AutoTokenizer.from_pretrained(tmp_path)) is type(tok)
+    texts = STRINGS + PROMPTS
+    want = [bpe.encode(t).ids for t in texts]  # the tokenizers object itself is the reference
+    assert [tok(t).input_ids for t in texts] == want
+    assert [tok.decode(ids) for ids in want] == [bpe.decode(ids, skip_special_tokens=False) for ids in want]
+    assert tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"]) == [1, 2, 0]
+    prompt = "<|im_start|>user\n<image>\nWhat is it?<|im_end|>"
+    want = bpe.encode("<|im_start|>user\n").ids + [-200] + bpe.encode("\nWhat is it?<|im_end|>").ids
+    assert tokenizer_image_token(prompt, tok) == want
+
+
+def test_family_detection_and_choice(payload: dict, tmp_path: Path) -> None:
+    assert tokenizer_family(payload["dirs"]["llava"]) == tokenizer_family(payload["dirs"]["bare"]) == "llama"
+    assert tokenizer_family(payload["dirs"]["with_tokenizer_json"]) == "llama"
+    assert type(load_tokenizer(payload["dirs"]["llava"], family="llama")) is SlowLlamaTokenizer
+    gemma = save_tiny_tokenizer(tmp_path / "gemma")  # a sentencepiece model that is not LLaMA's tokenizer class
+    config = json.loads((gemma / "tokenizer_config.json").read_text())
+    (gemma / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "GemmaTokenizer"}))
+    assert tokenizer_family(gemma) == "auto"
+    (gemma / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "LLaMATokenizer"}))
+    assert tokenizer_family(gemma) == "llama"  # the spelling of early LLaMA conversions
+    with pytest.raises(ValueError, match="unknown tokenizer family 'qwen9'"):
+        load_tokenizer(payload["dirs"]["llava"], family="qwen9")
