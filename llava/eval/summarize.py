@@ -20,20 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-PAPER_ORDER = ("VQAv2", "GQA", "VizWiz", "SQA-IMG", "TextVQA", "POPE", "MME", "MMB", "MMB-CN", "SEED", "MM-Vet",
-               "LLaVA-Bench")
-ALIASES = {"sqa": "SQA-IMG", "scienceqa": "SQA-IMG", "mmbench": "MMB", "mmbench-cn": "MMB-CN", "mmbench_cn": "MMB-CN",
-           "seed-bench": "SEED", "seed-img": "SEED", "mmvet": "MM-Vet", "llava-bench-in-the-wild": "LLaVA-Bench",
-           "llava_bench": "LLaVA-Bench", "llavabench": "LLaVA-Bench"}
+from llava.eval import catalogue
+
+PAPER_ORDER = catalogue.paper_columns()  # VQAv2, GQA, VizWiz, SQA-IMG, ..., LLaVA-Bench (llava.eval.catalogue)
 RECORD_KEYS = frozenset({"benchmark", "k", "metrics", "headline"})
 MAX_RECORD_BYTES = 1 << 20
 
 
 def canonical_name(name: str) -> str:
-    """The paper column for a benchmark name (case-insensitive, with a few common aliases)."""
-    by_lower = {n.lower(): n for n in PAPER_ORDER}
-    key = name.strip().lower()
-    return by_lower.get(key) or ALIASES.get(key) or name.strip()
+    """The paper column for a benchmark name, alias or column (case-insensitive; the catalogue's spellings)."""
+    record = catalogue.find(name)
+    if record is None:
+        return name.strip()
+    by_lower = {c.lower(): c for c in record.columns}
+    return by_lower.get(name.strip().lower(), record.columns[0])
 
 
 def find_records(root: str | Path) -> list[tuple[Path, dict]]:
