@@ -3,6 +3,7 @@
     python -m llava.eval.catalogue folder sqa        # scienceqa  (the data folder under playground/data/eval)
     python -m llava.eval.catalogue name sqa          # scienceqa  (the catalogue / prepare_hf name)
     python -m llava.eval.catalogue column mmbench    # MMB        (the paper column its score fills)
+    python -m llava.eval.catalogue fields sqa        # scienceqa<TAB>scienceqa<TAB>SQA-IMG  (name, folder, column)
     python -m llava.eval.catalogue list              # every benchmark: name, folder, column(s)
 """
 
@@ -21,6 +22,7 @@ FIELDS = {
     "driver": lambda r: r.driver,
     "scorer": lambda r: r.scorer,
     "hub-id": lambda r: r.hub_id,
+    "fields": lambda r: f"{r.name}\t{r.folder}\t{r.columns[0]}",  # what scripts/v1_5/eval/common.sh reads
 }
 
 
