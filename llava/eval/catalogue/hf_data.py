@@ -99,7 +99,7 @@ def _open_local(root: Path, split: str, config: str | None, label: str) -> RowSo
             f"{label}: {base} holds no save_to_disk dataset and no data files datasets can read ({err}); "
             "pass the dataset folder (or the repo snapshot) as --dataset"
         ) from None
-    return _pick_split(splits, split, f"{label} [{base}]", str(base))
+    return _pick_split(splits, split, label if str(base) == label else f"{label} [{base}]", str(base))
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:
