@@ -7,9 +7,9 @@ repo layout, e.g. `data/test-00000-of-00003.parquet` or `<config>/<split>-*.parq
 `lmms-lab/POPE`, which is looked up only in the local caches: its hub snapshot, else what `datasets`
 itself finds offline (`HF_DATASETS_OFFLINE=1`, set by this CLI) in its cache (`--cache-dir`, default
 `HF_DATASETS_CACHE`); nothing is downloaded (`llava.eval.catalogue.hf_data`). The benchmarks, their
-converters and defaults are the records of `llava.eval.catalogue`. Images are copied as the dataset's original encoded bytes (never
-re-encoded), under LLaVA's file names, and an identical existing file is left alone, so a run can be
-repeated or resumed. Each run also writes `prepare_hf_info.json` (source, counts, files, notes).
+converters and defaults are the records of `llava.eval.catalogue`. Images are copied as the dataset's
+original encoded bytes (never re-encoded), under LLaVA's file names, and an identical existing file is
+left alone, so a run can be repeated or resumed. Each run also writes `prepare_hf_info.json` (source, counts, files, notes).
 
 What each benchmark produces inside --out-dir (LLaVA's `playground/data/eval/<bench>` layout):
 

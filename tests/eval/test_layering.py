@@ -1,4 +1,4 @@
-"""The evaluation plumbing imports one way only: sharding at the bottom, merge and distributed above it, runner on top."""
+"""Eval plumbing imports one way only: sharding at the bottom, merge and distributed above it, runner on top."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ A mini data root in LLaVA's playground/data/eval layout (the one `llava.eval.pre
 2-4 questions per benchmark with tiny generated images and minimal ground-truth files in the formats
 the scorers read. Every script runs once at K=58 (module fixture); the tests then check the merged
 answers (one line per question, metadata visual_tokens 58), the score record or the submission file,
-resuming, the multi-GPU split (torchrun ranks), the merge checks that stop a script before scoring, FRESH=1, the GPT-judge branch of mmvet.sh / llavabench.sh (against
-a local fake judge, never the network), and the paper table built by `llava.eval.summarize`.
+resuming, the multi-GPU split (torchrun ranks), the merge checks that stop a script before scoring,
+FRESH=1, the GPT-judge branch of mmvet.sh / llavabench.sh (against a local fake judge, never the
+network), and the paper table built by `llava.eval.summarize`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""scripts/v1_6/eval/*.sh on a tiny LLaVA-NeXT checkpoint: both pruning modes, counts, separate folders, the checked 2-rank merge."""
+"""scripts/v1_6/eval/*.sh on a tiny LLaVA-NeXT checkpoint: both pruning modes, counts, folders, the checked merge."""
 
 from __future__ import annotations
 
