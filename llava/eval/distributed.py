@@ -9,16 +9,15 @@ GPU) is created only when WORLD_SIZE > 1, so a plain `python -m ...` run never t
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import torch
+
+from llava.eval.sharding import balanced_chunk
 
 # Ranks that finish early wait here for the slowest one, possibly for hours on a full benchmark.
 DEFAULT_TIMEOUT_MIN = 24 * 60
@@ -61,8 +60,6 @@ class World:
 
     def shard(self, items: Sequence) -> list:
         """This rank's contiguous, balanced part of `items` (may be empty when there are more ranks than items)."""
-        from llava.eval.runner import balanced_chunk
-
         return balanced_chunk(items, self.size, self.rank)
 
     def device(self, requested: str | None) -> str:
@@ -70,41 +67,6 @@ class World:
         if requested in (None, "auto", "cuda") and torch.cuda.is_available():
             return f"cuda:{self.local_rank}" if self.size > 1 else "cuda"
         return "cpu" if requested in (None, "auto") else requested
-
-
-def shard_path(answers_file: str | os.PathLike, rank: int, size: int) -> str:
-    """`<dir>/<stem>.rank{r}-of-{n}<suffix>`: rank r's own answers file, beside the merged one."""
-    path = Path(answers_file)
-    suffix = path.suffix or ".jsonl"
-    return str(path.with_name(f"{path.stem if path.suffix else path.name}.rank{rank}-of-{size}{suffix}"))
-
-
-_SHARD_RE = re.compile(r"\.rank(\d+)-of-(\d+)(\.[^.]*)$")
-
-
-def find_shards(answers_file: str | os.PathLike) -> list[str]:
-    """The shard files of one world size beside `answers_file`, in rank order; errors if ambiguous or incomplete."""
-    path = Path(answers_file)
-    stem = path.stem if path.suffix else path.name
-    by_size: dict[int, dict[int, str]] = {}
-    for cand in path.parent.glob(f"{glob.escape(stem)}.rank*-of-*"):
-        m = _SHARD_RE.search(cand.name)
-        if m and cand.name[: m.start()] == stem:
-            by_size.setdefault(int(m.group(2)), {})[int(m.group(1))] = str(cand)
-    if not by_size:
-        raise FileNotFoundError(f"no shard files {stem}.rank<r>-of-<n>* found in {path.parent}")
-    if len(by_size) > 1:
-        raise ValueError(
-            f"shard files of several world sizes {sorted(by_size)} beside {path}; pass the ones to merge explicitly"
-        )
-    size, ranks = next(iter(by_size.items()))
-    missing = sorted(set(range(size)) - set(ranks))
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} of {size} shard files of {path} are missing (ranks {missing[:20]}); "
-            "on a multi-node run the answers folder must be shared, or copy every node's shard files here"
-        )
-    return [ranks[r] for r in range(size)]
 
 
 class _Group:

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Sequence
 
 from llava.eval.answers_writer import answer_key
+from llava.eval.io_utils import read_jsonl
+from llava.eval.sharding import balanced_chunk, find_shards
 
 # Answer-record fields that must agree across every merged answer ("metadata.x" is inside `metadata`).
 RUN_FIELDS = (
@@ -157,8 +159,6 @@ def merge_answers(
 
 def question_keys(question_file: str | os.PathLike) -> list[tuple[str, str]]:
     """The (question_id, prompt) keys of a LLaVA jsonl question file, in file order."""
-    from llava.eval.io_utils import read_jsonl
-
     keys = []
     for n, q in enumerate(read_jsonl(str(question_file)), start=1):
         if "question_id" not in q or "text" not in q:
@@ -177,8 +177,6 @@ def _rank(path: str) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llava.eval.distributed import find_shards
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--question-file", default=None,
                         help="LLaVA jsonl question file: the expected questions and order (without it: the shards' "
@@ -189,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("shards", nargs="*",
                         help="shard files or globs (default: <answers stem>.rank*-of-*.jsonl beside --answers-file)")
     args = parser.parse_args(argv)
-
-    from llava.eval.runner import balanced_chunk
 
     try:
         keys = None

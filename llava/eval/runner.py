@@ -29,7 +29,9 @@ from tqdm import tqdm
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.eval.answers_writer import AnswerWriter, answer_key
-from llava.eval.distributed import DEFAULT_TIMEOUT_MIN, World, process_group, shard_path
+from llava.eval.distributed import DEFAULT_TIMEOUT_MIN, World, process_group
+from llava.eval.merge import merge_answers
+from llava.eval.sharding import balanced_chunk, shard_path
 
 
 @dataclass
@@ -147,15 +149,6 @@ def answers_paths(answers_file: str, budgets: Sequence[int | None]) -> dict[int 
         return {budgets[0]: answers_file}
     root, ext = os.path.splitext(answers_file)
     return {k: f"{root}_k{'all' if k is None else k}{ext or '.jsonl'}" for k in budgets}
-
-
-def balanced_chunk(items: Sequence, num_chunks: int, chunk_idx: int) -> list:
-    """The chunk_idx-th of num_chunks contiguous shards whose sizes differ by at most one (may be empty)."""
-    if num_chunks < 1 or not 0 <= chunk_idx < num_chunks:
-        raise ValueError(f"--chunk-idx {chunk_idx} must be in [0, --num-chunks {num_chunks})")
-    base, extra = divmod(len(items), num_chunks)
-    start = chunk_idx * base + min(chunk_idx, extra)
-    return list(items[start : start + base + (1 if chunk_idx < extra else 0)])
 
 
 def build_prompt(question: str, conv_mode: str, with_image: bool, mm_use_im_start_end: bool = False) -> str:
@@ -438,8 +431,6 @@ def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_meta
         written = _answer_shard(args, world.shard(items), files, extra_metadata, device)
         group.barrier()
         if world.size > 1 and world.is_main:
-            from llava.eval.merge import merge_answers
-
             keys = [item.key for item in items]
             for path in targets.values():
                 n = merge_answers(keys, [shard_path(path, r, world.size) for r in range(world.size)], path)

@@ -7,8 +7,9 @@ then the other K descending. Columns: the benchmarks in paper order (unknown nam
 cell is the headline score and its % of the same benchmark's baseline score; Avg is the mean of
 those percentages over the benchmarks present at that K that have a baseline.
 
-  python -m llava.eval.summarize RESULTS_DIR [--baseline-k 576] [--out PREFIX]
-writes Markdown to stdout and PREFIX.md, PREFIX.csv and PREFIX.png (relative score vs K).
+  python -m llava.eval.summarize RESULTS_DIR [--baseline-k 576] [--out PREFIX] [--published LLaVA-1.5-7B]
+writes Markdown to stdout and PREFIX.md, PREFIX.csv and PREFIX.png (relative score vs K); `--published`
+adds a row of that model's published K=576 numbers (the catalogue's baselines) to the Markdown.
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-PAPER_ORDER = ("VQAv2", "GQA", "VizWiz", "SQA-IMG", "TextVQA", "POPE", "MME", "MMB", "MMB-CN", "SEED", "MM-Vet",
-               "LLaVA-Bench")
-ALIASES = {"sqa": "SQA-IMG", "scienceqa": "SQA-IMG", "mmbench": "MMB", "mmbench-cn": "MMB-CN", "mmbench_cn": "MMB-CN",
-           "seed-bench": "SEED", "seed-img": "SEED", "mmvet": "MM-Vet", "llava-bench-in-the-wild": "LLaVA-Bench",
-           "llava_bench": "LLaVA-Bench", "llavabench": "LLaVA-Bench"}
+from llava.eval import catalogue
+
+PAPER_ORDER = catalogue.paper_columns()  # VQAv2, GQA, VizWiz, SQA-IMG, ..., LLaVA-Bench (llava.eval.catalogue)
 RECORD_KEYS = frozenset({"benchmark", "k", "metrics", "headline"})
 MAX_RECORD_BYTES = 1 << 20
 
 
 def canonical_name(name: str) -> str:
-    """The paper column for a benchmark name (case-insensitive, with a few common aliases)."""
-    by_lower = {n.lower(): n for n in PAPER_ORDER}
-    key = name.strip().lower()
-    return by_lower.get(key) or ALIASES.get(key) or name.strip()
+    """The paper column for a benchmark name, alias or column (case-insensitive; the catalogue's spellings)."""
+    record = catalogue.find(name)
+    if record is None:
+        return name.strip()
+    by_lower = {c.lower(): c for c in record.columns}
+    return by_lower.get(name.strip().lower(), record.columns[0])
 
 
 def find_records(root: str | Path) -> list[tuple[Path, dict]]:
@@ -100,8 +101,18 @@ def _cell(table: PaperTable, k: int, bench: str) -> str:
     return f"{table.scores[(k, bench)]:.2f}" + ("" if rel is None else f" ({rel:.1f}%)")
 
 
-def to_markdown(table: PaperTable) -> str:
-    """The table as GitHub Markdown."""
+def published_row(table: PaperTable, model: str) -> list[str]:
+    """Markdown cells of `model`'s published K=576 numbers (the catalogue's baselines) under the table's columns."""
+    cells = [f"{model} (published)"]
+    for bench in table.benchmarks:
+        record = catalogue.find(bench)
+        value = record.baseline(model, bench) if record else None
+        cells.append("-" if value is None else f"{value:.2f}")
+    return cells + ["-"]
+
+
+def to_markdown(table: PaperTable, published: Sequence[str] = ()) -> str:
+    """The table as GitHub Markdown, with a row of published numbers per model in `published` at the end."""
     head = ["K", *table.benchmarks, "Avg"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k in table.ks:
@@ -109,6 +120,8 @@ def to_markdown(table: PaperTable) -> str:
         label = f"{k} (baseline)" if k == table.baseline_k else str(k)
         cells = [label, *(_cell(table, k, b) for b in table.benchmarks), "-" if avg is None else f"{avg:.1f}%"]
         lines.append("| " + " | ".join(cells) + " |")
+    for model in published:
+        lines.append("| " + " | ".join(published_row(table, model)) + " |")
     return "\n".join(lines)
 
 
@@ -159,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> PaperTable:
     parser.add_argument("results_dir", help="folder searched (recursively) for score records")
     parser.add_argument("--baseline-k", type=int, default=576, help="K of the unpruned baseline row")
     parser.add_argument("--out", default=None, help="write PREFIX.md, PREFIX.csv and PREFIX.png")
+    parser.add_argument("--published", action="append", default=[], metavar="MODEL",
+                        help="add MODEL's published K=576 row from the catalogue (LLaVA-1.5-7B or LLaVA-1.5-13B); "
+                             "repeatable")
     args = parser.parse_args(argv)
     records = find_records(args.results_dir)
     if not records:
@@ -166,7 +182,11 @@ def main(argv: Sequence[str] | None = None) -> PaperTable:
     table = build_table(records, args.baseline_k)
     for b in table.no_baseline:
         print(f"warning: no baseline (K={args.baseline_k}) score for {b}; it is left out of Avg")
-    markdown = to_markdown(table)
+    models = sorted({key.split("/")[0] for r in catalogue.RECORDS for key in r.baselines})
+    unknown = [m for m in args.published if m not in models]
+    if unknown:
+        raise SystemExit(f"--published {unknown[0]}: no published numbers in llava.eval.catalogue; known: {models}")
+    markdown = to_markdown(table, args.published)
     print(markdown)
     if args.out:
         prefix = Path(args.out)

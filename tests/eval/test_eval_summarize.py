@@ -57,6 +57,15 @@ def test_cli_outputs(results, tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_published_rows_from_the_catalogue(results, capsys):
+    summarize.main([str(results), "--published", "LLaVA-1.5-7B", "--published", "LLaVA-1.5-13B"])
+    out = capsys.readouterr().out
+    assert "| LLaVA-1.5-7B (published) | 62.00 | 85.90 | 1510.70 | - | - |" in out
+    assert "| LLaVA-1.5-13B (published) | 63.30 | 85.90 | 1531.30 | - | - |" in out
+    with pytest.raises(SystemExit, match=r"--published LLaVA-2: no published numbers .*'LLaVA-1.5-13B', 'LLaVA-1.5-7B'"):
+        summarize.main([str(results), "--published", "LLaVA-2"])
+
+
 def test_duplicates_and_null_k(tmp_path):
     root = tmp_path / "r"
     (root / "a").mkdir(parents=True)

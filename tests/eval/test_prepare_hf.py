@@ -1,4 +1,9 @@
-"""prepare_hf: tiny local datasets in the lmms-lab schemas -> exact LLaVA-format files, read by our scorers."""
+"""prepare_hf: tiny local datasets in the lmms-lab schemas -> exact LLaVA-format files, read by our scorers.
+
+The fake datasets are written the way `datasets` writes them (`save_to_disk`, parquet files, a builder's
+prepared cache), and read back through `datasets`' own resolution (`load_from_disk`, `load_dataset` on a
+folder, `load_dataset(hub_id)` in offline mode), as `python -m llava.eval.prepare_hf` runs it.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,16 @@ datasets = pytest.importorskip("datasets")
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value  # noqa: E402
 
 from llava.eval import eval_gqa, eval_mme, eval_pope, eval_science_qa, eval_textvqa  # noqa: E402
-from llava.eval import prepare_hf  # noqa: E402
+from llava.eval import catalogue, prepare_hf  # noqa: E402
 from llava.eval.io_utils import read_json, read_jsonl, write_jsonl  # noqa: E402
 
 SHORT = "\nAnswer the question using a single word or phrase."
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """What HF_DATASETS_OFFLINE=1 gives when set before `datasets` is imported (prepare_hf's main sets it)."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 def img(color: int, fmt: str = "PNG") -> dict:
@@ -131,27 +142,53 @@ def test_hub_id_from_local_hub_cache(tmp_path, monkeypatch):
     check_pope_outputs(tmp_path / "pope")
 
 
+def cache_like_load_dataset(tmp_path: Path, cache: Path) -> None:
+    """The prepared copy an online `load_dataset("lmms-lab/POPE")` leaves in `cache`: the hub flow runs the
+    parquet builder on the repo's parquet files and keeps the result in <owner>___<name>/<config>/<version>/<hash>
+    with <name>-<split>.arrow files; here the same builder runs on a local parquet file."""
+    import shutil
+
+    parquet = tmp_path / "repo" / "test-00000-of-00001.parquet"
+    parquet.parent.mkdir(parents=True)
+    Dataset.from_dict(POPE_ROWS, features=Features(POPE_FEATURES)).to_parquet(str(parquet))
+    builder = datasets.load_dataset_builder("parquet", data_files={"test": str(parquet)}, cache_dir=str(tmp_path / "b"))
+    builder.download_and_prepare()
+    prepared = Path(builder.cache_dir)  # .../parquet/default-<id>/0.0.0/<hash>
+    dest = cache / "lmms-lab___pope" / "default" / prepared.parent.name / prepared.name
+    dest.parent.mkdir(parents=True)
+    shutil.move(str(prepared), dest)
+    (dest / "parquet-test.arrow").rename(dest / "pope-test.arrow")
+
+
 def test_hub_id_from_datasets_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    saved = save(tmp_path / "saved", POPE_ROWS, POPE_FEATURES)
-    cached = tmp_path / "ds_cache" / "lmms-lab___pope" / "default" / "0.0.0" / "f00d"
-    cached.mkdir(parents=True)
-    (saved / "data-00000-of-00001.arrow").rename(cached / "pope-test.arrow")  # load_dataset's cache file name
+    cache_like_load_dataset(tmp_path, tmp_path / "ds_cache")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "ds_cache")
-    run("pope", "lmms-lab/POPE", tmp_path / "pope")
+    info = run("pope", "lmms-lab/POPE", tmp_path / "pope", "--cache-dir", str(tmp_path / "ds_cache"))
     check_pope_outputs(tmp_path / "pope")
+    assert info["counts"]["questions"] == 5
+    with pytest.raises(prepare_hf.DatasetNotAvailable, match=r"config en.*Couldn't find cache for lmms-lab/POPE"):
+        run("pope", "lmms-lab/POPE", tmp_path / "x", "--cache-dir", str(tmp_path / "ds_cache"), "--config", "en")
+
+
+def test_hub_id_needs_offline_mode(tmp_path, monkeypatch):
+    """With datasets imported online, a hub id is refused rather than risk a download."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    with pytest.raises(RuntimeError, match=r"lmms-lab/POPE: datasets is not in offline mode.*HF_DATASETS_OFFLINE=1"):
+        run("pope", "lmms-lab/POPE", tmp_path / "out", "--cache-dir", str(tmp_path / "ds_cache"))
 
 
 def test_hub_id_not_available_offline(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "ds_cache")
     with pytest.raises(prepare_hf.DatasetNotAvailable, match=r"lmms-lab/NoSuchSet .*not available offline.*"
                                                              r"huggingface-cli download lmms-lab/NoSuchSet"):
-        run("pope", "lmms-lab/NoSuchSet", tmp_path / "out")
+        run("pope", "lmms-lab/NoSuchSet", tmp_path / "out", "--cache-dir", str(tmp_path / "ds_cache"))
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -556,9 +593,9 @@ def test_vizwiz_prompt_ids_and_val_annotations(tmp_path):
 
 
 def test_registry_covers_every_benchmark():
-    assert prepare_hf.list_converters() == ["gqa", "llavabench", "mmbench", "mmbench_cn", "mme", "mmvet", "pope",
-                                            "scienceqa", "seed", "textvqa", "vizwiz", "vqav2"]
-    assert prepare_hf.get_converter("mm-vet").name == "mmvet" and prepare_hf.get_converter("SQA").name == "scienceqa"
+    assert catalogue.names() == ["gqa", "llavabench", "mmbench", "mmbench_cn", "mme", "mmvet", "pope",
+                                 "scienceqa", "seed", "textvqa", "vizwiz", "vqav2"]
+    assert catalogue.get("mm-vet").name == "mmvet" and catalogue.get("SQA").name == "scienceqa"
 
 
 # ----------------------------------------------------------------------------- against LLaVA's published files

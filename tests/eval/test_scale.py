@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from llava.eval.distributed import World, find_shards, shard_path
+from llava.eval.distributed import World
 from llava.eval.merge import MergeError, merge_answers
 from llava.eval.merge import main as merge_main
 from llava.eval.model_vqa_loader import main
 from llava.eval.runner import answers_paths, balanced_chunk, parse_visual_token_num
+from llava.eval.sharding import find_shards, shard_path
 
 SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 TOKENS = "12"  # new tokens per answer: enough for a run to be caught mid-way, little enough to be fast

@@ -4,8 +4,9 @@ A mini data root in LLaVA's playground/data/eval layout (the one `llava.eval.pre
 2-4 questions per benchmark with tiny generated images and minimal ground-truth files in the formats
 the scorers read. Every script runs once at K=58 (module fixture); the tests then check the merged
 answers (one line per question, metadata visual_tokens 58), the score record or the submission file,
-resuming, the multi-GPU chunk split, FRESH=1, the GPT-judge branch of mmvet.sh / llavabench.sh (against
-a local fake judge, never the network), and the paper table built by `llava.eval.summarize`.
+resuming, the multi-GPU split (torchrun ranks), the merge checks that stop a script before scoring,
+FRESH=1, the GPT-judge branch of mmvet.sh / llavabench.sh (against a local fake judge, never the
+network), and the paper table built by `llava.eval.summarize`.
 """
 
 from __future__ import annotations
@@ -304,6 +305,8 @@ SCRIPT_SETTINGS = {
 
 def script_env(tiny_path: str, data_root: Path, results: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in SCRIPT_SETTINGS}
+    # The scripts run from a temporary folder: this checkout's llava must come first, not an installed copy.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update({"CKPT": tiny_path, "DATA_ROOT": str(data_root), "RESULTS": str(results), "DEVICE": "cpu",
                 "DTYPE": "float32", "MAX_NEW_TOKENS": "4", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
                 "TOKENIZERS_PARALLELISM": "false"})
@@ -479,18 +482,73 @@ def test_rerun_resumes_without_duplicates(suite):
 
 
 def test_fresh_and_chunks_per_gpu(suite):
-    """FRESH=1 with CUDA_VISIBLE_DEVICES=0,1: the old answers go, two chunk files are answered in parallel
-    (on the CPU here) and merged in question order, with the same answers as the single-chunk run."""
+    """FRESH=1 with CUDA_VISIBLE_DEVICES=0,1: the old answers go, two torchrun ranks answer their parts (on
+    the CPU here) and rank 0 merges them in question order, with the same answers as the single-chunk run."""
     _check("textvqa", K, suite["logs"]["textvqa"])
     folder = answers_file(suite, "textvqa").parent
     single = read_answers(folder / "merge.jsonl")
     run_script("textvqa", K, {**suite["env"], "CUDA_VISIBLE_DEVICES": "0,1", "FRESH": "1"}, suite["base"])
-    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["2_0.jsonl", "2_1.jsonl", "merge.jsonl"]
-    assert [len(read_answers(folder / f"2_{i}.jsonl")) for i in (0, 1)] == [2, 1]
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == [
+        "merge.jsonl", "merge.rank0-of-2.jsonl", "merge.rank1-of-2.jsonl"]
+    assert [len(read_answers(folder / f"merge.rank{i}-of-2.jsonl")) for i in (0, 1)] == [2, 1]
     merged = read_answers(folder / "merge.jsonl")
     assert [(a["question_id"], a["prompt"], a["text"]) for a in merged] == \
         [(a["question_id"], a["prompt"], a["text"]) for a in single]
     assert {a["answer_id"] for a in merged}.isdisjoint(a["answer_id"] for a in single)
+
+
+def _fails_before_scoring(bench: str, env: dict, suite, match: str) -> subprocess.CompletedProcess:
+    """Rerun `bench`.sh, expecting it to stop in the merge: exit 1, `match` in stderr, no merged file, no score."""
+    record = suite["results"] / bench / f"k{K}.json"
+    record.unlink(missing_ok=True)
+    proc = subprocess.run(_command(bench, K), env=env, cwd=suite["base"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert match in proc.stderr, proc.stderr[-3000:]
+    assert not record.exists(), "a score was written from unchecked answers"
+    return proc
+
+
+def test_chunked_run_with_a_duplicated_answer_fails_before_scoring(suite):
+    """A rank's shard that also holds an answer of another rank's question (a copied or mixed-up file):
+    the rerun resumes both shards (nothing left to answer), then rank 0's checked merge refuses them,
+    naming the question, and the script stops before the scorer; no merged file is left to score by hand."""
+    _check("pope", K, suite["logs"]["pope"])
+    env = {**suite["env"], "CUDA_VISIBLE_DEVICES": "0,1"}
+    run_script("pope", K, {**env, "FRESH": "1"}, suite["base"])
+    folder = answers_file(suite, "pope").parent
+    rank0, rank1 = (folder / f"merge.rank{r}-of-2.jsonl" for r in (0, 1))
+    assert len(read_answers(folder / "merge.jsonl")) == suite["counts"]["pope"]
+    first = rank0.read_text().splitlines(keepends=True)[0]
+    rank1.write_text(rank1.read_text() + first)
+    qid = json.loads(first)["question_id"]
+    proc = _fails_before_scoring("pope", env, suite, "answered more than once")
+    assert f"{str(qid)!r} in ['merge.rank0-of-2.jsonl', 'merge.rank1-of-2.jsonl']" in proc.stderr
+    assert not (folder / "merge.jsonl").exists()
+    rank1.write_text("".join(rank1.read_text().splitlines(keepends=True)[:-1]))  # repaired: the rerun merges
+    run_script("pope", K, env, suite["base"])
+    assert len(read_answers(folder / "merge.jsonl")) == suite["counts"]["pope"]
+
+
+def test_single_chunk_with_a_foreign_or_duplicated_answer_fails_before_scoring(suite):
+    """One chunk: `python -m llava.eval.merge --question-file` checks the chunk file before anything is scored
+    (a duplicate line, or an answer to a question that is not in the question file)."""
+    _check("gqa", K, suite["logs"]["gqa"])
+    folder = answers_file(suite, "gqa").parent
+    chunk = folder / "1_0.jsonl"
+    good = chunk.read_text()
+    lines = good.splitlines(keepends=True)
+    try:
+        chunk.write_text(good + lines[0])
+        _fails_before_scoring("gqa", suite["env"], suite, "answered more than once")
+        foreign = json.loads(lines[0])
+        foreign["question_id"] = "999999"
+        chunk.write_text(good + json.dumps(foreign) + "\n")
+        _fails_before_scoring("gqa", suite["env"], suite, "match no question of the list")
+        assert not (folder / "merge.jsonl").exists()
+    finally:
+        chunk.write_text(good)
+    run_script("gqa", K, suite["env"], suite["base"])
+    assert (suite["results"] / "gqa" / f"k{K}.json").is_file()
 
 
 def test_other_method_and_bad_input(suite):

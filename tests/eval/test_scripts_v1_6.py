@@ -1,4 +1,4 @@
-"""scripts/v1_6/eval/*.sh on a tiny LLaVA-NeXT checkpoint: both pruning modes, counts and separate folders."""
+"""scripts/v1_6/eval/*.sh on a tiny LLaVA-NeXT checkpoint: both pruning modes, counts, folders, the checked merge."""
 
 from __future__ import annotations
 
@@ -84,3 +84,28 @@ def test_every_v1_6_script_runs_on_the_tiny_next_model(next_ckpt, tmp_path):
         with_image = [a for a in answers if a["metadata"]["visual_tokens"] != []]
         assert with_image and all(a["metadata"]["visual_tokens"] == 5 * 29 for a in with_image), bench
         assert all(a["metadata"]["anyres_mode"] == "paper" for a in answers), bench
+
+
+def test_two_gpu_run_with_a_duplicated_answer_stops_before_scoring(next_ckpt, pope_root):
+    """CUDA_VISIBLE_DEVICES=0,1: two torchrun ranks (CPU here) answer one question each and rank 0 merges them.
+    A rank file that also holds the other rank's answer makes the rerun stop in the checked merge: exit 1,
+    the question named, no merged file and no score record."""
+    env = {**os.environ, "CKPT": next_ckpt, "DATA_ROOT": str(pope_root / "data"), "DEVICE": "cpu",
+           "MAX_NEW_TOKENS": "2", "RESULTS": str(pope_root / "results"), "OMP_NUM_THREADS": "1",
+           "ANYRES_MODE": "paper", "CUDA_VISIBLE_DEVICES": "0,1", "TOKENIZERS_PARALLELISM": "false"}
+    _run("pope.sh", 29, env)
+    folder = pope_root / "data" / "pope" / "answers" / "llava-v1.6-tiny-paper" / "k29"
+    rank0, rank1 = (folder / f"merge.rank{r}-of-2.jsonl" for r in (0, 1))
+    merged = [json.loads(x) for x in (folder / "merge.jsonl").read_text().splitlines()]
+    assert [a["question_id"] for a in merged] == [0, 1]
+    assert [json.loads(x)["question_id"] for x in rank0.read_text().splitlines()] == [0]
+    record = pope_root / "results" / "pope" / "k29.json"
+    assert record.is_file()
+    record.unlink()
+    rank1.write_text(rank1.read_text() + rank0.read_text())
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "v1_6" / "eval" / "pope.sh"), "29"], env=env,
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 question(s) are answered more than once" in proc.stderr
+    assert "'0' in ['merge.rank0-of-2.jsonl', 'merge.rank1-of-2.jsonl']" in proc.stderr
+    assert not record.exists() and not (folder / "merge.jsonl").exists()

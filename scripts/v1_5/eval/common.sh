@@ -18,7 +18,7 @@
 #   CONV_MODE     conversation template               (vicuna_v1)
 #   FRESH=1       delete this K's answers first (otherwise a rerun resumes)
 #   PYTHON        interpreter                         (python)
-#   CUDA_VISIBLE_DEVICES="0,1,..."  one chunk per listed GPU, run in parallel and merged in order;
+#   CUDA_VISIBLE_DEVICES="0,1,..."  one torchrun rank per listed GPU, answers merged with the merge checks;
 #                 unset (or empty): one chunk in this process's environment.
 
 set -euo pipefail
@@ -69,11 +69,20 @@ RESULTS="${RESULTS:-./outputs/results/$RUN_NAME}"
 log() { printf '[%s k%s] %s\n' "${BENCH:-eval}" "$K" "$*" >&2; }
 die() { printf '[%s k%s] error: %s\n' "${BENCH:-eval}" "$K" "$*" >&2; exit 1; }
 
+# The benchmark's catalogue record (llava.eval.catalogue): its prepare_hf name, data folder under DATA_ROOT
+# and paper column, so no script repeats them.
+CATALOGUE_NAME="" BENCH_FOLDER="" BENCH_COLUMN=""
+if [[ -n "${BENCH:-}" ]]; then
+    record="$("$PYTHON" -m llava.eval.catalogue fields "$BENCH")" || die "benchmark $BENCH is not in llava.eval.catalogue"
+    IFS=$'\t' read -r CATALOGUE_NAME BENCH_FOLDER BENCH_COLUMN <<< "$record"
+    unset record
+fi
+
 # need PATH WHAT: stop with a hint when a benchmark file or folder is missing.
 need() {
     [[ -e "$1" ]] && return 0
     die "$2 not found: $1
-  Build the data with: $PYTHON -m llava.eval.prepare_hf --benchmark ${PREPARE_NAME:-$BENCH} --out-dir ${BENCH_DIR:-$DATA_ROOT/<bench>}
+  Build the data with: $PYTHON -m llava.eval.prepare_hf --benchmark ${CATALOGUE_NAME:-<bench>} --out-dir ${BENCH_DIR:-$DATA_ROOT/<bench>}
   (or set DATA_ROOT; EVAL.md describes the layout)"
 }
 
@@ -93,20 +102,25 @@ score_json() {
 }
 
 # run_driver MODULE ANSWERS_DIR [DRIVER ARGS...]
-# Answers the questions with `python -m MODULE` in one chunk per GPU of CUDA_VISIBLE_DEVICES (files
-# ANSWERS_DIR/<chunks>_<idx>.jsonl), then merges the chunks in order into ANSWERS_DIR/merge.jsonl and
-# sets ANSWERS to it. The drivers resume an existing chunk file, so a rerun continues where it stopped;
-# FRESH=1 deletes ANSWERS_DIR first.
+# Answers the questions with MODULE and sets ANSWERS to the checked, merged ANSWERS_DIR/merge.jsonl.
+# Nothing reaches a scorer unchecked: a missing, duplicated or foreign answer, or answers made with
+# other settings, stop the script before scoring.
+#   one chunk (CUDA_VISIBLE_DEVICES unset or one GPU): `python -m MODULE` answers into ANSWERS_DIR/1_0.jsonl,
+#     then `python -m llava.eval.merge` checks it (against the question file when it is LLaVA jsonl) into merge.jsonl;
+#   several GPUs: `torchrun --nproc-per-node <#GPUs> -m MODULE`, one rank per GPU answering its contiguous part
+#     into ANSWERS_DIR/merge.rank<r>-of-<n>.jsonl; rank 0 merges them with the same checks, for every question
+#     format (ScienceQA's JSON and MMBench's TSV included), from the driver's own question list.
+# The drivers resume their answers files, so a rerun continues where it stopped; FRESH=1 deletes ANSWERS_DIR first.
 run_driver() {
     local module="$1" dir="$2"
     shift 2
-    local -a gpus common extra pids
+    local -a gpus common extra
     if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
         IFS=',' read -ra gpus <<< "$CUDA_VISIBLE_DEVICES"
     else
         gpus=("")
     fi
-    local chunks=${#gpus[@]} idx
+    local chunks=${#gpus[@]}
     if [[ "$FRESH" == 1 && -d "$dir" ]]; then
         log "FRESH=1: removing $dir"
         rm -rf -- "$dir"
@@ -119,39 +133,35 @@ run_driver() {
     [[ -n "$MAX_NEW_TOKENS" ]] && common+=(--max_new_tokens "$MAX_NEW_TOKENS")
     read -ra extra <<< "$EXTRA_ARGS"
 
+    ANSWERS="$dir/merge.jsonl"
+    rm -f -- "$ANSWERS"  # a merged file of an earlier run must not survive a failed check of this one
     log "$module: $CKPT_NAME, K=$K, method $METHOD, $chunks chunk(s) -> $dir"
     if (( chunks == 1 )); then
-        local -a env_prefix=()
+        local -a env_prefix=() check=()
         [[ -n "${gpus[0]}" ]] && env_prefix=(env "CUDA_VISIBLE_DEVICES=${gpus[0]}")
         "${env_prefix[@]}" "$PYTHON" -m "$module" "$@" "${common[@]}" \
             --answers-file "$dir/1_0.jsonl" --num-chunks 1 --chunk-idx 0 "${extra[@]}"
+        local questions
+        questions="$(driver_question_file "$@")"
+        [[ "$questions" == *.jsonl ]] && check=(--question-file "$questions")
+        "$PYTHON" -m llava.eval.merge "${check[@]}" --answers-file "$ANSWERS" "$dir/1_0.jsonl" \
+            || die "the answers in $dir/1_0.jsonl do not pass the merge checks (see above); fix or delete them (FRESH=1)"
     else
-        trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
-        for idx in $(seq 0 $((chunks - 1))); do
-            CUDA_VISIBLE_DEVICES="${gpus[$idx]}" "$PYTHON" -m "$module" "$@" "${common[@]}" \
-                --answers-file "$dir/${chunks}_${idx}.jsonl" --num-chunks "$chunks" --chunk-idx "$idx" \
-                "${extra[@]}" &
-            pids+=($!)
-        done
-        local failed=()
-        for idx in "${!pids[@]}"; do
-            wait "${pids[$idx]}" || failed+=("$idx (GPU ${gpus[$idx]})")
-        done
-        trap - INT TERM
-        (( ${#failed[@]} == 0 )) || die "chunk(s) ${failed[*]} failed; rerun to resume"
+        "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$chunks" -m "$module" "$@" "${common[@]}" \
+            --answers-file "$ANSWERS" --num-chunks 1 --chunk-idx 0 "${extra[@]}" \
+            || die "the $chunks-rank run or its checked merge failed (see above); rerun to resume"
+        [[ -f "$ANSWERS" ]] || die "the $chunks-rank run wrote no merged answers file $ANSWERS"
     fi
-
-    ANSWERS="$dir/merge.jsonl"
-    local tmp="$ANSWERS.tmp" part
-    : > "$tmp"
-    for idx in $(seq 0 $((chunks - 1))); do
-        part="$dir/${chunks}_${idx}.jsonl"
-        if [[ -f "$part" ]]; then
-            cat "$part" >> "$tmp"
-        else
-            log "note: chunk $idx wrote no file (no questions in it?)"
-        fi
-    done
-    mv "$tmp" "$ANSWERS"
     log "$(wc -l < "$ANSWERS" | tr -d ' ') answers in $ANSWERS"
+}
+
+# driver_question_file [DRIVER ARGS...]: the value of --question-file among the driver's arguments (or nothing).
+driver_question_file() {
+    while (( $# )); do
+        if [[ "$1" == --question-file ]]; then
+            printf '%s\n' "${2:-}"
+            return 0
+        fi
+        shift
+    done
 }

@@ -3,10 +3,10 @@
 # (with answers) is present.
 #   bash scripts/v1_5/eval/gqa.sh [K]          GQA_SPLIT=llava_gqa_testdev_balanced by default
 set -euo pipefail
-BENCH=gqa PREPARE_NAME=gqa
+BENCH=gqa
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/gqa"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 SPLIT="${GQA_SPLIT:-llava_gqa_testdev_balanced}"
 TIER="${SPLIT#llava_gqa_}"                                    # testdev_balanced
 QUESTIONS="$BENCH_DIR/$SPLIT.jsonl"
@@ -21,7 +21,7 @@ run_driver llava.eval.model_vqa_loader "$ANSWERS_DIR" \
 PREDICTIONS="$ANSWERS_DIR/${TIER}_predictions.json"
 if [[ -f "$GQA_QUESTIONS_JSON" ]]; then
     "$PYTHON" -m llava.eval.eval_gqa --result-file "$ANSWERS" --prediction-file "$PREDICTIONS" \
-        --questions "$GQA_QUESTIONS_JSON" --save-json "$(score_json gqa)" --k "$K"
+        --questions "$GQA_QUESTIONS_JSON" --save-json "$(score_json "$BENCH")" --k "$K"
 else
     "$PYTHON" -m llava.eval.eval_gqa --result-file "$ANSWERS" --prediction-file "$PREDICTIONS"
     log "no $GQA_QUESTIONS_JSON: predictions in $PREDICTIONS, not scored (GQA's eval.py can score them)"

@@ -4,10 +4,10 @@
 # LLaVA's rule.json (RULE_FILE), then summarises; existing reviews are summarised without a key.
 #   bash scripts/v1_5/eval/llavabench.sh [K]
 set -euo pipefail
-BENCH=llavabench PREPARE_NAME=llavabench
+BENCH=llavabench
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/llava-bench-in-the-wild"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 QUESTIONS="$BENCH_DIR/questions.jsonl"
 RULE_FILE="${RULE_FILE:-$BENCH_DIR/rule.json}"
 need "$QUESTIONS" "LLaVA-Bench question file"
@@ -33,7 +33,7 @@ if [[ -n "${OPENAI_API_KEY:-}" ]]; then
     fi
 fi
 if [[ -f "$REVIEWS" ]]; then
-    "$PYTHON" -m llava.eval.summarize_gpt_review -f "$REVIEWS" --save-json "$(score_json llavabench)" --k "$K"
+    "$PYTHON" -m llava.eval.summarize_gpt_review -f "$REVIEWS" --save-json "$(score_json "$BENCH")" --k "$K"
 else
     log "LLaVA-Bench needs a GPT judge. Answers are in $ANSWERS. Either export OPENAI_API_KEY and rerun
   this script (answers are reused), or run

@@ -3,10 +3,10 @@
 # acc + acc+ per subtask; headline = perception (cognition is in the record's metrics).
 #   bash scripts/v1_5/eval/mme.sh [K]
 set -euo pipefail
-BENCH=mme PREPARE_NAME=mme
+BENCH=mme
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/MME"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 QUESTIONS="$BENCH_DIR/llava_mme.jsonl"
 IMAGES="$BENCH_DIR/MME_Benchmark_release_version"
 # Ground truth: prepare_hf's TSV, else the MME release folder itself (question/answer .txt files).
@@ -20,4 +20,4 @@ run_driver llava.eval.model_vqa_loader "$ANSWERS_DIR" \
     --question-file "$QUESTIONS" --image-folder "$IMAGES"
 
 "$PYTHON" -m llava.eval.eval_mme --answers-file "$ANSWERS" --gt "$GT" --results-dir "$ANSWERS_DIR/eval_tool" \
-    --save-json "$(score_json mme)" --k "$K"
+    --save-json "$(score_json "$BENCH")" --k "$K"

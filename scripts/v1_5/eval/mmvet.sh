@@ -6,10 +6,10 @@
 # summarised without a key.
 #   bash scripts/v1_5/eval/mmvet.sh [K]
 set -euo pipefail
-BENCH=mmvet PREPARE_NAME=mmvet
+BENCH=mmvet
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/mm-vet"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 QUESTIONS="$BENCH_DIR/llava-mm-vet.jsonl"
 MMVET_JSON="$BENCH_DIR/mm-vet.json"
 need "$QUESTIONS" "MM-Vet question file"
@@ -38,7 +38,7 @@ if [[ -f "$GRADES" ]]; then
     caps=()
     [[ -f "$MMVET_JSON" ]] && caps=(--mmvet-json "$MMVET_JSON")
     "$PYTHON" -m llava.eval.eval_mmvet_summary --grade-file "$GRADES" "${caps[@]}" \
-        --save-json "$(score_json mmvet)" --k "$K"
+        --save-json "$(score_json "$BENCH")" --k "$K"
 else
     log "MM-Vet needs a GPT grader. Answers converted to $CONVERTED. Either
   - export OPENAI_API_KEY and rerun this script (answers are reused), or

@@ -3,10 +3,10 @@
 # (headline = IMG accuracy, the paper's SQA-IMG).
 #   bash scripts/v1_5/eval/sqa.sh [K]
 set -euo pipefail
-BENCH=sqa PREPARE_NAME=scienceqa
+BENCH=sqa
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/scienceqa"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 QUESTIONS="$BENCH_DIR/llava_test_CQM-A.json"
 need "$QUESTIONS" "ScienceQA question file"
 need "$BENCH_DIR/images/test" "ScienceQA test image folder"
@@ -19,4 +19,4 @@ run_driver llava.eval.model_vqa_science "$ANSWERS_DIR" \
 
 "$PYTHON" -m llava.eval.eval_science_qa --base-dir "$BENCH_DIR" --result-file "$ANSWERS" \
     --output-file "$ANSWERS_DIR/output.json" --output-result "$ANSWERS_DIR/result.json" --split test \
-    --save-json "$(score_json sqa)" --k "$K"
+    --save-json "$(score_json "$BENCH")" --k "$K"

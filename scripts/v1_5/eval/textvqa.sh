@@ -2,10 +2,10 @@
 # TextVQA val (with LLaVA's "Reference OCR token" prompts): VQA accuracy against TextVQA_0.5.1_val.json.
 #   bash scripts/v1_5/eval/textvqa.sh [K]
 set -euo pipefail
-BENCH=textvqa PREPARE_NAME=textvqa
+BENCH=textvqa
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/textvqa"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 QUESTIONS="${TEXTVQA_QUESTIONS:-$(first_existing "$BENCH_DIR/llava_textvqa_val_v051_ocr.jsonl" \
     "$BENCH_DIR/llava_textvqa_val_v051_noocr.jsonl")}"
 ANNOTATION="$BENCH_DIR/TextVQA_0.5.1_val.json"
@@ -18,7 +18,7 @@ run_driver llava.eval.model_vqa_loader "$BENCH_DIR/answers/$RUN_NAME/k$K" \
 
 if [[ -f "$ANNOTATION" ]]; then
     "$PYTHON" -m llava.eval.eval_textvqa --annotation-file "$ANNOTATION" --result-file "$ANSWERS" \
-        --save-json "$(score_json textvqa)" --k "$K"
+        --save-json "$(score_json "$BENCH")" --k "$K"
 else
     log "no $ANNOTATION: answers written to $ANSWERS but not scored"
 fi

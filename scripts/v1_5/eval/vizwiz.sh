@@ -3,10 +3,10 @@
 # With VIZWIZ_SPLIT=val (prepare_hf --split val writes val.json) it also scores VQA accuracy locally.
 #   bash scripts/v1_5/eval/vizwiz.sh [K]
 set -euo pipefail
-BENCH=vizwiz PREPARE_NAME=vizwiz
+BENCH=vizwiz
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/vizwiz"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 SPLIT="${VIZWIZ_SPLIT:-test}"
 QUESTIONS="$BENCH_DIR/llava_$SPLIT.jsonl"
 ANNOTATION="$BENCH_DIR/$SPLIT.json"
@@ -23,7 +23,7 @@ mkdir -p "$(dirname "$UPLOAD")"
     --result-file "$ANSWERS" --result-upload-file "$UPLOAD"
 if [[ "$SPLIT" != test && -f "$ANNOTATION" ]]; then
     "$PYTHON" -m llava.eval.eval_vqa score --benchmark vizwiz --annotation-file "$ANNOTATION" \
-        --question-file "$QUESTIONS" --result-file "$ANSWERS" --save-json "$(score_json vizwiz)" --k "$K"
+        --question-file "$QUESTIONS" --result-file "$ANSWERS" --save-json "$(score_json "$BENCH")" --k "$K"
 else
     log "VizWiz $SPLIT is scored on the EvalAI server: upload $UPLOAD"
 fi

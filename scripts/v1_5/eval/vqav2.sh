@@ -4,10 +4,10 @@
 # it scores VQA accuracy locally as well.
 #   bash scripts/v1_5/eval/vqav2.sh [K]
 set -euo pipefail
-BENCH=vqav2 PREPARE_NAME=vqav2
+BENCH=vqav2
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-BENCH_DIR="$DATA_ROOT/vqav2"
+BENCH_DIR="$DATA_ROOT/$BENCH_FOLDER"
 SPLIT="${VQAV2_SPLIT:-llava_vqav2_mscoco_test-dev2015}"
 QUESTIONS="$BENCH_DIR/$SPLIT.jsonl"
 if [[ "$SPLIT" == *val2014* ]]; then
@@ -25,7 +25,7 @@ run_driver llava.eval.model_vqa_loader "$BENCH_DIR/answers/$SPLIT/$RUN_NAME/k$K"
 
 if [[ -n "$ANNOTATION" && -f "$ANNOTATION" ]]; then
     "$PYTHON" -m llava.eval.eval_vqa score --benchmark vqav2 --annotation-file "$ANNOTATION" \
-        --result-file "$ANSWERS" --save-json "$(score_json vqav2)" --k "$K"
+        --result-file "$ANSWERS" --save-json "$(score_json "$BENCH")" --k "$K"
 else
     # EvalAI wants every test2015 question; LLaVA's full list fills the ones test-dev lacks with "".
     FULL="${VQAV2_UPLOAD_QUESTIONS:-$(first_existing "$BENCH_DIR/llava_vqav2_mscoco_test2015.jsonl" "$QUESTIONS")}"
