@@ -277,15 +277,7 @@ class LlavaMetaForCausalLM:
         if k >= len(slot_ids):
             return torch.arange(len(layout)), None
         crop_idx, patch_idx = layout.crop[slot_ids], layout.patch[slot_ids]
-        dev = view_sig.features.device
-        gather = lambda t: None if t is None else t[crop_idx.to(dev), patch_idx.to(dev)][None]  # noqa: E731
-        cand = VisionSignals(
-            features=gather(view_sig.features),
-            cls_attn=gather(view_sig.cls_attn),
-            keys=gather(view_sig.keys),
-            cls_attn_layers=None if view_sig.cls_attn_layers is None else
-            view_sig.cls_attn_layers.transpose(1, 2)[crop_idx.to(dev), patch_idx.to(dev)].T[None],
-        )
+        cand = view_sig.gather(crop_idx, patch_idx)  # candidates of all views: a batch of 1
         selection = method.select(cand, k, **method_args)  # indices into the candidates, [1, K]
         chosen = slot_ids[selection.indices[0].cpu()]
         rows = set(layout.row[chosen].tolist())
