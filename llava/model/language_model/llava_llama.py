@@ -8,7 +8,6 @@ as LLaVA's does; `forward(..., images=..., labels=...)` returns the loss.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -18,6 +17,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.pruning import get_method
 
+from ..llm_loop import LLMLoop
+from ..llm_loop import generate as loop_generate
 from ..llava_arch import LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
 from ..multimodal_encoder.clip_encoder import CLIPVisionTower
 from ..multimodal_projector.builder import build_vision_projector
@@ -118,7 +119,6 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first."""
-        pruner = None
         if inputs_embeds is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
             mm = self.prepare_multimodal_inputs(
@@ -126,19 +126,20 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
             )
             input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
             attention_mask, position_ids = mm.attention_mask, mm.position_ids
-            pruner = self.in_llm_pruner(mm)
-        with pruner.installed() if pruner else nullcontext():
-            return super().forward(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                labels=labels,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
-                **kwargs,
-            )
+            if self.in_llm_pruner(mm) is not None:
+                raise ValueError("in-LLM pruning (e.g. fastv) runs in generate(); forward() would run the "
+                                 "unpruned LLM (set_pruning(None) to take full-model logits)")
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
 
     @torch.no_grad()
     def generate(
@@ -166,15 +167,17 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         )
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm)
-        with pruner.installed() if pruner else nullcontext():
-            out = super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
-        if pruner:
-            mm.encoded.kept_indices = list(pruner.kept)
-            mm.encoded.in_llm = pruner.report()
+        if pruner is None:
+            return super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+        loop = LLMLoop(self.get_model(), self.lm_head, pruner)
+        out = loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
+                            **kwargs)
+        mm.encoded.kept_indices = list(pruner.kept)
+        mm.encoded.in_llm = pruner.report()
         return out
 
     def in_llm_pruner(self, mm: MultimodalInputs):
-        """The hook object of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
+        """The token dropper of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
         method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
         if method.stage != "in_llm" or mm.encoded is None:
             return None
@@ -184,4 +187,4 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         unknown = set(args) - set(method.defaults)
         if unknown:
             raise ValueError(f"pruning method {method.name!r}: unknown argument(s) {sorted(unknown)}")
-        return method.llm_pruner(self, mm.image_spans, mm.encoded.budgets, mm.attention_mask, **args)
+        return method.llm_pruner(mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers, **args)
