@@ -129,18 +129,27 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def multi_axis_rope(cos: torch.Tensor, sin: torch.Tensor, sections: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def multi_axis_rope(
+    cos: torch.Tensor, sin: torch.Tensor, sections: Sequence[int], interleaved: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Combine per-axis rotary tables into one (M-RoPE: temporal, height, width).
 
-    cos/sin [A, B, T, Dh] hold one table per position axis; the frequency bands are split into
-    `sections` (sum = Dh / 2, repeated for the two halves) and band j takes axis j % A.
-    -> cos/sin [B, T, Dh].
+    cos/sin [A, B, T, Dh] hold one table per position axis, each the usual [freqs | freqs] layout.
+    Blocked (Qwen2-VL, Qwen2.5-VL): the Dh/2 frequency bands are split into `sections` and block j
+    takes axis j. Interleaved (Qwen3-VL): band f takes axis f % A while f < A * sections[axis], else
+    axis 0. -> cos/sin [B, T, Dh].
     """
-    axes = cos.shape[0]
-    split = list(sections) * 2
-    if sum(split) != cos.shape[-1]:
+    axes, half = cos.shape[0], cos.shape[-1] // 2
+    if sum(sections) != half:
         raise ValueError(f"M-RoPE sections {list(sections)} do not cover head width {cos.shape[-1]} (need sum = Dh/2)")
-    pick = lambda t: torch.cat([c[j % axes] for j, c in enumerate(t.split(split, dim=-1))], dim=-1)  # noqa: E731
+    axis = torch.zeros(half, dtype=torch.long)
+    if interleaved:
+        for a in range(1, axes):
+            axis[a:sections[a] * axes:axes] = a
+    else:
+        axis = torch.cat([torch.full((n,), j % axes, dtype=torch.long) for j, n in enumerate(sections)])
+    axis = torch.cat([axis, axis]).to(cos.device)  # [Dh]: which axis each band reads
+    pick = lambda t: t.gather(0, axis.expand(1, *t.shape[1:]))[0]  # noqa: E731
     return pick(cos), pick(sin)
 
 
@@ -174,7 +183,8 @@ def attention_rows(
     q: [B, R, H*Dh] projection outputs of the chosen rows; k: [B, T, Hkv*Dh].
     q_positions: [B, R] or [R] indices of the rows in the sequence (needed for RoPE and causality).
     rope: (cos, sin) [B or 1, T, Dh] for every sequence position; key_mask: [B, T] bool, False =
-    padding. causal: a row sees only keys at or before its own index. -> [B, H, R, T].
+    padding. causal: a row sees only keys at or before its own index. -> [B, H, R, T]; a row that
+    sees no key at all (a padding query) is zeros.
     """
     b, r, _ = q.shape
     t = k.shape[1]
@@ -198,9 +208,10 @@ def attention_rows(
     if causal:
         order = torch.arange(t, device=q.device)[None, None] <= q_positions[:, :, None]  # [B, R, T]
         visible = order if visible is None else visible & order
-    if visible is not None:
-        logits = logits.masked_fill(~visible[:, None], float("-inf"))
-    return logits.softmax(dim=-1)
+    if visible is None:
+        return logits.softmax(dim=-1)
+    logits = logits.masked_fill(~visible[:, None], float("-inf"))
+    return logits.softmax(dim=-1).nan_to_num(0.0)  # a row that sees no key (padding) is all zeros
 
 
 def head_mean_rows(q: torch.Tensor, k: torch.Tensor, geometry: HeadGeometry, **kwargs) -> torch.Tensor:
