@@ -10,8 +10,9 @@ check each of them against every spelling that exists in the supported releases.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -114,3 +115,24 @@ def decoder_parts(model: nn.Module) -> tuple[nn.Module, nn.ModuleList, nn.Module
     if missing:
         raise TypeError(f"{type(model).__name__} lacks {missing}; it is not a decoder-only transformers model")
     return model.embed_tokens, model.layers, model.norm, model.rotary_emb
+
+
+class _DropLoadReport:
+    """A logging filter that drops transformers' per-load weight report."""
+
+    def filter(self, record) -> bool:
+        return "LOAD REPORT" not in str(record.getMessage())
+
+
+@contextmanager
+def own_load_report() -> Iterator[None]:
+    """Silence transformers' weight report during a load whose missing/unexpected keys we check ourselves."""
+    import logging
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    flt = _DropLoadReport()
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from .family_llava import save_original
 from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 from .multimodal_encoder.clip_encoder import CLIPVisionTower
 
@@ -116,16 +117,8 @@ def save_tiny_checkpoint(out_dir: str | Path, seed: int = 0, hf_layout: bool = F
     save_clip_like_openai(tower.vision_tower, clip_dir)
 
     # The original layout keeps the tower outside the LLM checkpoint, found through mm_vision_tower.
-    model.model.vision_tower = None
     model.config.mm_vision_tower = str(clip_dir)
-    model.save_pretrained(llava_dir)
-    config_path = llava_dir / "config.json"
-    raw = json.loads(config_path.read_text())
-    for key in ("visual_token_num", "pruning_method", "pruning_args", "vision_config"):
-        raw.pop(key, None)
-    raw["model_type"] = "llava"  # what the published checkpoints say
-    config_path.write_text(json.dumps(raw, indent=2))
-    model.model.vision_tower = tower
+    save_original(model, llava_dir)
 
     if hf_layout:
         save_hf_layout(model, out / HF_DIR, llava_dir)
@@ -136,8 +129,6 @@ def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     """An original-layout LLaVA-1.6 tiny checkpoint: anyres config, `model.image_newline`, and a
     fine-tuned tower stored in the checkpoint (`model.vision_tower.vision_tower.vision_model.*`, used
     because `unfreeze_mm_vision_tower` is true) that differs from the CLIP folder's weights."""
-    from safetensors.torch import load_file, save_file
-
     from .tokenizer import load_tokenizer, save_tiny_tokenizer
 
     out = Path(out_dir).resolve()
@@ -152,18 +143,8 @@ def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
         generator = torch.Generator().manual_seed(seed + 1)
         for p in tower.parameters():
             p.copy_((p + torch.randn(p.shape, generator=generator) * 0.02).half().float())
-    model.model.vision_tower = None
     model.config.mm_vision_tower = str(clip_dir)
-    model.save_pretrained(next_dir)
-    weights = load_file(str(next_dir / "model.safetensors"))
-    weights.update({f"model.vision_tower.vision_tower.vision_model.{k}": v.contiguous()
-                    for k, v in tower.state_dict().items() if "position_ids" not in k})
-    save_file(weights, str(next_dir / "model.safetensors"), metadata={"format": "pt"})
-    raw = json.loads((next_dir / "config.json").read_text())
-    for key in ("visual_token_num", "pruning_method", "pruning_args", "vision_config", "anyres_mode"):
-        raw.pop(key, None)
-    raw["model_type"] = "llava"
-    (next_dir / "config.json").write_text(json.dumps(raw, indent=2))
+    save_original(model, next_dir, with_tower=True)
     return next_dir
 
 

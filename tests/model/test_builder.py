@@ -69,7 +69,7 @@ def test_vision_tower_override_and_errors(tiny_dir, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
-    with pytest.raises(ValueError, match="neither an original LLaVA config"):
+    with pytest.raises(ValueError, match="belongs to no known model family"):
         load_pretrained_model(str(bad), device="cpu")
     with pytest.raises(FileNotFoundError, match="no-such-clip"):
         load_pretrained_model(str(tiny_dir / "llava-v1.5-tiny"), device="cpu", vision_tower_path="org/no-such-clip")

@@ -62,10 +62,12 @@ class CLIPVisionTower(nn.Module):
         return cls(model, select_layer, select_feature, load_image_processor(path), name=str(path))
 
     @classmethod
-    def from_config(cls, config: CLIPVisionConfig | dict, select_layer: int = -2, select_feature: str = "patch"):
+    def from_config(cls, config: CLIPVisionConfig | dict, select_layer: int = -2, select_feature: str = "patch",
+                    attn_implementation: str = "sdpa"):
         """A randomly initialised tower of the given shape (weights are loaded afterwards)."""
         if isinstance(config, dict):
-            config = CLIPVisionConfig(**config)
+            config = CLIPVisionConfig(**{k: v for k, v in config.items() if k != "model_type"})
+        config._attn_implementation = attn_implementation
         return cls(CLIPVisionModel(config), select_layer, select_feature)
 
     # ---- properties LLaVA code relies on -------------------------------------------------------
