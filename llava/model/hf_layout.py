@@ -65,7 +65,7 @@ def to_hf_model(model: LlavaForPruning, image_token_id: int | None = None):
     renamed: dict[str, torch.Tensor] = {}
     for key, value in ours.items():
         if key.startswith("model.vision_tower.vision_tower."):
-            renamed["model.vision_tower." + key[len("model.vision_tower.vision_tower.") :]] = value
+            renamed["model.vision_tower." + key[len("model.vision_tower.vision_tower.vision_model.") :]] = value
         elif key.startswith("model.mm_projector."):
             idx = key.split(".")[2]
             renamed[f"model.multi_modal_projector.linear_{1 if idx == '0' else 2}." + key.split(".", 3)[3]] = value

@@ -107,8 +107,8 @@ class LlavaMetaForCausalLM:
             self.config.pruning_method = method
         if isinstance(method_args, str):
             method_args = parse_method_args(method_args)
-        if method_args is not None:
-            self.config.pruning_args = dict(method_args)
+        if method_args is not None or not hasattr(self.config, "pruning_args"):
+            self.config.pruning_args = dict(method_args or {})
         if isinstance(visual_token_num, (list, tuple)):
             raise ValueError(f"the default visual_token_num must be one integer, got {visual_token_num!r}; "
                              "pass per-image lists to generate()")

@@ -46,7 +46,8 @@ _TO_ORIGINAL = (
     ("llm.lm_head.", "lm_head."),
     ("mm_projector.", "model.mm_projector."),
     ("image_newline", "model.image_newline"),
-    ("vision_tower.", "model.vision_tower."),
+    # transformers 5's CLIPVisionModel has no `vision_model.` level; the checkpoints' names do.
+    ("vision_tower.vision_tower.", "model.vision_tower.vision_tower.vision_model."),
 )
 
 

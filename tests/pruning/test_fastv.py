@@ -78,7 +78,7 @@ def test_unpruned_loop_equals_the_stock_model(tiny, inputs, fresh_pruning):
         ours.append(loop.step(model.get_model().embed_tokens(token)[:, None]))
         attn, pos = torch.cat([attn, torch.ones_like(attn[:, :1])], 1), pos + 1
         out = model(input_ids=token[:, None], attention_mask=attn, position_ids=pos, use_cache=True,
-                    **{compat.cache_kwarg(model): cache})
+                    **{compat.cache_kwarg(model.llm): cache})
         ref.append(out.logits[:, -1])
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
