@@ -17,7 +17,7 @@ def tiny_dir(tmp_path_factory) -> Path:
     from llava.model.tiny import save_tiny_checkpoint
 
     out = tmp_path_factory.mktemp("tiny")
-    save_tiny_checkpoint(out, seed=0, hf_layout=True)
+    save_tiny_checkpoint(out, hf_layout=True)
     return out
 
 
@@ -46,6 +46,8 @@ def sample_images():
 def fresh_pruning(tiny):
     """Restore the tiny model's pruning settings after a test that changes them."""
     model = tiny[1]
-    saved = (model.config.visual_token_num, model.config.pruning_method, dict(model.config.pruning_args or {}))
+    cfg = model.config
+    saved = (getattr(cfg, "visual_token_num", None), getattr(cfg, "pruning_method", "fastervlm"),
+             dict(getattr(cfg, "pruning_args", None) or {}))
     yield model
     model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args = saved

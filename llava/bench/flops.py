@@ -67,7 +67,7 @@ class ModelDims:
     def from_model(cls, model) -> "ModelDims":
         tower = model.get_vision_tower()
         vc, tc = tower.config, model.config
-        linears = tuple((m.in_features, m.out_features) for m in model.get_model().mm_projector.modules()
+        linears = tuple((m.in_features, m.out_features) for m in model.mm_projector.modules()
                         if isinstance(m, nn.Linear))
         heads = tc.num_attention_heads
         return cls(

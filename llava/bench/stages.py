@@ -202,7 +202,7 @@ def _encoded(projected: torch.Tensor, kept: torch.Tensor | None, n: int, k: int 
 def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict, new_tokens: int,
              clock: Clock, memory: PeakMemory | None = None) -> PassResult:
     """One pass of our pipeline at budget k (None or >= N keeps all) with a registered method."""
-    tower, projector = model.get_vision_tower(), model.get_model().mm_projector
+    tower, projector = model.get_vision_tower(), model.mm_projector
     n = tower.num_patches
     prune = method.stage == "pre_llm" and k is not None and k < n
     needs = method.needs if prune else frozenset()
@@ -283,7 +283,7 @@ def run_original(model, original: OriginalTower, batch: BenchBatch, k: int | Non
     """One pass of the original FasterVLM implementation's costs at budget k (batch 1)."""
     if batch.size != 1:
         raise ValueError(f"the original FasterVLM path runs one image at a time; got a batch of {batch.size}")
-    projector = model.get_model().mm_projector
+    projector = model.mm_projector
     n = original.num_patches
     k_eff = n if k is None else min(k, n)
     seconds: dict[str, float] = {}

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.model_path is None:
             from llava.model.tiny import LLAVA_DIR, save_tiny_checkpoint
 
-            save_tiny_checkpoint(out / "tiny", seed=0)
+            save_tiny_checkpoint(out / "tiny")
             args.model_path = str(out / "tiny" / LLAVA_DIR)
         budgets = [int(k) for k in args.budgets.split(",")]
         result = measure(args, out, budgets)

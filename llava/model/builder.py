@@ -19,8 +19,9 @@ import torch
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 
-from .hf_layout import HF_TO_ORIGINAL_KEYS, config_from_hf, is_hf_llava_config
-from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+from .checkpoint import checkpoint_tensors, strip_prefix
+from .families import LoadOptions, family_of
+from .multimodal import LlavaForPruning
 from .multimodal_encoder.builder import build_vision_tower, resolve_pretrained_dir
 
 logger = logging.getLogger(__name__)
@@ -53,17 +54,6 @@ def read_config(model_path: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{model_path}: no config.json; is this a LLaVA checkpoint folder?")
     return json.loads(path.read_text())
-
-
-def original_config(raw: dict, **overrides) -> LlavaLlamaConfig:
-    """Our config from an original-layout config.json (model_type 'llava' or 'llava_llama')."""
-    fields = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "_name_or_path")}
-    fields.update(overrides)
-    return LlavaLlamaConfig(**fields)
-
-
-def is_original_llava_config(raw: dict) -> bool:
-    return "mm_vision_tower" in raw or "mm_hidden_size" in raw or "LlavaLlamaForCausalLM" in raw.get("architectures", [])
 
 
 def load_pretrained_model(
@@ -112,20 +102,11 @@ def load_pretrained_model(
 
     model_path = resolve_pretrained_dir(model_path)
     raw = read_config(model_path)
-    if model_base is not None:
-        model = _load_projector_only(model_path, resolve_pretrained_dir(model_base), raw, load_kwargs)
-    elif is_hf_llava_config(raw):
-        config = config_from_hf(raw)
-        model = LlavaLlamaForCausalLM.from_pretrained(
-            model_path, config=config, key_mapping=HF_TO_ORIGINAL_KEYS, **load_kwargs
-        )
-    elif is_original_llava_config(raw):
-        model = LlavaLlamaForCausalLM.from_pretrained(model_path, config=original_config(raw), **load_kwargs)
-    else:
-        raise ValueError(
-            f"{model_path}: config.json is neither an original LLaVA config (mm_* fields) nor a llava-hf one "
-            f"(text_config + vision_config); model_type={raw.get('model_type')!r}"
-        )
+    options = LoadOptions(
+        dtype=dtype, llm_kwargs=load_kwargs, vision_tower_path=vision_tower_path,
+        model_base=None if model_base is None else resolve_pretrained_dir(model_base),
+    )
+    model = family_of(raw, model_path).load(model_path, raw, options)
 
     tokenizer = load_tokenizer(model_path)
     _add_image_tokens(model, tokenizer)
@@ -158,26 +139,7 @@ def load_pretrained_model(
     return tokenizer, model, image_processor, context_len
 
 
-def _load_projector_only(model_path: str, base_path: str, raw: dict, load_kwargs: dict) -> LlavaLlamaForCausalLM:
-    """LLaVA's pretrain stage output: the base LLM's weights plus `mm_projector.bin` from model_path."""
-    model = LlavaLlamaForCausalLM.from_pretrained(base_path, config=original_config(raw), **load_kwargs)
-    candidates = [os.path.join(model_path, n) for n in ("mm_projector.safetensors", "mm_projector.bin")]
-    found = next((p for p in candidates if os.path.isfile(p)), None)
-    if found is None:
-        raise FileNotFoundError(f"{model_path}: model_base was given but there is no mm_projector.bin/.safetensors")
-    if found.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        weights = load_file(found)
-    else:
-        weights = torch.load(found, map_location="cpu", weights_only=True)
-    weights = {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
-    model.model.mm_projector.load_state_dict(weights)
-    model.model.mm_projector.to(device=model.model.embed_tokens.weight.device, dtype=model.dtype)
-    return model
-
-
-def _add_image_tokens(model: LlavaLlamaForCausalLM, tokenizer) -> None:
+def _add_image_tokens(model: LlavaForPruning, tokenizer) -> None:
     """Checkpoints trained with <im_patch>/<im_start>/<im_end> need those tokens in the tokenizer."""
     new = []
     if getattr(model.config, "mm_use_im_patch_token", False):
@@ -192,33 +154,13 @@ def _add_image_tokens(model: LlavaLlamaForCausalLM, tokenizer) -> None:
 TOWER_PREFIX = "model.vision_tower.vision_tower."
 
 
-def checkpoint_tensors(model_path: str, prefix: str) -> dict[str, torch.Tensor]:
-    """Tensors whose names start with `prefix` from a checkpoint's safetensors or .bin shards."""
-    folder = Path(model_path)
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    out: dict[str, torch.Tensor] = {}
-    for file in files:
-        if file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(file), framework="pt") as f:
-                out.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)})
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-            out.update({k: v for k, v in state.items() if k.startswith(prefix)})
-    return out
-
-
-def _overlay_tower_weights(model: LlavaLlamaForCausalLM, model_path: str) -> None:
+def _overlay_tower_weights(model: LlavaForPruning, model_path: str) -> None:
     """Load `model.vision_tower.vision_tower.[vision_model.]*` tensors of the checkpoint into the tower."""
-    found = checkpoint_tensors(model_path, TOWER_PREFIX)
+    found = strip_prefix(checkpoint_tensors(model_path, TOWER_PREFIX), TOWER_PREFIX)
     if not found:
         return
     tower = model.get_vision_tower().vision_tower
-    state = {}
-    for key, value in found.items():
-        name = key[len(TOWER_PREFIX):]
-        state[name[len("vision_model."):] if name.startswith("vision_model.") else name] = value
+    state = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v for k, v in found.items()}
     missing, unexpected = tower.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

@@ -1,7 +1,7 @@
 """Conversion between the HF `llava-hf` layout (LlavaForConditionalGeneration) and ours.
 
 Loading uses regex key renames (transformers' `key_mapping`), so a llava-hf checkpoint goes
-straight into `LlavaLlamaForCausalLM` without a second copy in memory. The reverse direction
+straight into `LlavaForPruning` without a second copy in memory. The reverse direction
 (`to_hf_model`) is used to save HF-layout checkpoints and to build references in tests.
 """
 
@@ -17,64 +17,12 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
+    PretrainedConfig,
 )
 
-from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+from .multimodal import LlavaForPruning
 
-# llava-hf checkpoint key (old `language_model.model.*` or new `model.language_model.*` style) -> ours.
-HF_TO_ORIGINAL_KEYS: dict[str, str] = {
-    r"^language_model\.model\.": "model.",
-    r"^model\.language_model\.": "model.",
-    r"^language_model\.lm_head\.": "lm_head.",
-    r"^(?:model\.)?vision_tower\.(?:vision_model\.)?": "model.vision_tower.vision_tower.",
-    r"^(?:model\.)?multi_modal_projector\.linear_1\.": "model.mm_projector.0.",
-    r"^(?:model\.)?multi_modal_projector\.linear_2\.": "model.mm_projector.2.",
-    r"^(?:model\.)?image_newline$": "model.image_newline",
-}
-
-_PROJECTOR_ACTS = {"gelu": "mlp2x_gelu"}
-
-
-def is_hf_llava_config(config: dict) -> bool:
-    """True for a llava-hf config.json (nested text/vision configs), False for the original layout."""
-    return "text_config" in config and "vision_config" in config and "mm_vision_tower" not in config
-
-
-def config_from_hf(config: dict, **overrides) -> LlavaLlamaConfig:
-    """Our config from a llava-hf config.json dict."""
-    text = dict(config["text_config"])
-    vision = dict(config["vision_config"])
-    layer = config.get("vision_feature_layer", -2)
-    if not isinstance(layer, int):
-        raise ValueError(f"vision_feature_layer={layer!r}: only a single feature layer is supported")
-    strategy = config.get("vision_feature_select_strategy", "default")
-    act = config.get("projector_hidden_act", "gelu")
-    if act not in _PROJECTOR_ACTS:
-        raise ValueError(f"projector_hidden_act={act!r} is not supported (expected one of {sorted(_PROJECTOR_ACTS)})")
-    for key in ("model_type", "architectures", "transformers_version", "_name_or_path"):
-        text.pop(key, None)
-    vision.pop("transformers_version", None)
-    anyres = "image_grid_pinpoints" in config
-    fields = dict(
-        text,
-        mm_vision_tower=vision.get("_name_or_path") or None,
-        mm_hidden_size=vision["hidden_size"],
-        mm_vision_select_layer=layer,
-        mm_vision_select_feature="patch" if strategy == "default" else "cls_patch",
-        mm_projector_type=_PROJECTOR_ACTS[act],
-        image_aspect_ratio="anyres" if anyres else "pad",
-        # llava-hf lists pinpoints as (height, width); ours are (width, height) like the original code.
-        image_grid_pinpoints=[[w, h] for h, w in config["image_grid_pinpoints"]] if anyres else None,
-        mm_patch_merge_type="spatial_unpad" if anyres else "flat",
-        vision_config=vision,
-        tie_word_embeddings=config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)),
-        architectures=["LlavaLlamaForCausalLM"],
-    )
-    fields.update(overrides)
-    return LlavaLlamaConfig(**fields)
-
-
-def hf_config_from_ours(config: LlavaLlamaConfig, vision_config: CLIPVisionConfig, image_token_id: int):
+def hf_config_from_ours(config: PretrainedConfig, vision_config: CLIPVisionConfig, image_token_id: int):
     """A llava-hf (or llava-next-hf, for anyres) config with the same shapes.
 
     The text vocab grows to hold `image_token_id`.
@@ -100,7 +48,7 @@ def hf_config_from_ours(config: LlavaLlamaConfig, vision_config: CLIPVisionConfi
     )
 
 
-def to_hf_model(model: LlavaLlamaForCausalLM, image_token_id: int | None = None):
+def to_hf_model(model: LlavaForPruning, image_token_id: int | None = None):
     """An HF LlavaForConditionalGeneration (LlavaNext for anyres) with copies of `model`'s weights.
 
     The image token gets a fresh vocabulary row at `image_token_id` (default: our vocab size); its
@@ -113,11 +61,11 @@ def to_hf_model(model: LlavaLlamaForCausalLM, image_token_id: int | None = None)
     hf_config = hf_config_from_ours(model.config, tower.config, image_token_id)
     hf_class = LlavaNextForConditionalGeneration if isinstance(hf_config, LlavaNextConfig) else LlavaForConditionalGeneration
     hf = hf_class(hf_config)
-    ours = model.state_dict()
+    ours = model.original_state_dict(with_tower=True)
     renamed: dict[str, torch.Tensor] = {}
     for key, value in ours.items():
         if key.startswith("model.vision_tower.vision_tower."):
-            renamed["model.vision_tower." + key[len("model.vision_tower.vision_tower.") :]] = value
+            renamed["model.vision_tower." + key[len("model.vision_tower.vision_tower.vision_model.") :]] = value
         elif key.startswith("model.mm_projector."):
             idx = key.split(".")[2]
             renamed[f"model.multi_modal_projector.linear_{1 if idx == '0' else 2}." + key.split(".", 3)[3]] = value

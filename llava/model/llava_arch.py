@@ -77,12 +77,13 @@ class MultimodalInputs:
 
 
 class LlavaMetaForCausalLM:
-    """Mixin for a causal LM whose `get_model()` carries `vision_tower`, `mm_projector`, `embed_tokens`."""
+    """The glue of a multimodal LLM (`LlavaForPruning`): encode, select, project and splice.
+
+    The host provides `config`, `get_vision_tower()`, `mm_projector`, `image_newline` (NeXT) and
+    `get_input_embeddings()`.
+    """
 
     # ---- configuration ----------------------------------------------------------------------
-    def get_vision_tower(self):
-        return getattr(self.get_model(), "vision_tower", None)
-
     def set_pruning(
         self,
         visual_token_num: VisualTokenNum = None,
@@ -106,8 +107,8 @@ class LlavaMetaForCausalLM:
             self.config.pruning_method = method
         if isinstance(method_args, str):
             method_args = parse_method_args(method_args)
-        if method_args is not None:
-            self.config.pruning_args = dict(method_args)
+        if method_args is not None or not hasattr(self.config, "pruning_args"):
+            self.config.pruning_args = dict(method_args or {})
         if isinstance(visual_token_num, (list, tuple)):
             raise ValueError(f"the default visual_token_num must be one integer, got {visual_token_num!r}; "
                              "pass per-image lists to generate()")
@@ -154,7 +155,7 @@ class LlavaMetaForCausalLM:
             prune = [False] * len(budgets)
         if signals is None:
             signals = tower(images, needs=method.needs if any(prune) else frozenset())
-        projector = self.get_model().mm_projector
+        projector = self.mm_projector
         weight = next(projector.parameters(), None)
         proj_dtype = weight.dtype if weight is not None else signals.features.dtype
         method_args = dict(getattr(self.config, "pruning_args", None) or {})
@@ -219,7 +220,7 @@ class LlavaMetaForCausalLM:
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         unpad = "unpad" in merge and not paper
         side = tower.num_patches_per_side
-        projector = self.get_model().mm_projector
+        projector = self.mm_projector
         dtype = next(projector.parameters()).dtype
         method_args = dict(getattr(self.config, "pruning_args", None) or {})
 
@@ -254,7 +255,7 @@ class LlavaMetaForCausalLM:
             out = projected.new_empty(len(layout_kept), projected.shape[-1])
             out[token_mask.to(dev)] = projected
             if (~token_mask).any():
-                out[~token_mask.to(dev)] = self.get_model().image_newline.to(out.dtype)
+                out[~token_mask.to(dev)] = self.image_newline.to(out.dtype)
             features.append(out)
             kept_slots.append(keep_slots if k is not None else None)
         return EncodedImages(features=features, kept_indices=kept_slots, num_patches=side * side, budgets=budgets)
@@ -277,15 +278,7 @@ class LlavaMetaForCausalLM:
         if k >= len(slot_ids):
             return torch.arange(len(layout)), None
         crop_idx, patch_idx = layout.crop[slot_ids], layout.patch[slot_ids]
-        dev = view_sig.features.device
-        gather = lambda t: None if t is None else t[crop_idx.to(dev), patch_idx.to(dev)][None]  # noqa: E731
-        cand = VisionSignals(
-            features=gather(view_sig.features),
-            cls_attn=gather(view_sig.cls_attn),
-            keys=gather(view_sig.keys),
-            cls_attn_layers=None if view_sig.cls_attn_layers is None else
-            view_sig.cls_attn_layers.transpose(1, 2)[crop_idx.to(dev), patch_idx.to(dev)].T[None],
-        )
+        cand = view_sig.gather(crop_idx, patch_idx)  # candidates of all views: a batch of 1
         selection = method.select(cand, k, **method_args)  # indices into the candidates, [1, K]
         chosen = slot_ids[selection.indices[0].cpu()]
         rows = set(layout.row[chosen].tolist())
@@ -350,7 +343,7 @@ class LlavaMetaForCausalLM:
         elif n_placeholders:
             raise ValueError(f"the prompts hold {n_placeholders} <image> placeholders but no images were given")
 
-        embed = self.get_model().embed_tokens
+        embed = self.get_input_embeddings()
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         attention_mask = attention_mask.bool()

@@ -1,11 +1,13 @@
 """Visual-token pruning methods behind one registry (see docs/METHODS.md)."""
 
-from .base import KNOWN_SIGNALS, PruningMethod, Selection, VisionSignals, gather_tokens, topk_raster
+from .base import PruningMethod, Selection, VisionSignals, gather_tokens, topk_raster
+from .signals import known_signals, register_signal
 from .registry import get_method, list_methods, parse_method_args, register_method
 from . import methods  # noqa: F401  (registers the built-in methods)
 
 __all__ = [
-    "KNOWN_SIGNALS",
+    "known_signals",
+    "register_signal",
     "PruningMethod",
     "Selection",
     "VisionSignals",

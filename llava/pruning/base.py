@@ -13,30 +13,37 @@ from typing import Callable, Protocol
 
 import torch
 
-# Names of the signals a method may ask the vision tower for.
+from .signals import known_signals, signal_spec
+
+# Names of the built-in signals (see `signals.py` for what each one is and how it is computed).
 SIGNAL_CLS_ATTN = "cls_attn"  # [B, N]   head-mean [CLS]->patch attention at the selected layer
 SIGNAL_CLS_ATTN_LAYERS = "cls_attn_layers"  # [B, L, N] the same row for every layer up to the selected one
 SIGNAL_KEYS = "keys"  # [B, N, Dh] head-mean keys of the patches at the selected layer
-KNOWN_SIGNALS = frozenset({SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_KEYS})
+SIGNAL_MEAN_ATTN = "mean_attn"  # [B, N] attention each patch receives from all queries (no [CLS] needed)
+SIGNAL_SCORES = "scores"  # [B, N] scores computed outside the tower (FastV inside the LLM)
 
 
-@dataclass
 class VisionSignals:
     """What the vision tower hands to a selector, for a batch of B images of N patches each.
 
     features: [B, N, D] patch features of the selected layer (no [CLS]), before the projector.
-    cls_attn: [B, N] or None.
-    cls_attn_layers: [B, L, N] or None.
-    keys: [B, N, Dh] or None.
-    scores: [B, N] or None: scores computed outside the vision tower for methods that score elsewhere
-            (FastV's last-token attention inside the LLM).
+    Every registered signal (`signals.known_signals()`) reads as an attribute: the tensor when the
+    tower computed it, None otherwise. `values` holds the computed ones by name.
     """
 
-    features: torch.Tensor
-    cls_attn: torch.Tensor | None = None
-    cls_attn_layers: torch.Tensor | None = None
-    keys: torch.Tensor | None = None
-    scores: torch.Tensor | None = None
+    def __init__(self, features: torch.Tensor, **values: torch.Tensor | None) -> None:
+        for name in values:
+            signal_spec(name)  # unknown names raise
+        self.features = features
+        self.values = {name: v for name, v in values.items() if v is not None}
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        if name in known_signals():
+            return None
+        raise AttributeError(f"VisionSignals has no signal {name!r}; known: {sorted(known_signals())}")
 
     @property
     def num_patches(self) -> int:
@@ -44,10 +51,17 @@ class VisionSignals:
 
     def index(self, rows: slice | list[int] | torch.Tensor) -> "VisionSignals":
         """The signals of a subset of the batch (rows along dim 0)."""
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return VisionSignals(
-            pick(self.features), pick(self.cls_attn), pick(self.cls_attn_layers), pick(self.keys), pick(self.scores)
-        )
+        return VisionSignals(self.features[rows], **{n: v[rows] for n, v in self.values.items()})
+
+    def gather(self, image: torch.Tensor, patch: torch.Tensor) -> "VisionSignals":
+        """One candidate set from several images: the (image[m], patch[m]) pairs -> a batch of 1 of M patches."""
+
+        def pick(t: torch.Tensor, axis: int) -> torch.Tensor:
+            moved = t.movedim(axis, 1)  # [B, N, ...]
+            return moved[image.to(t.device), patch.to(t.device)].unsqueeze(0).movedim(1, axis)
+
+        return VisionSignals(pick(self.features, 1),
+                             **{n: pick(v, signal_spec(n).patch_axis) for n, v in self.values.items()})
 
 
 @dataclass

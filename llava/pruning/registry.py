@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from .base import KNOWN_SIGNALS, PruningMethod
+from .base import PruningMethod
+from .signals import known_signals
 
 _REGISTRY: dict[str, PruningMethod] = {}
 
@@ -20,8 +21,8 @@ def register_method(
 ) -> Callable:
     """Decorator that registers `fn(signals, k, **kwargs) -> Selection` under `name`."""
     needs = frozenset(needs)
-    if not needs <= KNOWN_SIGNALS:
-        raise ValueError(f"method {name!r} needs unknown signals {sorted(needs - KNOWN_SIGNALS)}")
+    if not needs <= known_signals():
+        raise ValueError(f"method {name!r} needs unknown signals {sorted(needs - known_signals())}")
     if stage not in ("pre_llm", "in_llm"):
         raise ValueError(f"method {name!r}: stage must be 'pre_llm' or 'in_llm', not {stage!r}")
 

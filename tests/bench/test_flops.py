@@ -83,7 +83,7 @@ def test_original_eager_tower_runs_every_layer(setup):
 def test_projector(setup, tokens):
     model, _, d = setup
     x = torch.randn(2, tokens, 64)
-    assert count(lambda: model.get_model().mm_projector(x)) == F.projector_flops(d, 2 * tokens)
+    assert count(lambda: model.mm_projector(x)) == F.projector_flops(d, 2 * tokens)
 
 
 def test_prefill_and_decode_step(setup):

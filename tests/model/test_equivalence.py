@@ -147,7 +147,7 @@ def test_pruned_path_equals_hf_fed_kept_features(tiny, hf_model, eager_clip, bat
 
     ids, mask = _left_pad(rows)
     projector_inputs = []
-    hook = model.get_model().mm_projector.register_forward_hook(lambda m, i, o: projector_inputs.append(i[0].shape))
+    hook = model.mm_projector.register_forward_hook(lambda m, i, o: projector_inputs.append(i[0].shape))
     try:
         mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
     finally:

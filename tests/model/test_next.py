@@ -276,7 +276,7 @@ def test_llava_hf_next_layout_loads_and_agrees(next_model, next_path, tmp_path):
 
     hf_tok, loaded, hf_proc, _ = load_pretrained_model(str(dest), device="cpu")
     assert loaded.config.image_aspect_ratio == "anyres" and loaded.config.mm_patch_merge_type == "spatial_unpad"
-    torch.testing.assert_close(loaded.get_model().image_newline, model.get_model().image_newline)
+    torch.testing.assert_close(loaded.image_newline, model.image_newline)
     image = _image((300, 500))
     ids = _prompt(tokenizer)
     pixels = process_images([image], processor, model.config)

@@ -36,7 +36,7 @@ def build_signals(
     layers = cls_rows(gen, b, NUM_LAYERS, n=n) if SIGNAL_CLS_ATTN_LAYERS in needs else None
     keys = torch.randn(b, n, KEY_DIM, generator=gen) if SIGNAL_KEYS in needs else None
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    return VisionSignals(cast(features), cast(cls_attn), cast(layers), cast(keys))
+    return VisionSignals(cast(features), cls_attn=cast(cls_attn), cls_attn_layers=cast(layers), keys=cast(keys))
 
 
 @pytest.fixture

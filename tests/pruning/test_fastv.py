@@ -1,59 +1,98 @@
-"""FastV inside the LLM: scores equal eager attention; outputs equal an explicit token removal."""
+"""FastV through the LLM loop: scores equal eager attention, outputs equal explicit removal and FastV's
+own key-blocking formulation, the KV cache really shrinks, and the accounting is reported."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from llava import compat
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
-from llava.pruning.fastv import FastVPruner, fastv_budget, layer_averaged_tokens
+from llava.model.llm_loop import LLMLoop
+from llava.pruning.fastv import FastVDropper, fastv_budget, layer_averaged_tokens
 
 LAYER = 2
+QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?",
+             "How many stripes can you count in this image?")
+
+
+def left_padded(tokenizer, questions):
+    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
+            for q in questions]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
 
 
 @pytest.fixture(scope="module")
 def inputs(tiny, sample_images):
     tokenizer, model, processor, _ = tiny
-    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
-            for q in ("What shapes are there?", "Describe the picture in detail please.")]
-    width = max(map(len, rows))
-    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    ids, mask = left_padded(tokenizer, QUESTIONS[:2])
     return ids, mask, process_images(sample_images[:2], processor, model.config)
 
 
-def test_scores_and_kept_tokens_equal_eager_attention(tiny, tiny_path, inputs, fresh_pruning):
+@pytest.fixture(scope="module")
+def eager(tiny_path):
+    return load_pretrained_model(tiny_path, device="cpu", attn_implementation="eager")[1]
+
+
+def test_scores_and_kept_tokens_equal_eager_attention(tiny, inputs, eager, fresh_pruning):
     model = fresh_pruning
     model.set_pruning(None)
     ids, mask, pixels = inputs
     mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
-    pruner = FastVPruner(model, mm.image_spans, [58, 58], mm.attention_mask, layer=LAYER)
-    with pruner.installed():
-        model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids)
+    dropper = FastVDropper(mm.image_spans, [58, 58], model.config.num_hidden_layers, layer=LAYER)
+    LLMLoop(model.get_model(), model.lm_head, dropper).prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
 
-    _, eager, _, _ = load_pretrained_model(tiny_path, device="cpu", attn_implementation="eager")
     out = eager(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids,
                 output_attentions=True)
     ref = out.attentions[LAYER - 1][:, :, -1].mean(dim=1)  # last prompt token's row, head mean: [B, T]
-    torch.testing.assert_close(pruner.scores, ref, atol=1e-6, rtol=1e-5)
+    valid = mm.attention_mask.bool()
+    torch.testing.assert_close(dropper.scores[valid], ref[valid], atol=1e-6, rtol=1e-5)
     for b, ((start, end),) in enumerate(mm.image_spans):
         expected = torch.topk(ref[b, start:end], 58).indices.sort().values
-        assert pruner.kept[b].tolist() == expected.tolist()
+        assert dropper.kept[b].tolist() == expected.tolist()
 
 
-def test_outputs_equal_explicit_removal_of_pruned_tokens(tiny, inputs, fresh_pruning):
+def test_unpruned_loop_equals_the_stock_model(tiny, inputs, fresh_pruning):
+    """No dropper: the loop's prefill and decode logits equal transformers' own forward with its cache."""
+    model = fresh_pruning
+    model.set_pruning(None)
+    ids, mask, pixels = inputs
+    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+    loop = LLMLoop(model.get_model(), model.lm_head)
+    ours = [loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)]
+    out = model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids,
+                use_cache=True)
+    ref, cache = [out.logits[:, -1]], compat.output_cache(out)
+    attn, pos = mm.attention_mask, mm.position_ids[:, -1:]
+    for _ in range(3):
+        token = ref[-1].argmax(-1)
+        ours.append(loop.step(model.get_model().embed_tokens(token)[:, None]))
+        attn, pos = torch.cat([attn, torch.ones_like(attn[:, :1])], 1), pos + 1
+        out = model(input_ids=token[:, None], attention_mask=attn, position_ids=pos, use_cache=True,
+                    **{compat.cache_kwarg(model.llm): cache})
+        ref.append(out.logits[:, -1])
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_outputs_equal_explicit_removal_and_the_cache_shrinks(tiny, inputs, fresh_pruning):
     model = fresh_pruning
     model.set_pruning(None)
     ids, _, pixels = inputs
     mm = model.prepare_multimodal_inputs(ids[1:], pixels[1:])  # one row, no padding
-    pruner = FastVPruner(model, mm.image_spans, [29], mm.attention_mask, layer=LAYER)
-    with pruner.installed():
-        ours = model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask).logits
+    n_layers = model.config.num_hidden_layers
+    dropper = FastVDropper(mm.image_spans, [29], n_layers, layer=LAYER)
+    loop = LLMLoop(model.get_model(), model.lm_head, dropper)
+    ours = loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
 
     lm = model.get_model()
     hidden, pos = mm.inputs_embeds, mm.position_ids
@@ -68,10 +107,68 @@ def test_outputs_equal_explicit_removal_of_pruned_tokens(tiny, inputs, fresh_pru
 
     hidden = run(lm.layers[:LAYER], hidden, pos)
     (start, end), = mm.image_spans[0]
-    keep = torch.cat([torch.arange(start), start + pruner.kept[0], torch.arange(end, hidden.shape[1])])
+    keep = torch.cat([torch.arange(start), start + dropper.kept[0], torch.arange(end, hidden.shape[1])])
     reduced = run(lm.layers[LAYER:], hidden[:, keep], pos[:, keep])  # pruned tokens removed, positions kept
-    ref = model.lm_head(lm.norm(reduced))
-    torch.testing.assert_close(ours[:, keep], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, model.lm_head(lm.norm(reduced))[:, -1], atol=1e-5, rtol=1e-5)
+    t = mm.inputs_embeds.shape[1]
+    assert loop.kv_lengths() == [t] * LAYER + [t - (576 - 29)] * (n_layers - LAYER)
+
+
+class KeyBlockingFastV:
+    """FastV as its authors wrote it: eager attention weights of layer L-1 pick the tokens, and pruned
+    image tokens are hidden as keys from layers >= L through the attention mask (nothing removed)."""
+
+    def __init__(self, model, spans, budget: int, layer: int):
+        self.layers = model.get_model().layers
+        self.spans, self.budget, self.layer = spans, budget, layer
+        self.blocked: torch.Tensor | None = None  # [B, T_prefill]
+
+    def _score(self, _module, _inputs, output):
+        weights = output[1]  # eager attention: [B, H, Q, KV]
+        if weights.shape[2] == 1 or self.blocked is not None:
+            return
+        row = weights[:, :, -1].mean(dim=1)  # [B, T]
+        blocked = torch.zeros(row.shape, dtype=torch.bool)
+        for b, ((start, end),) in enumerate(self.spans):
+            blocked[b, start:end] = True
+            blocked[b, start + torch.topk(row[b, start:end], self.budget).indices] = False
+        self.blocked = blocked
+
+    def _block(self, _module, args, kwargs):
+        if self.blocked is None:
+            return None
+        mask = kwargs["attention_mask"]  # eager: additive float [B, 1, Q, KV]
+        extra = torch.zeros(mask.shape[0], mask.shape[-1] - self.blocked.shape[1], dtype=torch.bool)
+        block = torch.cat([self.blocked, extra], dim=1)[:, None, None, :]
+        kwargs["attention_mask"] = mask.masked_fill(block, torch.finfo(mask.dtype).min)
+        return args, kwargs
+
+    def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:
+        handles = [self.layers[self.layer - 1].self_attn.register_forward_hook(self._score)]
+        handles += [lay.register_forward_pre_hook(self._block, with_kwargs=True) for lay in self.layers[self.layer:]]
+        try:
+            return model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
+                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+        finally:
+            for h in handles:
+                h.remove()
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_greedy_answers_equal_the_key_blocking_reference(tiny, eager, sample_images, batch, fresh_pruning):
+    tokenizer, model, processor, _ = tiny
+    ids, mask = left_padded(tokenizer, QUESTIONS[:batch])
+    pixels = process_images([sample_images[i % 3] for i in range(batch)], processor, model.config)
+    model.set_pruning(58, method="fastv", method_args={"layer": LAYER})
+    ours = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert model.last_multimodal.in_llm["kept_after_layer"] == [58] * batch
+
+    eager.set_pruning(None)
+    mm = eager.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+    blocking = KeyBlockingFastV(eager, mm.image_spans, 58, LAYER)
+    ref = blocking.generate(eager, mm, 12)
+    assert int(blocking.blocked.sum()) == batch * (576 - 58)  # the reference really pruned
+    assert ours.tolist() == ref.tolist()
 
 
 def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs, fresh_pruning):
@@ -93,19 +190,24 @@ def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs, fre
     assert model.last_multimodal.in_llm["kept_after_layer"] == [144] and model.last_multimodal.in_llm["layer"] == 3
 
 
-def test_fastv_budget_and_errors(tiny, fresh_pruning):
+def test_fastv_budget_and_errors(tiny, inputs, fresh_pruning):
     assert fastv_budget(576, 64, None) == 64 and fastv_budget(576, None, 0.5) == 288
     assert fastv_budget(576, 1000, None) == 576
     assert layer_averaged_tokens(576, 64, 2, 32) == pytest.approx((2 * 576 + 30 * 64) / 32)
     with pytest.raises(ValueError, match="ratio"):
         fastv_budget(576, None, 1.5)
-    with pytest.raises(ValueError, match="layer must be in"):
-        FastVPruner(fresh_pruning, [[(0, 576)]], [64], torch.ones(1, 600), layer=99)
+    with pytest.raises(ValueError, match=r"fastv layer must be in \[1, 3\] for a 4-layer LLM, got 99"):
+        FastVDropper([[(0, 576)]], [64], 4, layer=99)
+    model = fresh_pruning
+    model.set_pruning(58, method="fastv")
+    ids, mask, pixels = inputs
+    with pytest.raises(ValueError, match="beam search"):
+        model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=2, num_beams=2)
+    with pytest.raises(ValueError, match="runs in generate"):
+        model(input_ids=ids, images=pixels, attention_mask=mask)
 
 
 def test_fastv_through_model_vqa_loader(tiny_path, tmp_path):
-    from pathlib import Path
-
     from llava.eval.model_vqa_loader import main
 
     samples = Path(__file__).resolve().parents[2] / "assets" / "samples"

@@ -1,0 +1,138 @@
+"""The one module that knows transformers' internal names.
+
+transformers moves keyword names and helpers between minor releases (5.24 renamed the keyword
+under which a decoder layer receives its KV cache from `past_key_values` to `cache`). Everything
+in this package that calls a decoder layer directly, makes a cache, reads a cache from a model
+output or builds a layer-level attention mask goes through the functions here, and the tests
+check each of them against every spelling that exists in the supported releases.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+# Keyword spellings of the KV cache, newest first.
+CACHE_KWARGS = ("cache", "past_key_values")
+
+# Attention implementations whose layer-level mask is a [B, 1, Q, KV] tensor we can build.
+MASKED_ATTENTION = ("sdpa", "eager")
+
+
+@lru_cache(maxsize=None)
+def _cache_kwarg_of(forward_fn) -> str:
+    params = inspect.signature(inspect.unwrap(forward_fn)).parameters
+    for name in CACHE_KWARGS:
+        if name in params:
+            return name
+    raise TypeError(
+        f"{getattr(forward_fn, '__qualname__', forward_fn)} takes none of {CACHE_KWARGS}; "
+        "this transformers release is not supported (see constraints.txt for the tested one)"
+    )
+
+
+def cache_kwarg(module: nn.Module) -> str:
+    """The keyword under which `module.forward` (a decoder layer or model) takes its KV cache."""
+    return _cache_kwarg_of(type(module).forward)
+
+
+def call_decoder_layer(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    cache: Any | None,
+) -> torch.Tensor:
+    """Run one decoder layer: hidden [B, T, H] -> [B, T, H], storing its keys/values in `cache`."""
+    kwargs = {cache_kwarg(layer): cache}
+    out = layer(
+        hidden,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        position_embeddings=position_embeddings,
+        use_cache=cache is not None,
+        **kwargs,
+    )
+    return out[0] if isinstance(out, tuple) else out  # releases before 5.0 returned a tuple
+
+
+def new_cache(config) -> Any:
+    """An empty dynamic KV cache for a model with this (text) config."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=config)
+    except TypeError:  # releases whose DynamicCache takes no config
+        return DynamicCache()
+
+
+def output_cache(outputs) -> Any:
+    """The KV cache a model returned (`cache` in new releases, `past_key_values` in older ones)."""
+    for name in CACHE_KWARGS:
+        value = getattr(outputs, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def cache_length(cache, layer_idx: int) -> int:
+    """Tokens stored in `cache` for one layer (layers may hold different lengths after a drop)."""
+    return int(cache.get_seq_length(layer_idx))
+
+
+def attention_implementation(config) -> str:
+    """The attention implementation a model config runs with ('sdpa', 'eager', 'flash_attention_2', ...)."""
+    return getattr(config, "_attn_implementation", None) or "eager"
+
+
+def layer_attention_mask(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """The mask a decoder layer expects, from allowed [B, 1, Q, KV] bool (True = may attend).
+
+    SDPA takes the boolean mask as it is; eager attention adds a float mask (0 or the dtype's minimum).
+    """
+    if implementation == "sdpa":
+        return allowed
+    if implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+    raise ValueError(
+        f"the LLM runs with attn_implementation={implementation!r}; token dropping inside the LLM "
+        f"supports {MASKED_ATTENTION} (load with attn_implementation='sdpa')"
+    )
+
+
+def decoder_parts(model: nn.Module) -> tuple[nn.Module, nn.ModuleList, nn.Module, nn.Module]:
+    """(embed_tokens, layers, final norm, rotary embedding) of a decoder-only base model."""
+    missing = [n for n in ("embed_tokens", "layers", "norm", "rotary_emb") if not hasattr(model, n)]
+    if missing:
+        raise TypeError(f"{type(model).__name__} lacks {missing}; it is not a decoder-only transformers model")
+    return model.embed_tokens, model.layers, model.norm, model.rotary_emb
+
+
+class _DropLoadReport:
+    """A logging filter that drops transformers' per-load weight report."""
+
+    def filter(self, record) -> bool:
+        return "LOAD REPORT" not in str(record.getMessage())
+
+
+@contextmanager
+def own_load_report() -> Iterator[None]:
+    """Silence transformers' weight report during a load whose missing/unexpected keys we check ourselves."""
+    import logging
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    flt = _DropLoadReport()
+    logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        logger.removeFilter(flt)

@@ -1,0 +1,209 @@
+"""The LLaVA family: LLaVA-1.5 and LLaVA-1.6 (NeXT) checkpoints in the original and llava-hf layouts.
+
+Each part loads itself: the LLM through `AutoModelForCausalLM.from_pretrained` (its weights are
+`model.*`/`lm_head.*` in the original layout, renamed by `key_mapping` in the HF one), and the
+projector, NeXT's newline vector and a tower stored in the checkpoint from the checkpoint's own
+tensors. Weights the checkpoint lacks, or holds without a place for them, are an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+from llava import compat
+
+from .checkpoint import check_weights, checkpoint_tensors, strip_prefix
+from .families import LoadOptions, register_family
+from .multimodal import LlavaForPruning
+from .multimodal_encoder.clip_encoder import CLIPVisionTower
+
+# The LLM behind each original LLaVA architecture name.
+LLM_TYPES = {"LlavaLlamaForCausalLM": "llama", "LlavaMistralForCausalLM": "mistral",
+             "LlavaQwenForCausalLM": "qwen2"}
+_NOT_CONFIG = ("model_type", "transformers_version", "_name_or_path")
+
+# Checkpoint tensors that belong to the multimodal parts, not to the LLM.
+ORIGINAL_MM = re.compile(r"^model\.(mm_projector\.|image_newline$|vision_tower\.)")
+HF_MM = re.compile(r"^(model\.)?(multi_modal_projector\.|image_newline$|vision_tower\.)")
+# llava-hf LLM keys (old `language_model.model.*` or new `model.language_model.*` style) -> transformers'.
+HF_LLM_KEYS = {r"^model\.language_model\.": "model.", r"^language_model\.model\.": "model.",
+               r"^language_model\.lm_head\.": "lm_head."}
+_HF_PROJECTOR = {"linear_1.": "0.", "linear_2.": "2."}
+_PROJECTOR_ACTS = {"gelu": "mlp2x_gelu"}
+
+
+def is_original_llava_config(raw: dict) -> bool:
+    return "mm_vision_tower" in raw or "mm_hidden_size" in raw or any(a in LLM_TYPES for a in raw.get("architectures") or [])
+
+
+def is_hf_llava_config(raw: dict) -> bool:
+    """llava-hf's LlavaForConditionalGeneration / LlavaNextForConditionalGeneration config."""
+    return "text_config" in raw and "vision_config" in raw and "mm_vision_tower" not in raw
+
+
+def llm_config(fields: dict, llm_type: str) -> PretrainedConfig:
+    """The LLM's own config class, carrying the multimodal fields as extra attributes."""
+    return AutoConfig.for_model(llm_type, **{k: v for k, v in fields.items() if k not in _NOT_CONFIG})
+
+
+def llm_type_of(raw: dict) -> str:
+    for arch in raw.get("architectures") or []:
+        if arch in LLM_TYPES:
+            return LLM_TYPES[arch]
+    return "llama"  # LLaVA-1.5/1.6 configs that name no architecture are LLaMA/Vicuna
+
+
+def hf_fields(raw: dict) -> tuple[dict, str]:
+    """The flat original-style fields of a llava-hf config.json, and its LLM's model_type."""
+    text, vision = dict(raw["text_config"]), dict(raw["vision_config"])
+    layer = raw.get("vision_feature_layer", -2)
+    if not isinstance(layer, int):
+        raise ValueError(f"vision_feature_layer={layer!r}: only a single feature layer is supported")
+    act = raw.get("projector_hidden_act", "gelu")
+    if act not in _PROJECTOR_ACTS:
+        raise ValueError(f"projector_hidden_act={act!r} is not supported (expected one of {sorted(_PROJECTOR_ACTS)})")
+    llm_type = text.pop("model_type", "llama")
+    for key in ("architectures", "transformers_version", "_name_or_path"):
+        text.pop(key, None)
+    vision.pop("transformers_version", None)
+    anyres = "image_grid_pinpoints" in raw
+    fields = dict(
+        text,
+        mm_vision_tower=vision.get("_name_or_path") or None,
+        mm_hidden_size=vision["hidden_size"],
+        mm_vision_select_layer=layer,
+        mm_vision_select_feature="patch" if raw.get("vision_feature_select_strategy", "default") == "default"
+        else "cls_patch",
+        mm_projector_type=_PROJECTOR_ACTS[act],
+        image_aspect_ratio="anyres" if anyres else "pad",
+        # llava-hf lists pinpoints as (height, width); ours are (width, height) like the original code.
+        image_grid_pinpoints=[[w, h] for h, w in raw["image_grid_pinpoints"]] if anyres else None,
+        mm_patch_merge_type="spatial_unpad" if anyres else "flat",
+        vision_config=vision,
+        tie_word_embeddings=raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False)),
+        architectures=["LlavaLlamaForCausalLM"],
+    )
+    return fields, llm_type
+
+
+def _load_llm(path: str, config: PretrainedConfig, opts: LoadOptions, mm_keys: re.Pattern, **extra):
+    with compat.own_load_report():  # the report would list the multimodal tensors as unexpected
+        llm, info = AutoModelForCausalLM.from_pretrained(path, config=config, output_loading_info=True,
+                                                         **opts.llm_kwargs, **extra)
+    unexpected = [k for k in info.get("unexpected_keys", []) if not mm_keys.search(k)]
+    check_weights(path, "the LLM", info.get("missing_keys", []), unexpected, opts.allow_missing_weights)
+    return llm
+
+
+def _load_part(model_path: str, what: str, module, tensors: dict, opts: LoadOptions) -> None:
+    """Load `tensors` into `module` (strict unless allowed), on the module's device and dtype."""
+    if not tensors:
+        check_weights(model_path, what, sorted(module.state_dict()), [], opts.allow_missing_weights)
+        return
+    missing, unexpected = module.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    check_weights(model_path, what, missing, unexpected, opts.allow_missing_weights)
+
+
+def _install_mm_parts(model: LlavaForPruning, path: str, projector: dict, newline: torch.Tensor | None,
+                      opts: LoadOptions) -> None:
+    if model.mm_projector is not None:
+        _load_part(path, "the projector (mm_projector)", model.mm_projector, projector, opts)
+        model.mm_projector.to(device=model.device, dtype=model.dtype)
+    if model.image_newline is not None:
+        if newline is None:
+            check_weights(path, "LLaVA-NeXT's image_newline", ["image_newline"], [], opts.allow_missing_weights)
+        else:
+            model.image_newline.data = newline.to(device=model.device, dtype=model.dtype)
+
+
+@register_family("llava", detect=is_original_llava_config)
+def load_original(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
+    """LLaVA-1.5/1.6 in the original layout (liuhaotian/llava-v1.5-*): LLM weights plus model.mm_projector.*."""
+    config = llm_config(raw, llm_type_of(raw))
+    if opts.model_base is not None:  # LLaVA's pretrain stage: the base LLM + mm_projector.bin in `path`
+        llm = _load_llm(opts.model_base, config, opts, ORIGINAL_MM)
+        model = LlavaForPruning(llm.config, llm)
+        _install_mm_parts(model, path, _projector_file(path), None, opts)
+        return model
+    llm = _load_llm(path, config, opts, ORIGINAL_MM)
+    model = LlavaForPruning(llm.config, llm)
+    found = checkpoint_tensors(path, ("model.mm_projector.", "model.image_newline"))
+    _install_mm_parts(model, path, strip_prefix(found, "model.mm_projector."), found.get("model.image_newline"), opts)
+    return model
+
+
+@register_family("llava-hf", detect=is_hf_llava_config)
+def load_hf(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
+    """llava-hf's LlavaForConditionalGeneration / LlavaNextForConditionalGeneration layout."""
+    fields, llm_type = hf_fields(raw)
+    llm = _load_llm(path, llm_config(fields, llm_type), opts, HF_MM, key_mapping=HF_LLM_KEYS)
+    model = LlavaForPruning(llm.config, llm)
+    found = checkpoint_tensors(path, ("model.multi_modal_projector.", "multi_modal_projector.", "model.image_newline",
+                                      "image_newline", "model.vision_tower.", "vision_tower."))
+    found = {k[len("model."):] if k.startswith("model.") else k: v for k, v in found.items()}
+    projector = {}
+    for key, value in strip_prefix(found, "multi_modal_projector.").items():
+        for hf, ours in _HF_PROJECTOR.items():
+            if key.startswith(hf):
+                projector[ours + key[len(hf):]] = value
+    _install_mm_parts(model, path, projector, found.get("image_newline"), opts)
+    tower = CLIPVisionTower.from_config(fields["vision_config"], model.config.mm_vision_select_layer,
+                                        model.config.mm_vision_select_feature,
+                                        attn_implementation=opts.vision_attn_implementation)
+    _load_part(path, "the vision tower", tower.vision_tower, strip_prefix(found, "vision_tower."), opts)
+    model.attach_vision_tower(tower)
+    return model
+
+
+def _projector_file(path: str) -> dict:
+    """`mm_projector.bin`/`.safetensors` of a projector-only checkpoint, keyed like the projector's own state."""
+    candidates = [os.path.join(path, n) for n in ("mm_projector.safetensors", "mm_projector.bin")]
+    found = next((p for p in candidates if os.path.isfile(p)), None)
+    if found is None:
+        raise FileNotFoundError(f"{path}: model_base was given but there is no mm_projector.bin/.safetensors")
+    if found.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        weights = load_file(found)
+    else:
+        weights = torch.load(found, map_location="cpu", weights_only=True)
+    return {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
+
+
+# Settings that are run-time values, never part of a checkpoint's config.
+_RUNTIME_FIELDS = ("visual_token_num", "pruning_method", "pruning_args", "anyres_mode", "vision_config")
+
+
+def save_original(model: LlavaForPruning, folder, with_tower: bool = False) -> None:
+    """Write `model` in the original LLaVA layout (what `load_original` and the original code read).
+
+    The LLM saves itself with transformers' `save_pretrained` (config + `model.*`/`lm_head.*`); the
+    multimodal tensors join its weight file under their original names (`model.mm_projector.*`,
+    `model.image_newline`, and `model.vision_tower.vision_tower.*` with `with_tower`).
+    """
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    model.llm.save_pretrained(folder)
+    weights_path = folder / "model.safetensors"
+    weights = load_file(str(weights_path))
+    extra = {k: v.contiguous() for k, v in model.original_state_dict(with_tower=with_tower).items()
+             if ORIGINAL_MM.search(k) and not k.endswith("position_ids")}
+    weights.update(extra)
+    save_file(weights, str(weights_path), metadata={"format": "pt"})
+    config_path = folder / "config.json"
+    raw = json.loads(config_path.read_text())
+    for key in _RUNTIME_FIELDS:
+        raw.pop(key, None)
+    llm_type = raw.get("model_type")
+    raw["architectures"] = [next(a for a, t in LLM_TYPES.items() if t == llm_type)]
+    raw["model_type"] = "llava"  # what the published checkpoints say
+    config_path.write_text(json.dumps(raw, indent=2))

@@ -1,0 +1,189 @@
+"""The LLM loop: a decoder-only transformers model run layer by layer, dropping tokens where asked.
+
+With no in-LLM pruning the stock model runs (`generate` of transformers). With an in-LLM method
+this loop runs the same decoder layers, but between layers it removes the tokens the method drops
+from the hidden states, so later layers compute on fewer tokens and store fewer keys: every layer
+keeps its own KV length, and each decode step masks each layer against its own keys. Kept tokens
+keep their unpruned positions. Layers are called through `llava.compat`.
+
+Shapes: B rows (left-padded), T prefill tokens, H hidden width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from llava import compat
+from llava.probe import HeadGeometry, QKProbe, rope_tables
+from llava.pruning.in_llm import LoopState, TokenDropper
+
+
+def _subset(state: LoopState, keep: list[torch.Tensor]) -> LoopState:
+    """Keep `keep[b]` tokens of row b; shorter rows are left-padded to the longest."""
+    width = max(len(k) for k in keep)
+    b, _, h = state.hidden.shape
+    dev = state.hidden.device
+    index = torch.zeros(b, width, dtype=torch.long, device=dev)
+    valid = torch.zeros(b, width, dtype=torch.bool, device=dev)
+    for row, k in enumerate(keep):
+        index[row, width - len(k):] = k.to(dev)
+        valid[row, width - len(k):] = True
+    take = lambda t: t.gather(1, index if t.ndim == 2 else index[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+    origin = take(state.origin).masked_fill(~valid, -1)
+    return LoopState(take(state.hidden), take(state.position_ids), valid & take(state.valid), origin,
+                     tuple(take(r) for r in state.rope))
+
+
+@dataclass
+class _Segment:
+    """Layers [first, last) share one token set; valid: [B, KV] bool keys they hold."""
+
+    first: int
+    valid: torch.Tensor
+
+
+class LLMLoop:
+    """Prefill and decode steps over `model`'s decoder layers with token drops (one batch).
+
+    model: the base decoder (LlamaModel, Qwen2Model, ...); lm_head: its output projection.
+    """
+
+    def __init__(self, model: nn.Module, lm_head: nn.Module, dropper: TokenDropper | None = None) -> None:
+        self.embed, self.layers, self.norm, self.rotary = compat.decoder_parts(model)
+        self.config = model.config
+        self.lm_head = lm_head
+        self.dropper = dropper
+        self.impl = compat.attention_implementation(model.config)
+        self.cache = compat.new_cache(model.config)
+        self.segments: list[_Segment] = []
+        self.next_position: torch.Tensor | None = None  # [B, 1]
+        n = len(self.layers)
+        for i in (dropper.drop_layers + dropper.probe_layers if dropper else ()):
+            if not 0 <= i < n:
+                raise ValueError(f"in-LLM pruning layer {i} is out of range for a {n}-layer LLM")
+
+    def _mask(self, valid_keys: torch.Tensor, q_len: int, dtype: torch.dtype) -> torch.Tensor:
+        """Layer mask: causal over the last q_len keys, no padding keys; padding rows see themselves."""
+        b, kv = valid_keys.shape
+        dev = valid_keys.device
+        causal = torch.ones(q_len, kv, dtype=torch.bool, device=dev).tril(kv - q_len)  # [Q, KV]
+        allowed = causal[None] & valid_keys[:, None, :]  # [B, Q, KV]
+        if q_len > 1:  # a padding query with no visible key would give NaN rows: let it see itself
+            diagonal = torch.arange(q_len, device=dev)[:, None] + (kv - q_len) == torch.arange(kv, device=dev)[None]
+            allowed = allowed | diagonal[None]
+        return compat.layer_attention_mask(allowed[:, None], self.impl, dtype)
+
+    @torch.no_grad()
+    def prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor) -> torch.Tensor:
+        """inputs_embeds [B, T, H] (left-padded), attention_mask [B, T], position_ids [B, T] -> last logits [B, V]."""
+        b, t, _ = inputs_embeds.shape
+        valid = attention_mask.bool()
+        origin = torch.arange(t, device=valid.device).expand(b, t).masked_fill(~valid, -1)
+        state = LoopState(inputs_embeds, position_ids, valid, origin, rope_tables(self.rotary, position_ids))
+        rope = self.rotary(inputs_embeds, position_ids)  # in the model dtype, as the stock model runs
+        drops = set(self.dropper.drop_layers) if self.dropper else set()
+        probe_at = self.dropper.probe_layers if self.dropper else ()
+        probe = QKProbe({i: self.layers[i].self_attn for i in probe_at},
+                        q_rows=self.dropper.q_rows if self.dropper else None)
+        geometry = HeadGeometry.of(self.layers[0].self_attn)
+        self.segments = [_Segment(0, state.valid)]
+        mask = self._mask(state.valid, t, inputs_embeds.dtype)
+        with probe.attached():
+            for i, layer in enumerate(self.layers):
+                if i in drops:
+                    state = _subset(state, self.dropper.keep(i, state, probe.captured, geometry))
+                    rope = self.rotary(state.hidden, state.position_ids)
+                    self.segments.append(_Segment(i, state.valid))
+                    mask = self._mask(state.valid, state.valid.shape[1], inputs_embeds.dtype)
+                state.hidden = compat.call_decoder_layer(
+                    layer, state.hidden, attention_mask=mask, position_ids=state.position_ids,
+                    position_embeddings=rope, cache=self.cache)
+        self.next_position = (position_ids.masked_fill(~valid, -1).max(dim=1, keepdim=True).values + 1)
+        return self.lm_head(self.norm(state.hidden[:, -1]))  # [B, H] -> [B, V]
+
+    @torch.no_grad()
+    def step(self, token_embeds: torch.Tensor) -> torch.Tensor:
+        """One decode step for every row: token_embeds [B, 1, H] -> logits [B, V]."""
+        pos = self.next_position
+        rope = self.rotary(token_embeds, pos)
+        ones = torch.ones(pos.shape[0], 1, dtype=torch.bool, device=pos.device)
+        for seg in self.segments:
+            seg.valid = torch.cat([seg.valid, ones], dim=1)
+        hidden, seg_idx = token_embeds, 0
+        for i, layer in enumerate(self.layers):
+            while seg_idx + 1 < len(self.segments) and self.segments[seg_idx + 1].first <= i:
+                seg_idx += 1
+            mask = compat.layer_attention_mask(self.segments[seg_idx].valid[:, None, None, :], self.impl,
+                                               token_embeds.dtype)
+            hidden = compat.call_decoder_layer(layer, hidden, attention_mask=mask, position_ids=pos,
+                                               position_embeddings=rope, cache=self.cache)
+        self.next_position = pos + 1
+        return self.lm_head(self.norm(hidden[:, -1]))
+
+    def kv_lengths(self) -> list[int]:
+        """Keys stored per layer (shorter after each drop)."""
+        return [compat.cache_length(self.cache, i) for i in range(len(self.layers))]
+
+
+_GENERATE_ARGS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "eos_token_id",
+                  "pad_token_id", "use_cache", "generation_config"}
+
+
+@torch.no_grad()
+def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+             generation_config, **kwargs) -> torch.LongTensor:
+    """Greedy or sampled decoding through `loop`; returns the new tokens [B, T_new].
+
+    Follows transformers' `generate` for these options: finished rows are padded with the pad token,
+    decoding stops when every row has produced an end token or after `max_new_tokens`.
+    """
+    from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, \
+        TopPLogitsWarper
+
+    unknown = set(kwargs) - _GENERATE_ARGS
+    if unknown:
+        raise ValueError(f"in-LLM pruning decodes with its own loop, which does not take {sorted(unknown)}")
+    config = kwargs.pop("generation_config", None) or generation_config
+    get = lambda name, default=None: kwargs.get(name) if kwargs.get(name) is not None else \
+        (getattr(config, name, None) if getattr(config, name, None) is not None else default)  # noqa: E731
+    if get("num_beams", 1) != 1:
+        raise ValueError("in-LLM pruning supports greedy decoding and sampling, not beam search (num_beams=1)")
+    if kwargs.get("use_cache") is False:
+        raise ValueError("in-LLM pruning always decodes with its KV cache (use_cache=True)")
+    max_new = get("max_new_tokens", 20)
+    eos = get("eos_token_id")
+    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=inputs_embeds.device)
+    pad = get("pad_token_id", int(eos[0]) if len(eos) else 0)
+    sample = bool(get("do_sample", False))
+    warpers = LogitsProcessorList()
+    if sample:
+        if get("temperature", 1.0) != 1.0:
+            warpers.append(TemperatureLogitsWarper(get("temperature")))
+        if get("top_k") and get("top_k") > 0:
+            warpers.append(TopKLogitsWarper(get("top_k")))
+        if get("top_p", 1.0) < 1.0:
+            warpers.append(TopPLogitsWarper(get("top_p")))
+
+    logits = loop.prefill(inputs_embeds, attention_mask, position_ids)
+    b = inputs_embeds.shape[0]
+    unfinished = torch.ones(b, dtype=torch.bool, device=inputs_embeds.device)
+    out: list[torch.Tensor] = []
+    for _ in range(max_new):
+        scores = logits.float()
+        if sample:
+            scores = warpers(torch.empty(b, 0, dtype=torch.long, device=scores.device), scores)
+            token = torch.multinomial(scores.softmax(dim=-1), 1)[:, 0]
+        else:
+            token = scores.argmax(dim=-1)
+        token = torch.where(unfinished, token, torch.full_like(token, pad))
+        out.append(token)
+        if len(eos):
+            unfinished &= ~torch.isin(token, eos)
+        if not unfinished.any() or len(out) == max_new:
+            break
+        logits = loop.step(loop.embed(token)[:, None])
+    return torch.stack(out, dim=1) if out else torch.empty(b, 0, dtype=torch.long, device=inputs_embeds.device)

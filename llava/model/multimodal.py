@@ -1,0 +1,214 @@
+"""A multimodal LLM as a composition: vision adapter, projector, splice and an Auto-loaded LLM.
+
+    images --vision adapter (tower up to the selected layer + signals)--> select --projector (kept
+    tokens only)--> splice at the placeholders --> LLM (any transformers causal LM: LLaMA/Vicuna,
+    Mistral, Qwen2/2.5/3) --> text
+
+Each part is its own module and can be replaced on its own; the glue between them (encode, select,
+project, splice) is `LlavaMetaForCausalLM`. The config is the LLM's own config class carrying
+LLaVA's `mm_*` fields as extra attributes, as original LLaVA checkpoints store it, so
+`AutoModelForCausalLM.from_config(config)` builds the LLM of any family.
+
+Parameter names: `llm.*` (the causal LM as transformers names it), `mm_projector.*`,
+`image_newline` (LLaVA-NeXT), `vision_tower.*` (when attached). `original_state_dict()` gives the
+original LLaVA names, which `llava.model.families` reads and writes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from .llava_arch import LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
+from .llm_loop import LLMLoop
+from .llm_loop import generate as loop_generate
+from .multimodal_encoder.clip_encoder import CLIPVisionTower
+from .multimodal_projector.builder import build_vision_projector
+
+MM_DEFAULTS = dict(
+    mm_vision_tower=None,
+    mm_hidden_size=None,
+    mm_vision_select_layer=-2,
+    mm_vision_select_feature="patch",
+    mm_projector_type="mlp2x_gelu",
+    image_aspect_ratio="pad",
+    mm_patch_merge_type="flat",
+    mm_use_im_start_end=False,
+    mm_use_im_patch_token=False,
+)
+
+# Original LLaVA parameter prefixes <- ours (first match wins).
+_TO_ORIGINAL = (
+    ("llm.model.", "model."),
+    ("llm.lm_head.", "lm_head."),
+    ("mm_projector.", "model.mm_projector."),
+    ("image_newline", "model.image_newline"),
+    # transformers 5's CLIPVisionModel has no `vision_model.` level; the checkpoints' names do.
+    ("vision_tower.vision_tower.", "model.vision_tower.vision_tower.vision_model."),
+)
+
+
+def with_mm_defaults(config: PretrainedConfig) -> PretrainedConfig:
+    """Give an LLM config LLaVA's multimodal fields where it lacks them (in place; returns it)."""
+    for key, value in MM_DEFAULTS.items():
+        if not hasattr(config, key):
+            setattr(config, key, value)
+    return config
+
+
+def original_name(name: str) -> str:
+    """Our parameter name -> the original LLaVA checkpoint's name."""
+    for ours, theirs in _TO_ORIGINAL:
+        if name.startswith(ours):
+            return theirs + name[len(ours):]
+    raise KeyError(f"parameter {name!r} has no original-layout name")
+
+
+class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
+    """LLaVA-style multimodal LLM with training-free visual-token pruning before the projector.
+
+    llm: a transformers causal LM; vision_tower: the vision adapter (attach later if None).
+    """
+
+    def __init__(self, config: PretrainedConfig, llm: nn.Module | None = None,
+                 vision_tower: CLIPVisionTower | None = None) -> None:
+        super().__init__()
+        self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config)
+        self.config = with_mm_defaults(self.llm.config)  # one config object, shared with the LLM
+        for key in ("mm_vision_tower", "mm_hidden_size", "mm_vision_select_layer", "mm_vision_select_feature",
+                    "mm_projector_type", "image_aspect_ratio", "mm_patch_merge_type", "image_grid_pinpoints",
+                    "tokenizer_model_max_length", "tokenizer_padding_side", "unfreeze_mm_vision_tower"):
+            if hasattr(config, key) and config is not self.config:
+                setattr(self.config, key, getattr(config, key))
+        self.vision_tower = vision_tower
+        ref = self.llm.get_input_embeddings().weight  # parts live with the token embeddings
+        cfg = self.config
+        self.mm_projector = None
+        if cfg.mm_hidden_size:
+            self.mm_projector = build_vision_projector(cfg.mm_projector_type, cfg.mm_hidden_size, cfg.hidden_size)
+            self.mm_projector.to(device=ref.device, dtype=ref.dtype)
+        self.image_newline = None
+        if "unpad" in (cfg.mm_patch_merge_type or ""):
+            # LLaVA-NeXT's learned token that ends each row of the unpadded grid.
+            self.image_newline = nn.Parameter(
+                torch.randn(cfg.hidden_size, device=ref.device, dtype=ref.dtype) / cfg.hidden_size**0.5)
+
+    # ---- parts ------------------------------------------------------------------------------------
+    def get_model(self) -> nn.Module:
+        """The LLM's decoder (embed_tokens, layers, norm, rotary_emb)."""
+        return self.llm.get_decoder()
+
+    def get_vision_tower(self) -> CLIPVisionTower | None:
+        return self.vision_tower
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.llm.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.llm.get_output_embeddings()
+
+    @property
+    def generation_config(self):
+        return self.llm.generation_config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.get_input_embeddings().weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.get_input_embeddings().weight.device
+
+    def attach_vision_tower(self, tower: CLIPVisionTower) -> None:
+        """Install a loaded vision tower on the device of the token embeddings."""
+        tower.select_layer = self.config.mm_vision_select_layer
+        self.vision_tower = tower.to(device=self.device)
+
+    def resize_token_embeddings(self, size: int):
+        return self.llm.resize_token_embeddings(size)
+
+    def original_state_dict(self, with_tower: bool = False) -> dict[str, torch.Tensor]:
+        """The parameters under the original LLaVA checkpoint's names."""
+        return {original_name(k): v for k, v in self.state_dict().items()
+                if with_tower or not k.startswith("vision_tower.")}
+
+    # ---- forward / generate ----------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        images: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        image_sizes: list | None = None,
+        labels: torch.LongTensor | None = None,
+        visual_token_num: VisualTokenNum = "config",
+        **kwargs,
+    ):
+        """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first.
+
+        Every other keyword (cache, position_ids, inputs_embeds, logits_to_keep, ...) goes to the LLM.
+        """
+        if kwargs.get("inputs_embeds") is None and images is not None:
+            side = getattr(self.config, "tokenizer_padding_side", None) or "right"
+            mm = self.prepare_multimodal_inputs(
+                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes
+            )
+            if self.in_llm_pruner(mm) is not None:
+                raise ValueError("in-LLM pruning (e.g. fastv) runs in generate(); forward() would run the "
+                                 "unpruned LLM (set_pruning(None) to take full-model logits)")
+            input_ids, labels, attention_mask = None, mm.labels, mm.attention_mask
+            kwargs.update(inputs_embeds=mm.inputs_embeds, position_ids=mm.position_ids)
+        return self.llm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.LongTensor | None = None,
+        images: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        image_sizes: list | None = None,
+        attention_mask: torch.Tensor | None = None,
+        visual_token_num: VisualTokenNum = "config",
+        vision_signals=None,
+        **kwargs,
+    ) -> torch.LongTensor:
+        """Generate from prompts with image placeholders; returns only the new tokens [B, T_new].
+
+        `inputs` [B, L] may be padded on either side (give `attention_mask`); the spliced batch is
+        left-padded. `visual_token_num` overrides the model's K, per image if a list;
+        `vision_signals` (from `vision_signals(images)`) reuses one tower run across budgets. After the
+        call, `self.last_multimodal` holds the visual-token counts and kept indices per image.
+        """
+        if "inputs_embeds" in kwargs:
+            return self.llm.generate(attention_mask=attention_mask, **kwargs)
+        mm = self.prepare_multimodal_inputs(
+            inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
+            image_sizes=image_sizes,
+        )
+        self.last_multimodal = mm.encoded
+        pruner = self.in_llm_pruner(mm)
+        if pruner is None:
+            return self.llm.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+        loop = LLMLoop(self.get_model(), self.lm_head, pruner)
+        out = loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
+                            **kwargs)
+        mm.encoded.kept_indices = list(pruner.kept)
+        mm.encoded.in_llm = pruner.report()
+        return out
+
+    def in_llm_pruner(self, mm: MultimodalInputs):
+        """The token dropper of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
+        from llava.pruning import get_method
+
+        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        if method.stage != "in_llm" or mm.encoded is None:
+            return None
+        args = {**method.defaults, **(getattr(self.config, "pruning_args", None) or {})}
+        if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
+            return None  # no budget: nothing to prune
+        unknown = set(args) - set(method.defaults)
+        if unknown:
+            raise ValueError(f"pruning method {method.name!r}: unknown argument(s) {sorted(unknown)}")
+        return method.llm_pruner(mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers, **args)

@@ -1,0 +1,54 @@
+"""The contract between the LLM loop and in-LLM pruning methods (FastV today).
+
+An in-LLM method says before which decoder layers it drops tokens and which layers' q/k it wants
+to read; at each drop layer the loop hands it the current tokens (`LoopState`) and what the probe
+captured, and it answers which tokens each row keeps. The loop does the removal from the hidden
+states, so the layers after a drop really run on fewer tokens and store fewer keys in the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from llava.probe import Captured, HeadGeometry
+
+
+@dataclass
+class LoopState:
+    """The tokens entering a decoder layer during the prefill.
+
+    hidden: [B, T, H]; position_ids: [B, T] (kept tokens keep their unpruned positions);
+    valid: [B, T] bool (False: padding); origin: [B, T] long, each token's index in the prefill
+    sequence (-1 for padding); rope: float32 (cos, sin) [B, T, Dh] of these positions.
+    """
+
+    hidden: torch.Tensor
+    position_ids: torch.Tensor
+    valid: torch.Tensor
+    origin: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+
+    def last_index(self) -> torch.Tensor:
+        """[B] index of each row's last real token (the rows are left-padded)."""
+        t = self.valid.shape[1]
+        return t - 1 - self.valid.flip(-1).int().argmax(-1)
+
+
+class TokenDropper(Protocol):
+    """One batch's in-LLM pruning plan."""
+
+    drop_layers: tuple[int, ...]  # tokens are dropped before these decoder layers
+    probe_layers: tuple[int, ...]  # layers whose q/k the method reads during the prefill
+    q_rows: slice | None  # query rows the probe keeps (None: all)
+
+    def keep(self, layer: int, state: LoopState, captured: dict[int, Captured],
+             geometry: HeadGeometry) -> list[torch.Tensor]:
+        """Per row, sorted indices into the current tokens that go on to `layer`."""
+        ...
+
+    def report(self) -> dict:
+        """What was kept, for the answers' metadata."""
+        ...

@@ -1,0 +1,144 @@
+"""Registry of vision signals: what a pruning method may ask the vision tower for.
+
+A signal is one function over the q/k tensors that the probe captured in the tower, plus the layers
+it needs and which query rows. A method names signals in `needs`; the tower probes exactly the
+layers those signals ask for and computes nothing else. A new signal is one `@register_signal`
+function here and its test.
+
+Outputs have the batch first and one patch axis (`patch_axis`), so bundles can be subset by image
+and gathered by patch without knowing what each signal is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from llava.probe import Captured, HeadGeometry, head_mean_rows, received_attention
+
+Q_NONE, Q_PREFIX, Q_ALL = "none", "prefix", "all"
+
+
+@dataclass
+class SignalInputs:
+    """What a signal function reads: the captured layers of one tower run.
+
+    captured: tower layer -> Captured (q rows per the signal's `q_rows`, k [B, T, Hkv*Dh]);
+    last: the selected layer (the last one run); prefix: tokens before the patches ([CLS]: 1, none: 0).
+    """
+
+    captured: dict[int, Captured]
+    geometry: HeadGeometry
+    last: int
+    prefix: int
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A registered signal. layers(last) -> tower layers to probe; fn None: computed outside the tower."""
+
+    name: str
+    fn: Callable[[SignalInputs], torch.Tensor] | None
+    layers: Callable[[int], list[int]]
+    q_rows: str
+    patch_axis: int
+    needs_prefix: bool
+    description: str
+
+
+_SIGNALS: dict[str, SignalSpec] = {}
+
+
+def register_signal(
+    name: str,
+    *,
+    layers: Callable[[int], list[int]] = lambda last: [last],
+    q_rows: str = Q_PREFIX,
+    patch_axis: int = 1,
+    needs_prefix: bool = False,
+    external: bool = False,
+) -> Callable:
+    """Decorator registering `fn(SignalInputs) -> Tensor` (batch first) as the signal `name`."""
+    if q_rows not in (Q_NONE, Q_PREFIX, Q_ALL):
+        raise ValueError(f"signal {name!r}: q_rows must be one of {(Q_NONE, Q_PREFIX, Q_ALL)}")
+
+    def wrap(fn: Callable) -> Callable:
+        if name in _SIGNALS:
+            raise ValueError(f"vision signal {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        _SIGNALS[name] = SignalSpec(name, None if external else fn, layers, q_rows, patch_axis, needs_prefix, doc)
+        return fn
+
+    return wrap
+
+
+def signal_spec(name: str) -> SignalSpec:
+    try:
+        return _SIGNALS[name]
+    except KeyError:
+        raise ValueError(f"unknown vision signal {name!r}; known: {', '.join(sorted(_SIGNALS))}") from None
+
+
+def known_signals() -> frozenset[str]:
+    return frozenset(_SIGNALS)
+
+
+@register_signal("cls_attn", needs_prefix=True)
+def cls_attn(x: SignalInputs) -> torch.Tensor:
+    """[B, N] head-mean attention of the [CLS] query over the patches at the selected layer."""
+    cap = x.captured[x.last]
+    return head_mean_rows(cap.q[:, :1], cap.k, x.geometry)[:, 0, x.prefix:]  # [B, 1, T] -> [B, N]
+
+
+@register_signal("cls_attn_layers", layers=lambda last: list(range(last + 1)), patch_axis=2, needs_prefix=True)
+def cls_attn_layers(x: SignalInputs) -> torch.Tensor:
+    """[B, L, N] the [CLS] row of every tower layer up to the selected one (L = layers run)."""
+    rows = [head_mean_rows(x.captured[i].q[:, :1], x.captured[i].k, x.geometry)[:, 0, x.prefix:]
+            for i in range(x.last + 1)]
+    return torch.stack(rows, dim=1)  # L x [B, N] -> [B, L, N]
+
+
+@register_signal("keys", q_rows=Q_NONE)
+def keys(x: SignalInputs) -> torch.Tensor:
+    """[B, N, Dh] head-mean key vectors of the patches at the selected layer."""
+    k = x.captured[x.last].k[:, x.prefix:]  # [B, N, Hkv*Dh]
+    return k.view(*k.shape[:2], x.geometry.num_kv_heads, -1).mean(dim=2)  # [B, N, Hkv, Dh] -> [B, N, Dh]
+
+
+@register_signal("mean_attn", q_rows=Q_ALL)
+def mean_attn(x: SignalInputs) -> torch.Tensor:
+    """[B, N] attention each patch receives at the selected layer, averaged over all queries and heads.
+
+    Needs no [CLS] token (SigLIP, Qwen ViT); computed in query chunks, never as a full map.
+    """
+    cap = x.captured[x.last]
+    return received_attention(cap.q, cap.k, x.geometry)[:, x.prefix:]  # [B, T] -> [B, N]
+
+
+@register_signal("scores", q_rows=Q_NONE, external=True)
+def scores(x: SignalInputs) -> torch.Tensor:
+    """[B, N] scores computed outside the tower (FastV's last-token attention inside the LLM)."""
+    raise NotImplementedError  # external: never computed by a tower
+
+
+def tower_plan(needs: frozenset[str] | set[str], last: int, prefix: int) -> tuple[list[int], slice | None, bool]:
+    """The tower layers to probe, the q rows to keep (None = all) and whether q is needed at all."""
+    specs = [signal_spec(n) for n in sorted(needs)]
+    for s in specs:
+        if s.fn is None:
+            raise ValueError(f"vision signal {s.name!r} is computed outside the vision tower")
+        if s.needs_prefix and prefix < 1:
+            raise ValueError(f"vision signal {s.name!r} needs a [CLS] token, which this vision tower lacks "
+                             "(use 'mean_attn' or 'keys')")
+    layers = sorted({i for s in specs for i in s.layers(last)})
+    modes = {s.q_rows for s in specs}
+    rows = None if Q_ALL in modes else slice(0, max(prefix, 1))
+    return layers, rows, bool(modes - {Q_NONE})
+
+
+def compute_signals(needs, captured: dict[int, Captured], geometry: HeadGeometry, last: int, prefix: int) -> dict:
+    """{name: tensor} for the signals in `needs` from one tower run's captured layers."""
+    inputs = SignalInputs(captured, geometry, last, prefix)
+    return {name: signal_spec(name).fn(inputs) for name in sorted(needs)}
