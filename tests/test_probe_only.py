@@ -106,7 +106,8 @@ def find_qk_hooks(source: str) -> list[int]:
             if not isinstance(node.func, ast.Attribute) or not HOOK.match(node.func.attr):
                 continue
             target = node.func.value
-            computed = (isinstance(target, ast.Name) or isinstance(target, ast.Call) and _call_name(target) == "getattr")
+            computed = isinstance(target, ast.Name) or (isinstance(target, ast.Call)
+                                                        and _call_name(target) == "getattr")
             if _names_projection(target) or (isinstance(target, ast.Name) and target.id in aliases) or \
                     (computed and mentions):
                 lines.add(node.lineno)
@@ -124,7 +125,8 @@ def find_attention_maths(source: str) -> list[int]:
             isinstance(n, ast.Call) and _call_name(n) in PRODUCT_CALLS for n in nodes)
         if product:
             lines |= {n.lineno for n in softmax}
-        lines |= {n.lineno for n in nodes if isinstance(n, ast.Call) and _call_name(n) == "scaled_dot_product_attention"}
+        lines |= {n.lineno for n in nodes
+                  if isinstance(n, ast.Call) and _call_name(n) == "scaled_dot_product_attention"}
     return sorted(lines)
 
 
@@ -133,9 +135,11 @@ CAUGHT_HOOKS = {
     "fused": "def f(module, fn):\n    handles = [module.qkv.register_forward_pre_hook(fn)]\n",
     "alias": "def f(attn, fn):\n    proj = attn.k_proj\n    proj.register_forward_hook(fn)\n",
     "loop": "def f(attn, fn):\n    for p in (attn.q_proj, attn.k_proj):\n        p.register_forward_hook(fn)\n",
-    "computed name": "def f(attn, fn):\n    for name in ('q_proj', 'k_proj'):\n        getattr(attn, name).register_forward_hook(fn)\n",
+    "computed name": "def f(attn, fn):\n    for name in ('q_proj', 'k_proj'):\n"
+                     "        getattr(attn, name).register_forward_hook(fn)\n",
     "constant getattr": "h = getattr(layer.self_attn, 'k_proj').register_forward_hook(print)\n",
-    "global": "from torch.nn.modules.module import register_module_forward_hook\nh = register_module_forward_hook(print)\n",
+    "global": "from torch.nn.modules.module import register_module_forward_hook\n"
+              "h = register_module_forward_hook(print)\n",
 }
 CAUGHT_MATHS = {
     "matmul": """

@@ -97,7 +97,8 @@ class CLIPVisionTower(nn.Module):
     def signal_probe(self, needs: frozenset[str] | set[str]) -> QKProbe:
         """The (unattached) probe on the layers and query rows that the signals in `needs` read."""
         if needs and self.num_run_layers == 0:
-            raise ValueError("attention signals need at least one encoder layer (select_layer points at the embeddings)")
+            raise ValueError("attention signals need at least one encoder layer "
+                             "(select_layer points at the embeddings)")
         layers, q_rows, keep_q = tower_plan(needs, self.num_run_layers - 1, prefix=1) if needs else ([], None, False)
         encoder = self.vision_tower.encoder
         return QKProbe({i: encoder.layers[i].self_attn for i in layers}, q_rows=q_rows, keep_q=keep_q)
