@@ -214,7 +214,7 @@ def test_half_precision_model_is_measured_in_float32(tiny, model16):
 
 
 def test_half_precision_last_token_equals_fastv_scores(tiny, model16):
-    """In fp16 the analyses and FastV score with the same probe calls (float32 rotary tables): equal numbers."""
+    """In fp16 the analyses and FastV score with the same probe calls (float32 rotary tables): same numbers."""
     from llava.model.llm_loop import LLMLoop
     from llava.pruning.fastv import FastVDropper
 
@@ -227,7 +227,8 @@ def test_half_precision_last_token_equals_fastv_scores(tiny, model16):
                                                                   mm.position_ids)
     ((start, end),) = mm.image_spans[0]
     ours = run_prefill(model16, ids, pixels.half(), None, [layer - 1], columns=False)[0].layers[layer - 1].last_token
-    torch.testing.assert_close(ours, dropper.scores[0, start:end], atol=0, rtol=0)
+    # Equal on this CPU bit for bit; rotary tables in fp16 instead would differ by ~2e-4 here.
+    torch.testing.assert_close(ours, dropper.scores[0, start:end], atol=1e-6, rtol=1e-5)
 
 
 def test_layers_after_the_last_one_needed_do_not_run(tiny):
