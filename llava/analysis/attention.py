@@ -190,7 +190,8 @@ def run_prefill(
     layers = resolve_layers(layers, model.config.num_hidden_layers)
     # One tower run gives both the features and the [CLS] row of the same layer.
     signals = model.vision_signals(images, needs=frozenset({SIGNAL_CLS_ATTN}))
-    mm = model.prepare_multimodal_inputs(input_ids, None, attention_mask, None, None, "left", signals=signals)
+    mm = model.prepare_multimodal_inputs(input_ids, None, attention_mask, visual_token_num=None, padding_side="left",
+                                         signals=signals)
     cls_attn = signals.cls_attn  # [B, N]
     n_patches = cls_attn.shape[1]
     for b, spans in enumerate(mm.image_spans):

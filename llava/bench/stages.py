@@ -146,7 +146,7 @@ def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens
     of tokens.
     """
     t0 = clock.now()
-    mm = model.prepare_multimodal_inputs(batch.input_ids, None, batch.attention_mask, None, None, "left",
+    mm = model.prepare_multimodal_inputs(batch.input_ids, None, batch.attention_mask, padding_side="left",
                                          encoded=encoded)
     t1 = clock.now()
     seconds["splice"] = t1 - t0
