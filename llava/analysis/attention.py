@@ -1,27 +1,30 @@
-"""Attention that image tokens receive in the LLM, from each decoder layer's own q/k projections.
+"""Attention that image tokens receive in the LLM, measured through the attention probe.
 
-The LLM keeps its SDPA/flash attention. Forward hooks keep each chosen layer's `q_proj` output
-and, when its `k_proj` fires, rebuild the attention probabilities for the query rows the analyses
-need: rotary embedding (transformers' `apply_rotary_pos_emb`, with the cos/sin of the model's own
-`rotary_emb` for the positions it was given), key heads repeated for GQA, causal mask and the
-padding mask, softmax(q k^T * scale) in float32, in chunks of query rows. Only fixed-size results
-per image ([N] vectors) leave the hook; no [B, H, T, T] map is ever stored.
+The LLM keeps its SDPA/flash attention. The probe (`llava.probe.QKProbe`) captures the q/k
+projection outputs of each chosen decoder layer and hands them over one layer at a time
+(`on_layer`, `keep=False`), so memory holds one layer's q/k at most. The query rows the analyses
+need become attention through `llava.probe.head_mean_rows`: the model's own rotary tables in
+float32 (`rope_tables`), grouped-query heads, the causal and padding masks, softmax in float32, in
+chunks of query rows. These are the same calls FastV scores tokens with, so in half precision too
+the analyses report FastV's numbers. Only fixed-size results per image ([N] vectors) are kept, and
+the forward stops once the last chosen layer is measured: later layers never run.
 
 The vision side uses the tower's own [CLS]-row attention (`cls_attn`, head mean of the selected
-layer), requested through a forward pre-hook on the tower so the image is encoded once.
+layer), from the same tower run that gives the features.
 
-Shapes: B rows, T spliced sequence length, H query heads, Dh head dim, N image tokens (576).
+Shapes: B rows, T spliced sequence length, H query heads, Dh head width, N image tokens (576).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from torch import nn
 
+from llava import compat
+from llava.probe import Captured, HeadGeometry, QKProbe, head_mean_rows, rope_tables
 from llava.pruning.base import SIGNAL_CLS_ATTN
 
 
@@ -44,46 +47,48 @@ class ImageAttention:
 def image_attention(
     q: torch.Tensor,
     k: torch.Tensor,
-    scale: float,
+    geometry: HeadGeometry,
     span: tuple[int, int],
     valid: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    q_start: int = 0,
     columns: bool = True,
     chunk: int = 64,
 ) -> ImageAttention:
     """Attention received by the tokens at positions [start, end) of one sequence, head-averaged.
 
-    q, k: [H, T, Dh] float32 with the rotary embedding applied and key heads already repeated;
-    valid: [T] bool attention mask (False = padding). Query i may attend key j iff j <= i and
-    valid[j]. With `columns`, query rows start..last are processed `chunk` rows at a time and
-    their image columns summed; otherwise only the last valid row is computed.
+    q: [1, R, H*Dh] q-projection outputs of the sequence's rows q_start..q_start+R-1 (all rows, or
+    just the last); k: [1, T, Hkv*Dh]; rope: float32 (cos, sin) [1, T, Dh] of the sequence's
+    positions (None: no rotary embedding); valid: [T] bool attention mask (False = padding). Query
+    i may attend key j iff j <= i and valid[j]. With `columns`, query rows start..last are
+    processed `chunk` rows at a time and their image columns summed; otherwise only the last valid
+    row is computed.
     """
     start, end = span
-    t = q.shape[1]
-    pos = torch.arange(t, device=q.device)
-    valid = valid.to(device=q.device, dtype=torch.bool)
+    t = k.shape[1]
+    pos = torch.arange(t, device=k.device)
+    valid = valid.to(device=k.device, dtype=torch.bool)
     last = int(pos[valid].max())
     if not (0 <= start < end <= last + 1):
         raise ValueError(f"image span {span} is not inside the valid tokens (last valid position {last})")
+    first_row = start if columns else last
+    if not (q_start <= first_row and last < q_start + q.shape[1]):
+        raise ValueError(f"query rows {first_row}..{last} are needed but rows {q_start}..{q_start + q.shape[1] - 1} "
+                         "were captured")
 
     def rows(r0: int, r1: int) -> torch.Tensor:
-        """Head-mean probabilities of query rows r0..r1-1 over keys 0..m-1, m = max(r1, end): [r1-r0, m].
-
-        Keys after the last query of the chunk are masked anyway; they are computed up to `end`
-        only so that every image column exists.
-        """
-        m = max(r1, end)
-        scores = torch.matmul(q[:, r0:r1], k[:, :m].transpose(-1, -2)) * scale  # [H, c, m]
-        allowed = (pos[None, :m] <= pos[r0:r1, None]) & valid[None, :m]  # [c, m]
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        return scores.softmax(dim=-1).mean(dim=0)  # [H, c, m] -> [c, m]
+        """Head-mean probabilities of query rows r0..r1-1 over all T keys: [r1-r0, T] (the probe's maths)."""
+        return head_mean_rows(q[:, r0 - q_start:r1 - q_start], k, geometry, q_positions=pos[r0:r1], rope=rope,
+                              key_mask=valid[None], causal=True)[0]  # [1, c, T] -> [c, T]
 
     last_token = rows(last, last + 1)[0, start:end]  # [N]
     if not columns:
         return ImageAttention(last_token=last_token)
 
     n = end - start
-    from_image = q.new_zeros(n)
-    from_text = q.new_zeros(n)
+    from_image = last_token.new_zeros(n)
+    from_text = last_token.new_zeros(n)
     for r0 in range(start, last + 1, chunk):
         r1 = min(r0 + chunk, last + 1)
         probs = rows(r0, r1)[:, start:end]  # [c, N]
@@ -108,65 +113,53 @@ def image_attention(
 
 
 class _StopForward(Exception):
-    """Raised from a hook once the last layer an analysis needs has been measured."""
+    """Raised from the probe's callback once the last layer an analysis needs has been measured."""
 
 
-LayerCallback = Callable[[int, torch.Tensor, torch.Tensor, float], None]
+@torch.no_grad()
+def measure_llm_layers(
+    llm: nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    spans: Sequence[tuple[int, int]],
+    layers: Sequence[int],
+    columns: bool = True,
+    chunk: int = 64,
+) -> list[dict[int, ImageAttention]]:
+    """Run the decoder `llm` (LlamaModel, Qwen2Model, ...) on spliced inputs and measure the chosen layers.
 
-
-@contextmanager
-def llm_qk_hooks(
-    model, layers: Sequence[int], on_layer: LayerCallback, stop_after: int | None = None
-) -> Iterator[None]:
-    """Call `on_layer(layer, q, k, scale)` for each chosen decoder layer during a forward pass.
-
-    q: [B, H, T, Dh], k: [B, H, T, Dh], float32, rotary applied, key heads repeated to H. With
-    `stop_after`, the forward is abandoned after that layer's callback (use `run_prefill`, which
-    swallows the stop).
+    inputs_embeds [B, T, D], attention_mask [B, T], position_ids [B, T]; spans: per row, the
+    [start, end) of its image. Returns per row {layer: ImageAttention}. The probe streams one layer
+    at a time; the forward stops after the last chosen layer. Without `columns` and with
+    left-padded rows only the last query row is captured.
     """
-    llm = model.get_model()
-    wanted = sorted(set(layers))
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
+    _, decoder_layers, _, rotary = compat.decoder_parts(llm)
+    wanted = resolve_layers(layers, len(decoder_layers))
+    valid = attention_mask.bool()  # [B, T]
+    t = valid.shape[1]
+    left_padded = bool(valid[:, -1].all())
+    q_rows = slice(-1, None) if not columns and left_padded else None  # the last prompt token only
+    q_start = t - 1 if q_rows is not None else 0
+    cos, sin = rope_tables(rotary, position_ids)  # float32 [B, T, Dh], as FastV's scores use
+    geometry = {i: HeadGeometry.of(decoder_layers[i].self_attn) for i in wanted}
+    measured: list[dict[int, ImageAttention]] = [dict() for _ in spans]
 
-    def keep_rotary(module, args, kwargs, output):
-        position_ids = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
-        cos, sin = output
-        if cos.dtype != torch.float32:  # recompute in float32 with the model's own rotary module
-            cos, sin = module.forward(torch.empty(0, device=cos.device, dtype=torch.float32), position_ids)
-        captured["cos"], captured["sin"] = cos, sin
+    def on_layer(idx: int, cap: Captured) -> None:
+        for b, span in enumerate(spans):
+            measured[b][idx] = image_attention(cap.q[b:b + 1], cap.k[b:b + 1], geometry[idx], span, valid[b],
+                                               (cos[b:b + 1], sin[b:b + 1]), q_start=q_start, columns=columns,
+                                               chunk=chunk)
+        if idx == wanted[-1]:
+            raise _StopForward
 
-    def keep_q(idx: int):
-        def hook(_module, _inputs, output):
-            captured[f"q{idx}"] = output
-
-        return hook
-
-    def on_k(idx: int, attn):
-        def hook(_module, _inputs, output):
-            q = captured.pop(f"q{idx}")
-            b, t, _ = q.shape
-            dh = attn.head_dim
-            q = q.float().view(b, t, -1, dh).transpose(1, 2)  # [B, T, H*Dh] -> [B, H, T, Dh]
-            k = output.float().view(b, t, -1, dh).transpose(1, 2)  # [B, T, KV*Dh] -> [B, KV, T, Dh]
-            q, k = apply_rotary_pos_emb(q, k, captured["cos"], captured["sin"])
-            k = repeat_kv(k, attn.num_key_value_groups)  # [B, KV, T, Dh] -> [B, H, T, Dh]
-            on_layer(idx, q, k, attn.scaling)
-            if stop_after is not None and idx == stop_after:
-                raise _StopForward
-
-        return hook
-
-    handles.append(llm.rotary_emb.register_forward_hook(keep_rotary, with_kwargs=True))
-    for idx in wanted:
-        attn = llm.layers[idx].self_attn
-        handles.append(attn.q_proj.register_forward_hook(keep_q(idx)))
-        handles.append(attn.k_proj.register_forward_hook(on_k(idx, attn)))
+    probe = QKProbe({i: decoder_layers[i].self_attn for i in wanted}, q_rows=q_rows, on_layer=on_layer, keep=False)
     try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+        with probe.attached():
+            llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    except _StopForward:
+        return measured
+    raise RuntimeError(f"the forward pass finished without reaching LLM layer {wanted[-1]}")
 
 
 @dataclass
@@ -197,28 +190,19 @@ def run_prefill(
     layers = resolve_layers(layers, model.config.num_hidden_layers)
     # One tower run gives both the features and the [CLS] row of the same layer.
     signals = model.vision_signals(images, needs=frozenset({SIGNAL_CLS_ATTN}))
-    mm = model.prepare_multimodal_inputs(input_ids, None, attention_mask, None, None, "left", signals=signals)
+    mm = model.prepare_multimodal_inputs(input_ids, None, attention_mask, visual_token_num=None, padding_side="left",
+                                         signals=signals)
     cls_attn = signals.cls_attn  # [B, N]
     n_patches = cls_attn.shape[1]
     for b, spans in enumerate(mm.image_spans):
         if len(spans) != 1 or spans[0][1] - spans[0][0] != n_patches:
             raise ValueError(f"row {b}: expected one image of {n_patches} tokens in the spliced prompt, "
                              f"got spans {spans} (one <image> per prompt, unpruned, not truncated)")
-    valid = mm.attention_mask.bool()  # [B, T]
-    measured: list[dict[int, ImageAttention]] = [dict() for _ in mm.image_spans]
-
-    def on_layer(idx: int, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
-        for b, spans in enumerate(mm.image_spans):
-            measured[b][idx] = image_attention(q[b], k[b], scale, spans[0], valid[b], columns, chunk)
-
-    try:
-        with llm_qk_hooks(model, layers, on_layer, stop_after=layers[-1]):
-            model.get_model()(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
-                              position_ids=mm.position_ids, use_cache=False)
-    except _StopForward:
-        pass
-    return [PrefillAttention(measured[b], cls_attn[b].float(), mm.image_spans[b][0], int(valid[b].sum()))
-            for b in range(len(measured))]
+    spans = [row[0] for row in mm.image_spans]
+    measured = measure_llm_layers(model.get_model(), mm.inputs_embeds, mm.attention_mask, mm.position_ids, spans,
+                                  layers, columns, chunk)
+    lengths = mm.attention_mask.sum(dim=1).tolist()
+    return [PrefillAttention(measured[b], cls_attn[b].float(), spans[b], int(lengths[b])) for b in range(len(spans))]
 
 
 def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int]:

@@ -18,7 +18,7 @@ from llava.pruning.base import SIGNAL_CLS_ATTN
 from . import flops as F
 from .measure import Clock, OtherLoad, PeakMemory, summarize
 from .models import BenchBatch, with_llm_layers
-from .stages import OriginalTower, PassResult, QKTap, run_ours
+from .stages import OriginalTower, PassResult, SignalTimer, run_ours
 from .sweep import Config, Gate, add_speedups, paired_ratio, run_configs
 
 
@@ -69,13 +69,14 @@ def tower_overhead(model, images: torch.Tensor, *, rounds: int, warmup: int, dev
             loads[name].append(load)
         log(f"  P1 round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names))
 
-    with QKTap(tower, cls) as tap:
+    timer = SignalTimer(tower, cls)
+    with timer.capturing():
         tower(images, needs=cls)
-    row_seconds = tap.time(clock, repeats=21)
+    row_seconds = timer.time(clock, repeats=21)
     _, _, map_bytes = original(images)
     b, t, d = images.shape[0], tower.num_patches + 1, tower.hidden_size
     heads, elt = tower.config.num_attention_heads, tower.dtype.itemsize
-    # What our scoring holds, all transient: the k output and q row of the scored layer (hooks), their
+    # What our scoring holds, all transient: the k output and q row of the scored layer (the probe), their
     # float32 copies and the [B, H, 1, T] probabilities; the result kept is the [B, N] float32 row.
     ours_bytes = b * t * d * elt + b * d * elt + b * t * d * 4 + b * d * 4 + b * heads * t * 4
     base = times["ours_no_scoring"]

@@ -1,35 +1,36 @@
-"""One timed pass through LLaVA, stage by stage, using only the model's public pieces.
+"""One timed pass through LLaVA, stage by stage, each stage a call of the model's own public pieces.
 
 Ours (`run_ours`):
-  images --tower(images, needs)--> VisionSignals            "vision" (includes the [CLS] scoring)
-         --method.select--> kept indices, gathered tokens   "select"
-         --mm_projector on the K kept tokens-->             "projector"
-  input_ids --prepare_multimodal_inputs (the splice)-->     "splice"
-         --LLM forward with a DynamicCache-->               "prefill" (first token = greedy argmax)
-         --greedy loop, one token per step, with the cache  "decode"
-"scoring" is the [CLS]-row computation (cls_attention_row on the q/k of the scored layer), timed
-again on its own after the pass from q/k captured by hooks; it is part of "vision".
+  images --tower(images, needs)--> VisionSignals                        "vision" (includes the signals)
+         --method.select (the registry's method) + gather_tokens-->      "select"
+         --mm_projector on the K kept tokens-->                          "projector"
+  input_ids --prepare_multimodal_inputs(encoded=...) (the splice)-->     "splice"
+         --the stock model's forward with its KV cache, or
+           LLMLoop.prefill for in-LLM methods (FastV)-->                 "prefill" (first token = greedy argmax)
+         --one forward / LLMLoop.step per token, with the cache-->       "decode"
+"scoring" is the signals' computation alone: the tower's own probe (`tower.signal_probe`) keeps the
+scored layers' q/k during the pass, and `tower.signals_from` (what the tower's forward calls) is timed
+again on them after the pass; it is part of "vision". Nothing here re-implements a model piece.
 
-Original FasterVLM (`run_original`), batch 1 as the original code supports: transformers'
-CLIPVisionModel with eager attention on the same weights, all layers, output_attentions and
-output_hidden_states (every [B, H, T, T] map materialised); scores = the selected layer's [CLS] row
-averaged over heads; top-K into a mask; the projector on all N tokens, then the masked gather. The
-LLM part is the same as ours.
+BASELINE, not our code path: the original FasterVLM program (`run_original`, `OriginalTower`), batch 1
+as the original code supports. transformers' CLIPVisionModel with eager attention on the same weights,
+all layers, output_attentions and output_hidden_states (every [B, H, T, T] map materialised); scores
+= the selected layer's [CLS] row of those maps averaged over heads; top-K into a mask; the projector
+on all N tokens, then the masked gather. It models what that program costs; the LLM part is ours.
 """
 
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from transformers import CLIPVisionModel, DynamicCache
+from transformers import CLIPVisionModel
 
+from llava import compat
 from llava.model.llava_arch import EncodedImages
-from llava.model.multimodal_encoder.clip_encoder import cls_attention_row
+from llava.model.llm_loop import LLMLoop
 from llava.pruning import gather_tokens
-from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_KEYS
 
 from .measure import Clock, OtherLoad, PeakMemory
 from .models import BenchBatch
@@ -73,62 +74,26 @@ def cache_bytes(cache) -> int:
     return total
 
 
-@contextmanager
-def _precomputed(model, encoded: EncodedImages):
-    """Let prepare_multimodal_inputs splice already-projected tokens, so the splice is timed alone.
+class SignalTimer:
+    """Times the vision signals' computation alone, with the tower's own pieces.
 
-    Shadows `encode_images` on this instance only, for the duration of the call.
+    `capturing()` attaches the probe the tower itself builds for `needs` (`tower.signal_probe`) around
+    a tower run; `time()` then re-runs `tower.signals_from` on what it captured.
     """
-    model.encode_images = lambda *args, **kwargs: encoded
-    try:
-        yield
-    finally:
-        del model.encode_images
-
-
-class QKTap:
-    """Forward hooks that keep q ([CLS] row) and k of chosen tower layers, to time the scoring alone."""
 
     def __init__(self, tower, needs) -> None:
-        last = tower.num_run_layers - 1
-        which = set()
-        if SIGNAL_CLS_ATTN in needs or SIGNAL_KEYS in needs:
-            which.add(last)
-        if SIGNAL_CLS_ATTN_LAYERS in needs:
-            which.update(range(tower.num_run_layers))
-        self.tower, self.needs, self.last, self.which = tower, needs, last, sorted(which)
-        self.q: dict[int, torch.Tensor] = {}
-        self.k: dict[int, torch.Tensor] = {}
-        self._handles = []
+        self.tower, self.needs = tower, frozenset(needs)
+        self.probe = tower.signal_probe(self.needs)
 
-    def __enter__(self) -> "QKTap":
-        vm = self.tower.vision_tower
-        layers = getattr(vm, "vision_model", vm).encoder.layers
-        for i in self.which:
-            attn = layers[i].self_attn
-            self._handles.append(attn.q_proj.register_forward_hook(lambda m, a, o, i=i: self.q.__setitem__(i, o[:, 0])))
-            self._handles.append(attn.k_proj.register_forward_hook(lambda m, a, o, i=i: self.k.__setitem__(i, o)))
-        return self
+    def capturing(self):
+        return self.probe.attached()
 
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-
-    def signals(self) -> None:
-        """Recompute the requested signals from the captured q/k, as the tower does."""
-        heads = self.tower.config.num_attention_heads
-        scale = (self.tower.config.hidden_size // heads) ** -0.5
-        if SIGNAL_CLS_ATTN in self.needs:
-            cls_attention_row(self.q[self.last], self.k[self.last], heads, scale)
-        if SIGNAL_CLS_ATTN_LAYERS in self.needs:
-            torch.stack([cls_attention_row(self.q[i], self.k[i], heads, scale) for i in self.which], dim=1)
-        if SIGNAL_KEYS in self.needs:
-            k = self.k[self.last][:, 1:]
-            k.view(*k.shape[:2], heads, -1).mean(dim=2)
+    def signals(self) -> dict[str, torch.Tensor]:
+        return self.tower.signals_from(self.needs, self.probe.captured)
 
     def time(self, clock: Clock, repeats: int = 5) -> float:
         """Median seconds of the signal computation (0 when the method needs none)."""
-        if not self.which:
+        if not self.needs:
             return 0.0
         self.signals()
         times = []
@@ -137,6 +102,38 @@ class QKTap:
             self.signals()
             times.append(clock.now() - t0)
         return sorted(times)[len(times) // 2]
+
+
+class _Decoder:
+    """Prefill and decode steps through the model's own LLM: the stock forward with its KV cache, or
+    the LLM loop (`LLMLoop.prefill` / `LLMLoop.step`) when an in-LLM method drops tokens."""
+
+    def __init__(self, model, mm) -> None:
+        self.model = model
+        pruner = model.in_llm_pruner(mm)
+        self.loop = LLMLoop(model.get_model(), model.lm_head, pruner) if pruner is not None else None
+        self.cache = self.loop.cache if self.loop is not None else compat.new_cache(model.config)
+        self.cache_kw = compat.cache_kwarg(model.get_model())
+        self.mask, self.position = mm.attention_mask, mm.position_ids[:, -1:]  # left-padded: last column
+
+    def prefill(self, mm) -> torch.Tensor:
+        """mm: the spliced batch -> last-position logits [B, V]."""
+        if self.loop is not None:
+            return self.loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
+        out = self.model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
+                         position_ids=mm.position_ids, use_cache=True, logits_to_keep=1,
+                         **{self.cache_kw: self.cache})
+        return out.logits[:, -1]
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """token [B] -> logits [B, V] of the next position."""
+        self.position = self.position + 1
+        if self.loop is not None:
+            return self.loop.step(self.model.get_input_embeddings()(token[:, None]))
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        out = self.model(input_ids=token[:, None], attention_mask=self.mask, position_ids=self.position,
+                         use_cache=True, **{self.cache_kw: self.cache})
+        return out.logits[:, -1]
 
 
 @torch.no_grad()
@@ -149,39 +146,29 @@ def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens
     of tokens.
     """
     t0 = clock.now()
-    with _precomputed(model, encoded):
-        mm = model.prepare_multimodal_inputs(batch.input_ids, batch.images, batch.attention_mask, None,
-                                             encoded.budgets or None, "left")
+    mm = model.prepare_multimodal_inputs(batch.input_ids, None, batch.attention_mask, padding_side="left",
+                                         encoded=encoded)
     t1 = clock.now()
     seconds["splice"] = t1 - t0
     if memory:
         memory.mark("splice")
-    mm.encoded = encoded
-    pruner = model.in_llm_pruner(mm) if hasattr(model, "in_llm_pruner") else None
-    mask, positions = mm.attention_mask, mm.position_ids
-    cache = DynamicCache(config=model.config)
-    with pruner.installed() if pruner else nullcontext():
-        t1 = clock.now()
-        out = model(inputs_embeds=mm.inputs_embeds, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-        token = out.logits[:, -1].argmax(dim=-1)  # [B]
-        tops = [out.logits[:, -1].float().topk(5, dim=-1)]
-        t2 = clock.now()
-        seconds["prefill"] = t2 - t1
-        if memory:
-            memory.mark("prefill")
-        kv = cache_bytes(cache)
-        tokens = [token]
-        position = positions[:, -1:]  # left-padded: the last column is every row's last prompt token
-        for _ in range(new_tokens - 1):
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            position = position + 1
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                        past_key_values=cache, use_cache=True)
-            token = out.logits[:, -1].argmax(dim=-1)
-            tokens.append(token)
-            tops.append(out.logits[:, -1].float().topk(5, dim=-1))
-        seconds["decode"] = clock.now() - t2
+    decoder = _Decoder(model, mm)
+    t1 = clock.now()
+    logits = decoder.prefill(mm)
+    token = logits.argmax(dim=-1)  # [B]
+    tops = [logits.float().topk(5, dim=-1)]
+    t2 = clock.now()
+    seconds["prefill"] = t2 - t1
+    if memory:
+        memory.mark("prefill")
+    kv = cache_bytes(decoder.cache)
+    tokens = [token]
+    for _ in range(new_tokens - 1):
+        logits = decoder.step(token)
+        token = logits.argmax(dim=-1)
+        tokens.append(token)
+        tops.append(logits.float().topk(5, dim=-1))
+    seconds["decode"] = clock.now() - t2
     if memory:
         memory.mark("decode")
     top = (torch.stack([t.values for t in tops], dim=1), torch.stack([t.indices for t in tops], dim=1))
@@ -214,8 +201,9 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
         memory.start()
     load = OtherLoad().start()
     t0 = clock.now()
-    # The tap holds the scored layers' q/k until the pass ends, so the memory pass goes without it.
-    with QKTap(tower, needs if memory is None else frozenset()) as tap:
+    # The timer's probe holds the scored layers' q/k until the pass ends, so the memory pass goes without it.
+    timer = SignalTimer(tower, needs if memory is None else frozenset())
+    with timer.capturing():
         signals = tower(batch.images, needs=needs)  # features [B, N, D] (+ cls_attn [B, N] ...)
     t1 = clock.now()
     if memory:
@@ -241,16 +229,17 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
     seconds["e2e"] = wall
     other = load.stop()
     busy = (_cpu_time() - cpu0) / max(wall * torch.get_num_threads(), 1e-9)
-    seconds["scoring"] = tap.time(clock)  # after the pass, outside its clock
+    seconds["scoring"] = timer.time(clock)  # after the pass, outside its clock
     return PassResult(seconds, out_tokens, length, projected.shape[1], kv, new_tokens, top_logits=top,
                       memory=memory.finish() if memory else {}, cpu_busy=busy, other_load=other)
 
 
 class OriginalTower:
-    """The original FasterVLM vision path on the same weights: eager CLIP with every map materialised.
+    """BASELINE, not our code path: the original FasterVLM vision program on the same weights.
 
-    Built by composing transformers' CLIPVisionModel (attn_implementation="eager") whose parameters
-    are the tower's own tensors (no copy); the model code is untouched.
+    transformers' CLIPVisionModel with attn_implementation="eager", all layers, every attention map
+    materialised, as the original implementation runs it. Its parameters are the tower's own tensors
+    (no copy); it reuses none of our tower, probe or signal code, since it models a different program.
     """
 
     def __init__(self, tower) -> None:
@@ -280,9 +269,14 @@ class OriginalTower:
 @torch.no_grad()
 def run_original(model, original: OriginalTower, batch: BenchBatch, k: int | None, new_tokens: int,
                  clock: Clock, memory: PeakMemory | None = None) -> PassResult:
-    """One pass of the original FasterVLM implementation's costs at budget k (batch 1)."""
+    """BASELINE: one pass of the original FasterVLM implementation's costs at budget k (batch 1).
+
+    Scores, top-K mask and the projector on all N tokens follow the original program; the splice,
+    prefill and decode are our model's own (no in-LLM pruning).
+    """
     if batch.size != 1:
         raise ValueError(f"the original FasterVLM path runs one image at a time; got a batch of {batch.size}")
+    model.set_pruning(None, "fastervlm", {})  # the LLM runs unpruned, whatever the previous pass set
     projector = model.mm_projector
     n = original.num_patches
     k_eff = n if k is None else min(k, n)

@@ -299,19 +299,25 @@ class LlavaMetaForCausalLM:
         padding_side: str = "left",
         signals: VisionSignals | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
+        encoded: EncodedImages | None = None,
     ) -> MultimodalInputs:
         """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
 
         Images are consumed in reading order (row by row, left to right). Padding in `input_ids`
         (attention_mask == 0) is dropped and the spliced rows are re-padded on `padding_side`.
-        `signals` (from `vision_signals`) replaces `images` when the tower has already run.
+        `signals` (from `vision_signals`) replaces `images` when the tower has already run;
+        `encoded` (from `encode_images` / `encode_anyres_images`) splices tokens already projected.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
-        encoded = None
         image_feats: list[torch.Tensor] = []
-        if self.is_anyres() and (images is not None or signals is not None):
+        if encoded is not None:
+            if len(encoded.features) != n_placeholders:
+                raise ValueError(f"the prompts hold {n_placeholders} <image> placeholders but "
+                                 f"{len(encoded.features)} encoded images were given")
+            image_feats = encoded.features
+        elif self.is_anyres() and (images is not None or signals is not None):
             if image_sizes is None or len(image_sizes) != n_placeholders:
                 raise ValueError(f"anyres images need one (width, height) in image_sizes per <image> placeholder "
                                  f"({n_placeholders}), got {None if image_sizes is None else len(image_sizes)}")

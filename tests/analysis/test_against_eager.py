@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionModel
 
-from llava.analysis.attention import image_attention, llm_qk_hooks, run_prefill
+from llava.analysis.attention import measure_llm_layers, run_prefill
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.conversation import conv_templates
 from llava.mm_utils import process_images, tokenizer_image_token
@@ -171,13 +171,9 @@ def test_gqa_rotary_and_padding_equal_eager(tiny):
     mask[1, :pad] = 0
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     spans = [span, (span[0] + pad, span[1] + pad)]
-    got: dict[int, list] = {}
-
-    def on_layer(idx, q, k, scale):
-        got[idx] = [image_attention(q[r], k[r], scale, spans[r], mask[r].bool(), chunk=16) for r in range(b)]
-
-    with torch.no_grad(), llm_qk_hooks(sdpa, range(4), on_layer):
-        sdpa.get_model()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+    per_row = measure_llm_layers(sdpa.get_model(), embeds, mask, positions, spans, range(4), chunk=16)
+    got = {layer: [per_row[r][layer] for r in range(b)] for layer in range(4)}
+    with torch.no_grad():
         ref = eager.get_model()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                 output_attentions=True, use_cache=False).attentions
     for layer in range(4):
@@ -199,10 +195,14 @@ def test_gqa_rotary_and_padding_equal_eager(tiny):
                                            msg=f"layer {layer} row {r} {kind}")
 
 
-def test_half_precision_model_is_measured_in_float32(tiny_path, tiny):
+@pytest.fixture(scope="module")
+def model16(tiny_path):
+    return load_pretrained_model(tiny_path, None, "llava-v1.5-tiny", device="cpu", torch_dtype="float16")[1]
+
+
+def test_half_precision_model_is_measured_in_float32(tiny, model16):
     """fp16 weights: q/k and the model's rotary cos/sin are taken to float32 before the softmax."""
     tokenizer, model32, processor, _ = tiny
-    _, model16, _, _ = load_pretrained_model(tiny_path, None, "llava-v1.5-tiny", device="cpu", torch_dtype="float16")
     ids, pixels = _inputs(tokenizer, processor, model32.config, RECORDS[0])
     half = run_prefill(model16, ids, pixels.half(), None, [3])[0].layers[3]
     full = run_prefill(model32, ids, pixels, None, [3])[0].layers[3]
@@ -211,3 +211,37 @@ def test_half_precision_model_is_measured_in_float32(tiny_path, tiny):
         assert a.dtype == torch.float32
         assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.999, kind
         torch.testing.assert_close(a, b, atol=5e-3, rtol=0.1)
+
+
+def test_half_precision_last_token_equals_fastv_scores(tiny, model16):
+    """In fp16 the analyses and FastV score with the same probe calls (float32 rotary tables): same numbers."""
+    from llava.model.llm_loop import LLMLoop
+    from llava.pruning.fastv import FastVDropper
+
+    tokenizer, _, processor, _ = tiny
+    ids, pixels = _inputs(tokenizer, processor, model16.config, RECORDS[0])
+    layer = 2
+    mm = model16.prepare_multimodal_inputs(ids, pixels.half(), visual_token_num=None)
+    dropper = FastVDropper(mm.image_spans, [64], model16.config.num_hidden_layers, layer=layer)
+    LLMLoop(model16.get_model(), model16.lm_head, dropper).prefill(mm.inputs_embeds, mm.attention_mask,
+                                                                  mm.position_ids)
+    ((start, end),) = mm.image_spans[0]
+    ours = run_prefill(model16, ids, pixels.half(), None, [layer - 1], columns=False)[0].layers[layer - 1].last_token
+    # Equal on this CPU bit for bit; rotary tables in fp16 instead would differ by ~2e-4 here.
+    torch.testing.assert_close(ours, dropper.scores[0, start:end], atol=1e-6, rtol=1e-5)
+
+
+def test_layers_after_the_last_one_needed_do_not_run(tiny):
+    """The forward stops once the last chosen layer is measured; q is kept for the last row only."""
+    tokenizer, model, processor, _ = tiny
+    ids, pixels = _inputs(tokenizer, processor, model.config, RECORDS[0])
+    layers = model.get_model().layers
+    ran = []
+    handles = [layer.register_forward_pre_hook(lambda _m, _a, i=i: ran.append(i)) for i, layer in enumerate(layers)]
+    try:
+        result = run_prefill(model, ids, pixels, None, [1], columns=False)[0]
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == [0, 1]
+    assert sorted(result.layers) == [1] and result.layers[1].all_queries is None

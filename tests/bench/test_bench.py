@@ -14,7 +14,7 @@ from llava.bench import flops as F
 from llava.bench.cli import main
 from llava.bench.measure import PeakMemory, summarize
 from llava.bench.models import build_random_model, llava_config, make_batch, random_image_processor, tiny_tokenizer, with_llm_layers
-from llava.bench.stages import STAGES, Clock, OriginalTower, run_original, run_ours
+from llava.bench.stages import STAGES, Clock, OriginalTower, SignalTimer, run_original, run_ours
 from llava.model.tiny import build_tiny_model
 from llava.pruning import get_method
 
@@ -95,6 +95,48 @@ def test_greedy_loop_matches_generate(tiny_setup, method):
     assert torch.equal(result.tokens[:, :n], generated)
     assert result.seconds["scoring"] > 0 if get_method(method).needs - {"keys"} else True
     model.set_pruning(None, "fastervlm", {})
+
+
+def test_scoring_timer_recomputes_the_towers_own_signals(tiny_setup):
+    model, batch = tiny_setup
+    tower = model.get_vision_tower()
+    needs = frozenset({"cls_attn", "cls_attn_layers", "keys"})
+    timer = SignalTimer(tower, needs)
+    with timer.capturing():
+        signals = tower(batch.images, needs=needs)
+    again = timer.signals()
+    assert set(again) == needs
+    for name in needs:
+        assert torch.equal(again[name], getattr(signals, name)), name
+    assert timer.time(Clock("cpu"), repeats=3) > 0 and SignalTimer(tower, frozenset()).time(Clock("cpu")) == 0
+
+
+def test_splice_of_encoded_tokens_equals_the_splice_from_images(tiny_setup):
+    model, batch = tiny_setup
+    model.set_pruning(None, "fastervlm", {})
+    from_images = model.prepare_multimodal_inputs(batch.input_ids, batch.images, batch.attention_mask, None, 64, "left")
+    encoded = model.encode_images(batch.images, 64)
+    spliced = model.prepare_multimodal_inputs(batch.input_ids, None, batch.attention_mask, None, None, "left",
+                                              encoded=encoded)
+    assert spliced.encoded is encoded and spliced.image_spans == from_images.image_spans
+    for name in ("inputs_embeds", "attention_mask", "position_ids"):
+        assert torch.equal(getattr(spliced, name), getattr(from_images, name)), name
+    assert "encode_images" not in vars(model)  # nothing shadows the model's methods
+    with pytest.raises(ValueError, match="2 encoded images"):
+        model.prepare_multimodal_inputs(batch.input_ids, None, batch.attention_mask, encoded=model.encode_images(
+            batch.images[:2], 64))
+
+
+def test_fastv_runs_on_the_llm_loop_and_its_cache_shrinks(tiny_setup):
+    model, batch = tiny_setup
+    result = run_ours(model, batch, 64, get_method("fastv"), {"layer": 2}, 2, Clock("cpu"))
+    full = run_ours(model, batch, None, get_method("fastv"), {"layer": 2}, 2, Clock("cpu"))
+    model.set_pruning(None, "fastervlm", {})
+    d = F.ModelDims.from_model(model)
+    per_layer = lambda length: F.kv_cache_bytes(d, batch.size, length, 4) // d.layers  # noqa: E731
+    assert full.kv_cache_bytes == d.layers * per_layer(result.length)  # no budget: the stock model
+    # layers 0-1 hold every token; layers 2-3 the longest row minus its 576 - 64 dropped image tokens
+    assert result.kv_cache_bytes == 2 * per_layer(result.length) + 2 * per_layer(result.length - 512)
 
 
 def test_original_path_keeps_the_same_patches(tiny_setup):

@@ -14,8 +14,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import DynamicCache
-
+from llava import compat
 from llava.bench import flops as F
 from llava.bench.models import make_batch, random_image_processor, tiny_tokenizer
 from llava.bench.stages import OriginalTower
@@ -90,18 +89,18 @@ def test_prefill_and_decode_step(setup):
     model, batch, d = setup
     mm = model.prepare_multimodal_inputs(batch.input_ids, batch.images, batch.attention_mask, None, 64, "left")
     b, length = mm.inputs_embeds.shape[:2]
-    cache = DynamicCache(config=model.config)
-    kw = dict(attention_mask=mm.attention_mask, position_ids=mm.position_ids, past_key_values=cache, use_cache=True)
+    cache, cache_kw = compat.new_cache(model.config), compat.cache_kwarg(model.get_model())
+    kw = dict(attention_mask=mm.attention_mask, position_ids=mm.position_ids, use_cache=True, **{cache_kw: cache})
     prefill = count(lambda: model(inputs_embeds=mm.inputs_embeds, logits_to_keep=1, **kw))
     assert prefill == pytest.approx(F.prefill_flops(d, b, length), rel=REL)
-    no_math = count(lambda: model(inputs_embeds=mm.inputs_embeds, logits_to_keep=1, **{**kw, "past_key_values": None}),
+    no_math = count(lambda: model(inputs_embeds=mm.inputs_embeds, logits_to_keep=1, **{**kw, cache_kw: None}),
                     math=False)
     assert no_math in (pytest.approx(prefill - F.prefill_attention_flops(d, b, length), rel=REL),
                        pytest.approx(prefill, rel=REL))
     mask = torch.cat([mm.attention_mask, mm.attention_mask.new_ones(b, 1)], dim=1)
     token = torch.ones(b, 1, dtype=torch.long)
     step = count(lambda: model(input_ids=token, attention_mask=mask, position_ids=mm.position_ids[:, -1:] + 1,
-                               past_key_values=cache, use_cache=True))
+                               use_cache=True, **{cache_kw: cache}))
     assert step == pytest.approx(F.decode_step_flops(d, b, length + 1), rel=REL)
 
 
@@ -110,10 +109,10 @@ def test_kv_cache_bytes_formula(setup):
     from llava.bench.stages import cache_bytes
 
     mm = model.prepare_multimodal_inputs(batch.input_ids, batch.images, batch.attention_mask, None, 64, "left")
-    cache = DynamicCache(config=model.config)
+    cache = compat.new_cache(model.config)
     with torch.no_grad():
         model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids,
-              past_key_values=cache, use_cache=True, logits_to_keep=1)
+              use_cache=True, logits_to_keep=1, **{compat.cache_kwarg(model.get_model()): cache})
     b, length = mm.inputs_embeds.shape[:2]
     assert cache_bytes(cache) == F.kv_cache_bytes(d, b, length, 4) == 2 * 4 * b * 4 * length * 32 * 4
 

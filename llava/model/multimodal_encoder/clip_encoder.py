@@ -95,6 +95,22 @@ class CLIPVisionTower(nn.Module):
     def num_patches(self) -> int:
         return self.num_patches_per_side**2
 
+    # ---- signals ---------------------------------------------------------------------------
+    def signal_probe(self, needs: frozenset[str] | set[str]) -> QKProbe:
+        """The (unattached) probe on the layers and query rows that the signals in `needs` read."""
+        if needs and self.num_run_layers == 0:
+            raise ValueError("attention signals need at least one encoder layer "
+                             "(select_layer points at the embeddings)")
+        layers, q_rows, keep_q = tower_plan(needs, self.num_run_layers - 1, prefix=1) if needs else ([], None, False)
+        encoder = self.vision_tower.encoder
+        return QKProbe({i: encoder.layers[i].self_attn for i in layers}, q_rows=q_rows, keep_q=keep_q)
+
+    def signals_from(self, needs: frozenset[str] | set[str], captured: dict) -> dict[str, torch.Tensor]:
+        """The signals in `needs` from what `signal_probe(needs)` captured during a tower run."""
+        last = self.num_run_layers - 1
+        geometry = HeadGeometry.of(self.vision_tower.encoder.layers[last].self_attn)
+        return compute_signals(needs, captured, geometry, last, prefix=1)
+
     # ---- forward -----------------------------------------------------------------------------
     @torch.no_grad()
     def forward(self, images: torch.Tensor, needs: frozenset[str] | set[str] = frozenset()) -> VisionSignals:
@@ -104,22 +120,15 @@ class CLIPVisionTower(nn.Module):
         and cls_attn [B, N_patches] / cls_attn_layers [B, L_run, N_patches] / keys [B, N_patches, Dh]
         when named in `needs`.
         """
-        n_run = self.num_run_layers
-        if needs and n_run == 0:
-            raise ValueError("attention signals need at least one encoder layer (select_layer points at the embeddings)")
-        last = n_run - 1
-        layers, q_rows, keep_q = tower_plan(needs, last, prefix=1) if needs else ([], None, False)
-
+        probe = self.signal_probe(needs)
         vm = self.vision_tower
         hidden = vm.embeddings(images.to(device=self.device, dtype=self.dtype))  # [B, T, D]
         hidden = vm.pre_layrnorm(hidden)
-        probe = QKProbe({i: vm.encoder.layers[i].self_attn for i in layers}, q_rows=q_rows, keep_q=keep_q)
         with probe.attached():
-            for layer in vm.encoder.layers[:n_run]:
+            for layer in vm.encoder.layers[:self.num_run_layers]:
                 hidden = layer(hidden, None)
 
         features = hidden[:, 1:] if self.select_feature == "patch" else hidden  # [B, T, D] -> [B, N, D]
         if not needs:
             return VisionSignals(features)
-        geometry = HeadGeometry.of(vm.encoder.layers[last].self_attn)
-        return VisionSignals(features, **compute_signals(needs, probe.captured, geometry, last, prefix=1))
+        return VisionSignals(features, **self.signals_from(needs, probe.captured))
