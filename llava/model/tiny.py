@@ -121,8 +121,7 @@ def save_tiny_checkpoint(out_dir: str | Path, seed: int = 0, hf_layout: bool = F
     model.save_pretrained(llava_dir)
     config_path = llava_dir / "config.json"
     raw = json.loads(config_path.read_text())
-    for key in ("visual_token_num", "pruning_method", "pruning_args", "vision_config"):
-        raw.pop(key, None)
+    raw.pop("vision_config", None)
     raw["model_type"] = "llava"  # what the published checkpoints say
     config_path.write_text(json.dumps(raw, indent=2))
     model.model.vision_tower = tower
@@ -160,8 +159,7 @@ def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
                     for k, v in tower.state_dict().items() if "position_ids" not in k})
     save_file(weights, str(next_dir / "model.safetensors"), metadata={"format": "pt"})
     raw = json.loads((next_dir / "config.json").read_text())
-    for key in ("visual_token_num", "pruning_method", "pruning_args", "vision_config", "anyres_mode"):
-        raw.pop(key, None)
+    raw.pop("vision_config", None)
     raw["model_type"] = "llava"
     (next_dir / "config.json").write_text(json.dumps(raw, indent=2))
     return next_dir

@@ -11,6 +11,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
+from llava.pruning import PruningConfig
 from llava.pruning.fastv import FastVPruner, fastv_budget, layer_averaged_tokens
 
 LAYER = 2
@@ -27,11 +28,10 @@ def inputs(tiny, sample_images):
     return ids, mask, process_images(sample_images[:2], processor, model.config)
 
 
-def test_scores_and_kept_tokens_equal_eager_attention(tiny, tiny_path, inputs, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(None)
+def test_scores_and_kept_tokens_equal_eager_attention(tiny, tiny_path, inputs):
+    model = tiny[1]
     ids, mask, pixels = inputs
-    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=PruningConfig())
     pruner = FastVPruner(model, mm.image_spans, [58, 58], mm.attention_mask, layer=LAYER)
     with pruner.installed():
         model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids)
@@ -46,11 +46,10 @@ def test_scores_and_kept_tokens_equal_eager_attention(tiny, tiny_path, inputs, f
         assert pruner.kept[b].tolist() == expected.tolist()
 
 
-def test_outputs_equal_explicit_removal_of_pruned_tokens(tiny, inputs, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(None)
+def test_outputs_equal_explicit_removal_of_pruned_tokens(tiny, inputs):
+    model = tiny[1]
     ids, _, pixels = inputs
-    mm = model.prepare_multimodal_inputs(ids[1:], pixels[1:])  # one row, no padding
+    mm = model.prepare_multimodal_inputs(ids[1:], pixels[1:], pruning=PruningConfig())  # one row, no padding
     pruner = FastVPruner(model, mm.image_spans, [29], mm.attention_mask, layer=LAYER)
     with pruner.installed():
         ours = model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask).logits
@@ -74,11 +73,12 @@ def test_outputs_equal_explicit_removal_of_pruned_tokens(tiny, inputs, fresh_pru
     torch.testing.assert_close(ours[:, keep], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(64, method="fastv")
+def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs):
+    model = tiny[1]
+    fastv = PruningConfig("fastv", 64)
     ids, mask, pixels = inputs
-    batched = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    batched = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                             pruning=fastv)
     report = model.last_multimodal.in_llm
     n_layers = model.config.num_hidden_layers
     assert report == {"layer": 2, "kept_after_layer": [64, 64],
@@ -86,21 +86,25 @@ def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs, fre
     assert model.last_multimodal.token_counts == [576, 576]  # all tokens enter the LLM
     for b in range(2):
         row = ids[b][mask[b].bool()][None]
-        single = model.generate(row, images=pixels[b:b + 1], max_new_tokens=8, do_sample=False)
+        single = model.generate(row, images=pixels[b:b + 1], max_new_tokens=8, do_sample=False, pruning=fastv)
         assert batched[b].tolist() == single[0].tolist()
-    model.set_pruning(None, method="fastv", method_args={"ratio": 0.75, "layer": 3})
-    model.generate(ids[:1, 1:], images=pixels[:1], max_new_tokens=2, do_sample=False)
+    with model.pruning_config(PruningConfig("fastv", method_args={"ratio": 0.75, "layer": 3})):
+        model.generate(ids[:1, 1:], images=pixels[:1], max_new_tokens=2, do_sample=False)
+    assert model.last_multimodal.in_llm["kept_after_layer"] == [144] and model.last_multimodal.in_llm["layer"] == 3
+    # PruningConfig's own ratio resolves against the image's 576 tokens, as FastV's R does
+    model.generate(ids[:1, 1:], images=pixels[:1], max_new_tokens=2, do_sample=False,
+                   pruning=PruningConfig("fastv", ratio=0.75, method_args={"layer": 3}))
     assert model.last_multimodal.in_llm["kept_after_layer"] == [144] and model.last_multimodal.in_llm["layer"] == 3
 
 
-def test_fastv_budget_and_errors(tiny, fresh_pruning):
+def test_fastv_budget_and_errors(tiny):
     assert fastv_budget(576, 64, None) == 64 and fastv_budget(576, None, 0.5) == 288
     assert fastv_budget(576, 1000, None) == 576
     assert layer_averaged_tokens(576, 64, 2, 32) == pytest.approx((2 * 576 + 30 * 64) / 32)
     with pytest.raises(ValueError, match="ratio"):
         fastv_budget(576, None, 1.5)
     with pytest.raises(ValueError, match="layer must be in"):
-        FastVPruner(fresh_pruning, [[(0, 576)]], [64], torch.ones(1, 600), layer=99)
+        FastVPruner(tiny[1], [[(0, 576)]], [64], torch.ones(1, 600), layer=99)
 
 
 def test_fastv_through_model_vqa_loader(tiny_path, tmp_path):

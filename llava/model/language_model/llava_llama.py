@@ -8,6 +8,7 @@ as LLaVA's does; `forward(..., images=..., labels=...)` returns the loss.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from typing import Sequence
 
@@ -17,20 +18,22 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.pruning import get_method
+from llava.pruning.config import LEGACY_CONFIG_KEYS, PruningConfig
 
-from ..llava_arch import LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
+from ..llava_arch import FROM_PRUNING, LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
 from ..multimodal_encoder.clip_encoder import CLIPVisionTower
 from ..multimodal_projector.builder import build_vision_projector
 
 
 class LlavaLlamaConfig(LlamaConfig):
-    """LlamaConfig plus LLaVA's `mm_*` fields and the pruning settings.
+    """LlamaConfig plus LLaVA's `mm_*` fields (the checkpoint's shape; pruning settings are not here).
 
     Extra fields: mm_vision_tower, mm_hidden_size, mm_vision_select_layer (-2),
     mm_vision_select_feature ('patch'), mm_projector_type ('mlp2x_gelu'), image_aspect_ratio ('pad'),
     mm_patch_merge_type ('flat'), tokenizer_model_max_length, tokenizer_padding_side,
-    vision_config (a CLIPVisionConfig dict when the tower's weights live in the checkpoint),
-    visual_token_num (K kept per image; None keeps all), pruning_method ('fastervlm'), pruning_args.
+    vision_config (a CLIPVisionConfig dict when the tower's weights live in the checkpoint).
+    Pruning is a `PruningConfig` value on the model (`model.pruning`) or per call; a config.json of
+    an older release that still holds pruning keys is read once into `model.pruning` (see the model).
     """
 
     model_type = "llava_llama"
@@ -47,10 +50,6 @@ class LlavaLlamaConfig(LlamaConfig):
             mm_use_im_start_end=False,
             mm_use_im_patch_token=False,
             vision_config=None,
-            visual_token_num=None,
-            pruning_method="fastervlm",
-            pruning_args={},
-            anyres_mode="faithful",
         )
         for key, value in defaults.items():
             kwargs.setdefault(key, value)
@@ -92,6 +91,9 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        # Older releases kept pruning settings in config.json: take them once, then drop them.
+        legacy = {key: config.__dict__.pop(key) for key in LEGACY_CONFIG_KEYS if key in config.__dict__}
+        self.pruning = PruningConfig.from_legacy(legacy) if legacy else PruningConfig()
 
     def get_model(self) -> LlavaLlamaModel:
         return self.model
@@ -107,38 +109,43 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
         images: torch.Tensor | Sequence[torch.Tensor] | None = None,
         image_sizes: list | None = None,
-        visual_token_num: VisualTokenNum = "config",
-        logits_to_keep: int | torch.Tensor = 0,
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
+        pruning: PruningConfig | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first."""
+        """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first.
+
+        Only the arguments the splice replaces are named here; everything else (the cache,
+        use_cache, logits_to_keep, ...) goes to LlamaForCausalLM.forward under transformers' own names.
+        """
         pruner = None
         if inputs_embeds is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
             mm = self.prepare_multimodal_inputs(
-                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes
+                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes,
+                pruning=pruning,
             )
             input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
             attention_mask, position_ids = mm.attention_mask, mm.position_ids
-            pruner = self.in_llm_pruner(mm)
+            pruner = self.in_llm_pruner(mm, pruning)
         with pruner.installed() if pruner else nullcontext():
             return super().forward(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 inputs_embeds=inputs_embeds,
                 labels=labels,
-                use_cache=use_cache,
-                logits_to_keep=logits_to_keep,
                 **kwargs,
             )
+
+    def _supports_logits_to_keep(self) -> bool:
+        # generate() asks for last-position logits only if forward's signature names logits_to_keep;
+        # ours passes it on to LlamaForCausalLM.forward, so answer for that one.
+        return "logits_to_keep" in inspect.signature(LlamaForCausalLM.forward).parameters
 
     @torch.no_grad()
     def generate(
@@ -147,25 +154,27 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         images: torch.Tensor | Sequence[torch.Tensor] | None = None,
         image_sizes: list | None = None,
         attention_mask: torch.Tensor | None = None,
-        visual_token_num: VisualTokenNum = "config",
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
         vision_signals=None,
+        pruning: PruningConfig | None = None,
         **kwargs,
     ) -> torch.LongTensor:
         """Generate from prompts with image placeholders; returns only the new tokens [B, T_new].
 
         `inputs` [B, L] may be padded on either side (give `attention_mask`); the spliced batch is
-        left-padded. `visual_token_num` overrides the model's K, per image if a list;
-        `vision_signals` (from `vision_signals(images)`) reuses one tower run across budgets. After the
-        call, `self.last_multimodal` holds the visual-token counts and kept indices per image.
+        left-padded. `pruning` (default: `self.pruning`) sets the method and budget of this call;
+        `visual_token_num` overrides its K, per image if a list; `vision_signals` (from
+        `vision_signals(images)`) reuses one tower run across budgets. After the call,
+        `self.last_multimodal` holds the visual-token counts and kept indices per image.
         """
         if "inputs_embeds" in kwargs:
             return super().generate(attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(
             inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
-            image_sizes=image_sizes,
+            image_sizes=image_sizes, pruning=pruning,
         )
         self.last_multimodal = mm.encoded
-        pruner = self.in_llm_pruner(mm)
+        pruner = self.in_llm_pruner(mm, pruning)
         with pruner.installed() if pruner else nullcontext():
             out = super().generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
         if pruner:
@@ -173,12 +182,13 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
             mm.encoded.in_llm = pruner.report()
         return out
 
-    def in_llm_pruner(self, mm: MultimodalInputs):
+    def in_llm_pruner(self, mm: MultimodalInputs, pruning: PruningConfig | None = None):
         """The hook object of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
-        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        cfg = self._pruning(pruning)
+        method = get_method(cfg.method)
         if method.stage != "in_llm" or mm.encoded is None:
             return None
-        args = {**method.defaults, **(getattr(self.config, "pruning_args", None) or {})}
+        args = {**method.defaults, **cfg.args}
         if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
             return None  # no budget: nothing to prune
         unknown = set(args) - set(method.defaults)
