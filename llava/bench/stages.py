@@ -28,7 +28,7 @@ from transformers import CLIPVisionModel, DynamicCache
 
 from llava.model.llava_arch import EncodedImages
 from llava.model.multimodal_encoder.clip_encoder import cls_attention_row
-from llava.pruning import gather_tokens
+from llava.pruning import PruningConfig, gather_tokens
 from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_KEYS
 
 from .measure import Clock, OtherLoad, PeakMemory
@@ -141,8 +141,11 @@ class QKTap:
 
 @torch.no_grad()
 def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens: int, clock: Clock,
-                    memory: PeakMemory | None, seconds: dict) -> tuple[torch.Tensor, int, int, tuple]:
+                    memory: PeakMemory | None, seconds: dict,
+                    pruning: PruningConfig | None = None) -> tuple[torch.Tensor, int, int, tuple]:
     """Splice, prefill and a greedy decode loop with the KV cache; fills seconds['splice'/'prefill'/'decode'].
+
+    `pruning` names the method whose in-LLM part (if any) runs during the prefill.
 
     Returns (tokens [B, new_tokens], padded prompt length, KV-cache bytes after the prefill, the top-5
     logits and ids of every step). EOS does not stop the loop, so every pass decodes the same number
@@ -157,7 +160,7 @@ def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens
     if memory:
         memory.mark("splice")
     mm.encoded = encoded
-    pruner = model.in_llm_pruner(mm) if hasattr(model, "in_llm_pruner") else None
+    pruner = model.in_llm_pruner(mm, pruning) if hasattr(model, "in_llm_pruner") else None
     mask, positions = mm.attention_mask, mm.position_ids
     cache = DynamicCache(config=model.config)
     with pruner.installed() if pruner else nullcontext():
@@ -207,7 +210,7 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
     prune = method.stage == "pre_llm" and k is not None and k < n
     needs = method.needs if prune else frozenset()
     proj_dtype = next(projector.parameters()).dtype
-    model.set_pruning(None, method.name, method_args)  # in-LLM methods read it from the config
+    pruning = PruningConfig(method.name, method_args=method_args)  # in-LLM methods run in generate_greedy
     seconds: dict[str, float] = {}
     cpu0 = _cpu_time()
     if memory:
@@ -236,7 +239,7 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
     seconds.update(vision=t1 - t0, select=t2 - t1, projector=t3 - t2)
     budget = k if method.stage == "pre_llm" or k is None else min(k, n)
     out_tokens, length, kv, top = generate_greedy(model, batch, _encoded(projected, kept, n, budget), new_tokens,
-                                                   clock, memory, seconds)
+                                                   clock, memory, seconds, pruning)
     wall = clock.now() - t0
     seconds["e2e"] = wall
     other = load.stop()
@@ -311,7 +314,7 @@ def run_original(model, original: OriginalTower, batch: BenchBatch, k: int | Non
     seconds.update(vision=t1 - t0, scoring=t_score - t1, select=t2 - t1, projector=t3 - t2)
     kept = torch.stack([torch.nonzero(m).flatten() for m in keep])
     out_tokens, length, kv, top = generate_greedy(model, batch, _encoded(projected, kept, n, k_eff), new_tokens,
-                                                   clock, memory, seconds)
+                                                   clock, memory, seconds, PruningConfig())
     wall = clock.now() - t0
     seconds["e2e"] = wall
     other = load.stop()
