@@ -132,7 +132,7 @@ class PruningConfig:
 
     def to_metadata(self) -> dict:
         """The settings as plain JSON values, for answers' metadata."""
-        out = {"pruning_method": self.method, "visual_token_num": self.visual_token_num,
+        out = {"visual_token_num": self.visual_token_num, "pruning_method": self.method,
                "pruning_args": self.args}
         if self.ratio is not None:
             out["pruning_ratio"] = self.ratio

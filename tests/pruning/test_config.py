@@ -82,3 +82,10 @@ def test_legacy_fields():
     legacy = {"visual_token_num": 58, "pruning_method": "random", "pruning_args": {"seed": 1}, "anyres_mode": "paper"}
     assert PruningConfig.from_legacy(legacy) == PruningConfig("random", 58, method_args={"seed": 1}, anyres_mode="paper")
     assert PruningConfig.from_legacy({"pruning_args": {}, "pruning_method": None}) == PruningConfig()
+
+
+def test_metadata_is_plain_json():
+    assert PruningConfig("random", 29, method_args={"seed": 1}).to_metadata() == {
+        "visual_token_num": 29, "pruning_method": "random", "pruning_args": {"seed": 1}}
+    assert PruningConfig(ratio=0.9).to_metadata() == {
+        "visual_token_num": None, "pruning_method": "fastervlm", "pruning_args": {}, "pruning_ratio": 0.9}
