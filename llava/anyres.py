@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from llava.pruning.config import ANYRES_MODES
+
 NEWLINE = -1  # crop index used for newline slots in a layout
 
 
@@ -150,12 +152,8 @@ def token_layout(
     return TokenLayout(torch.cat(crop), torch.cat(patch), torch.cat(row))
 
 
-ANYRES_MODES = ("faithful", "paper")
-
-
-def anyres_pinpoints(config, crop_size: int) -> list[tuple[int, int]]:
+def anyres_pinpoints(config, crop_size: int, mode: str = "faithful") -> list[tuple[int, int]]:
     """Grid resolutions to choose from: the checkpoint's, or FasterVLM's fixed 2x2 grid in 'paper' mode."""
-    mode = getattr(config, "anyres_mode", "faithful") or "faithful"
     if mode not in ANYRES_MODES:
         raise ValueError(f"anyres_mode must be one of {ANYRES_MODES}, not {mode!r}")
     if mode == "paper":

@@ -65,16 +65,13 @@ def kept_indices_for(model, image_processor, image: Image.Image, k: int | None, 
                      method_args: dict | None = None) -> torch.Tensor | None:
     """Raster indices that `method` keeps at budget `k` for one image (None when all are kept)."""
     from llava.mm_utils import process_images
+    from llava.pruning import PruningConfig
 
-    saved = (model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args)
-    try:
-        model.set_pruning(k, method, method_args or {})
-        pixels = process_images([image], image_processor, model.config)
-        tower = model.get_vision_tower()
-        encoded = model.encode_images(pixels.to(device=tower.device, dtype=tower.dtype))
-        return encoded.kept_indices[0]
-    finally:
-        model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args = saved
+    pruning = PruningConfig(method, k, method_args=method_args or {})
+    pixels = process_images([image], image_processor, model.config, pruning.anyres_mode)
+    tower = model.get_vision_tower()
+    encoded = model.encode_images(pixels.to(device=tower.device, dtype=tower.dtype), pruning=pruning)
+    return encoded.kept_indices[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,10 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="kept_patches.png")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--vision-tower", default=None)
+    parser.add_argument("--vision-attn", default="sdpa", choices=["sdpa", "eager"],
+                        help="the CLIP tower's attention (eager reproduces an eager tower bit for bit)")
     args = parser.parse_args(argv)
 
     _, model, processor, _ = load_pretrained_model(args.model_path, device=args.device,
-                                                   vision_tower_path=args.vision_tower)
+                                                   vision_tower_path=args.vision_tower,
+                                                   vision_attn_implementation=args.vision_attn)
     image = load_image(args.image_file)
     tower = model.get_vision_tower()
     view = model_view(image, processor, model.config.image_aspect_ratio, tower.config.image_size)

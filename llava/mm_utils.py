@@ -96,13 +96,15 @@ def _process_padded(images: Sequence[Image.Image], image_processor: Any, model_c
     return out
 
 
-def _process_anyres(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor | list:
+def _process_anyres(
+    images: Sequence[Image.Image], image_processor: Any, model_cfg: Any, anyres_mode: str = "faithful"
+) -> torch.Tensor | list:
     """LLaVA-NeXT: per image a [1 + crops, 3, S, S] stack (base view first, then the grid row by row)."""
     from llava.anyres import anyres_pinpoints, anyres_views
 
     crop = image_processor.crop_size["height"]
     base = image_processor.size["shortest_edge"]
-    pinpoints = anyres_pinpoints(model_cfg, crop)
+    pinpoints = anyres_pinpoints(model_cfg, crop, anyres_mode)
     out = [
         torch.stack([
             image_processor.preprocess(view, return_tensors="pt")["pixel_values"][0]
@@ -126,14 +128,19 @@ ASPECT_RATIO_HANDLERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def process_images(images: Sequence[Image.Image], image_processor: Any, model_cfg: Any) -> torch.Tensor | list:
+def process_images(
+    images: Sequence[Image.Image], image_processor: Any, model_cfg: Any, anyres_mode: str = "faithful"
+) -> torch.Tensor | list:
     """Pixel values for `images` under ``model_cfg.image_aspect_ratio``.
 
     'pad': each image is padded to a square with the processor's mean colour, then processed; the
-    result is stacked into one tensor when all shapes agree. Anything else (None, 'square' ...):
-    the processor alone (resize shortest side, centre crop).
+    result is stacked into one tensor when all shapes agree. 'anyres': LLaVA-NeXT views, on the
+    checkpoint's grids or, with `anyres_mode='paper'` (a PruningConfig's), FasterVLM's fixed 2x2 grid.
+    Anything else (None, 'square' ...): the processor alone (resize shortest side, centre crop).
     """
     aspect = getattr(model_cfg, "image_aspect_ratio", None)
+    if aspect == "anyres":
+        return _process_anyres(images, image_processor, model_cfg, anyres_mode)
     handler = ASPECT_RATIO_HANDLERS.get(aspect, _process_plain) if isinstance(aspect, str) else _process_plain
     return handler(images, image_processor, model_cfg)
 

@@ -40,14 +40,3 @@ def sample_images():
     from PIL import Image
 
     return [Image.open(SAMPLES / name).convert("RGB") for name in ("shapes.png", "stripes.png", "scene.png")]
-
-
-@pytest.fixture()
-def fresh_pruning(tiny):
-    """Restore the tiny model's pruning settings after a test that changes them."""
-    model = tiny[1]
-    cfg = model.config
-    saved = (getattr(cfg, "visual_token_num", None), getattr(cfg, "pruning_method", "fastervlm"),
-             dict(getattr(cfg, "pruning_args", None) or {}))
-    yield model
-    model.config.visual_token_num, model.config.pruning_method, model.config.pruning_args = saved

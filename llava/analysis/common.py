@@ -189,14 +189,15 @@ def load_model(args: argparse.Namespace):
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
 
+    from llava.pruning import PruningConfig
+
     tokenizer, model, processor, _ = load_pretrained_model(
         args.model_path, None, get_model_name_from_path(args.model_path), device=args.device,
-        torch_dtype=args.torch_dtype, vision_tower_path=args.vision_tower)
+        torch_dtype=args.torch_dtype, vision_tower_path=args.vision_tower, pruning=PruningConfig())
     if getattr(model.config, "image_aspect_ratio", None) == "anyres":
         raise ValueError(f"{args.model_path}: the attention analyses support LLaVA-1.5 (one view of "
                          f"{model.get_vision_tower().num_patches} tokens per "
                          "image); this checkpoint uses anyres (LLaVA-NeXT) images")
-    model.set_pruning(None)
     return tokenizer, model.eval(), processor
 
 

@@ -30,7 +30,7 @@ from transformers import CLIPVisionModel
 from llava import compat
 from llava.model.llava_arch import EncodedImages
 from llava.model.llm_loop import LLMLoop
-from llava.pruning import gather_tokens
+from llava.pruning import PruningConfig, gather_tokens
 
 from .measure import Clock, OtherLoad, PeakMemory
 from .models import BenchBatch
@@ -108,9 +108,9 @@ class _Decoder:
     """Prefill and decode steps through the model's own LLM: the stock forward with its KV cache, or
     the LLM loop (`LLMLoop.prefill` / `LLMLoop.step`) when an in-LLM method drops tokens."""
 
-    def __init__(self, model, mm) -> None:
+    def __init__(self, model, mm, pruning: PruningConfig) -> None:
         self.model = model
-        pruner = model.in_llm_pruner(mm)
+        pruner = model.in_llm_pruner(mm, pruning)
         self.loop = LLMLoop(model.get_model(), model.lm_head, pruner) if pruner is not None else None
         self.cache = self.loop.cache if self.loop is not None else compat.new_cache(model.config)
         self.cache_kw = compat.cache_kwarg(model.get_model())
@@ -138,7 +138,8 @@ class _Decoder:
 
 @torch.no_grad()
 def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens: int, clock: Clock,
-                    memory: PeakMemory | None, seconds: dict) -> tuple[torch.Tensor, int, int, tuple]:
+                    memory: PeakMemory | None, seconds: dict,
+                    pruning: PruningConfig | None = None) -> tuple[torch.Tensor, int, int, tuple]:
     """Splice, prefill and a greedy decode loop with the KV cache; fills seconds['splice'/'prefill'/'decode'].
 
     Returns (tokens [B, new_tokens], padded prompt length, KV-cache bytes after the prefill, the top-5
@@ -152,7 +153,7 @@ def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens
     seconds["splice"] = t1 - t0
     if memory:
         memory.mark("splice")
-    decoder = _Decoder(model, mm)
+    decoder = _Decoder(model, mm, pruning or PruningConfig())
     t1 = clock.now()
     logits = decoder.prefill(mm)
     token = logits.argmax(dim=-1)  # [B]
@@ -194,7 +195,7 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
     prune = method.stage == "pre_llm" and k is not None and k < n
     needs = method.needs if prune else frozenset()
     proj_dtype = next(projector.parameters()).dtype
-    model.set_pruning(None, method.name, method_args)  # in-LLM methods read it from the config
+    pruning = PruningConfig(method.name, method_args=method_args)  # in-LLM methods run in the decoder
     seconds: dict[str, float] = {}
     cpu0 = _cpu_time()
     if memory:
@@ -224,7 +225,7 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
     seconds.update(vision=t1 - t0, select=t2 - t1, projector=t3 - t2)
     budget = k if method.stage == "pre_llm" or k is None else min(k, n)
     out_tokens, length, kv, top = generate_greedy(model, batch, _encoded(projected, kept, n, budget), new_tokens,
-                                                   clock, memory, seconds)
+                                                   clock, memory, seconds, pruning)
     wall = clock.now() - t0
     seconds["e2e"] = wall
     other = load.stop()
@@ -276,7 +277,6 @@ def run_original(model, original: OriginalTower, batch: BenchBatch, k: int | Non
     """
     if batch.size != 1:
         raise ValueError(f"the original FasterVLM path runs one image at a time; got a batch of {batch.size}")
-    model.set_pruning(None, "fastervlm", {})  # the LLM runs unpruned, whatever the previous pass set
     projector = model.mm_projector
     n = original.num_patches
     k_eff = n if k is None else min(k, n)
@@ -305,7 +305,7 @@ def run_original(model, original: OriginalTower, batch: BenchBatch, k: int | Non
     seconds.update(vision=t1 - t0, scoring=t_score - t1, select=t2 - t1, projector=t3 - t2)
     kept = torch.stack([torch.nonzero(m).flatten() for m in keep])
     out_tokens, length, kv, top = generate_greedy(model, batch, _encoded(projected, kept, n, k_eff), new_tokens,
-                                                   clock, memory, seconds)
+                                                   clock, memory, seconds, PruningConfig())
     wall = clock.now() - t0
     seconds["e2e"] = wall
     other = load.stop()

@@ -43,6 +43,8 @@ RUN_FIELDS = (
     "metadata.dtype",
     "metadata.lang",
     "metadata.anyres_mode",
+    "metadata.pruning_ratio",
+    "metadata.vision_attn",
 )
 SHOW = 20  # how many offending keys an error message lists
 

@@ -106,6 +106,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-dtype", type=str, default="auto")
     parser.add_argument("--attn-implementation", type=str, default=None)
     parser.add_argument("--vision-tower", type=str, default=None, help="local CLIP folder overriding mm_vision_tower")
+    parser.add_argument("--vision-attn", type=str, default="sdpa", choices=["sdpa", "eager"],
+                        help="the CLIP tower's attention: sdpa (default) or eager (bitwise equal to an eager "
+                             "CLIPVisionModel's features, to reproduce eager-tower runs exactly)")
     parser.add_argument("--anyres-mode", type=str, default="faithful", choices=["faithful", "paper"],
                         help="LLaVA-NeXT pruning: one budget per image over the unmodified model (faithful), "
                              "or FasterVLM's fixed 2x2 grid with K per view (paper)")
@@ -181,9 +184,11 @@ def check_images_exist(items: Sequence[VQAItem], image_folder: str) -> None:
 class _PromptDataset(Dataset):
     """Tokenised prompts and preprocessed images, so a DataLoader can prepare them ahead."""
 
-    def __init__(self, items, tokenizer, image_processor, model_config, conv_mode, image_folder):
+    def __init__(self, items, tokenizer, image_processor, model_config, conv_mode, image_folder,
+                 anyres_mode: str = "faithful"):
         self.items, self.tokenizer, self.image_processor = items, tokenizer, image_processor
         self.model_config, self.conv_mode, self.image_folder = model_config, conv_mode, image_folder
+        self.anyres_mode = anyres_mode
 
     def __len__(self) -> int:
         return len(self.items)
@@ -209,7 +214,7 @@ class _PromptDataset(Dataset):
         use_start_end = getattr(self.model_config, "mm_use_im_start_end", False)
         prompt = build_prompt(item.question, self.conv_mode, bool(images), use_start_end)
         input_ids = tokenizer_image_token(prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
-        pixels = process_images(images, self.image_processor, self.model_config) if images else None
+        pixels = process_images(images, self.image_processor, self.model_config, self.anyres_mode) if images else None
         return i, input_ids, pixels, [im.size for im in images]
 
 
@@ -270,7 +275,8 @@ def run_vqa(
         if not todo:
             return 0
         check_images_exist(todo, image_folder)
-        dataset = _PromptDataset(todo, tokenizer, image_processor, model.config, conv_mode, image_folder)
+        dataset = _PromptDataset(todo, tokenizer, image_processor, model.config, conv_mode, image_folder,
+                                 model.pruning.anyres_mode)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate(pad_id))
         device = model.get_model().embed_tokens.weight.device
@@ -393,6 +399,7 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
         pruning_args=args.pruning_args,
         vision_tower_path=args.vision_tower,
         anyres_mode=args.anyres_mode,
+        vision_attn_implementation=getattr(args, "vision_attn", "sdpa"),
         **placement,
     )
     return tokenizer, model, image_processor, model_name
@@ -400,13 +407,13 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
 
 def run_metadata(model, args: argparse.Namespace) -> dict:
     """What every answer records about the run (a sweep overrides visual_token_num per K)."""
+    pruning = model.pruning
     return {
-        "visual_token_num": model.config.visual_token_num,
-        "pruning_method": model.config.pruning_method,
-        "pruning_args": dict(model.config.pruning_args or {}),
+        **pruning.to_metadata(),
         "conv_mode": args.conv_mode,
         "dtype": str(model.dtype).replace("torch.", ""),
-        **({"anyres_mode": model.config.anyres_mode} if model.is_anyres() else {}),
+        "vision_attn": model.get_vision_tower().config._attn_implementation,
+        **({"anyres_mode": pruning.anyres_mode} if model.is_anyres() else {}),
     }
 
 

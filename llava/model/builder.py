@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+from llava.pruning.config import PruningConfig
 
 from .checkpoint import checkpoint_tensors, strip_prefix
 from .families import LoadOptions, family_of
@@ -25,6 +26,8 @@ from .multimodal import LlavaForPruning
 from .multimodal_encoder.builder import build_vision_tower, resolve_pretrained_dir
 
 logger = logging.getLogger(__name__)
+
+VISION_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -66,28 +69,40 @@ def load_pretrained_model(
     device: str = "auto",
     use_flash_attn: bool = False,
     visual_token_num: int | None = None,
-    pruning_method: str = "fastervlm",
+    pruning_method: str | None = None,
     pruning_args: dict | str | None = None,
     torch_dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
     vision_tower_path: str | None = None,
-    anyres_mode: str = "faithful",
+    anyres_mode: str | None = None,
+    pruning: PruningConfig | None = None,
+    vision_attn_implementation: str = "sdpa",
     **kwargs,
 ):
     """Load a LLaVA checkpoint; returns `(tokenizer, model, image_processor, context_len)`.
 
     model_path: local folder or a model id in the local HF cache (never downloaded).
     model_base: base LLM for projector-only checkpoints (`mm_projector.bin` in model_path).
-    visual_token_num: K kept visual tokens per image (None keeps all 576); changeable later with
-        `model.set_pruning(...)`. pruning_method/pruning_args: a registered method and its options.
+    visual_token_num: K kept visual tokens per image (None keeps all 576). pruning_method/pruning_args:
+        a registered method ('fastervlm' unless given) and its options. anyres_mode: LLaVA-NeXT
+        pruning mode, 'faithful' (default) or 'paper' (README, "LLaVA-NeXT"). These set the model's
+        default PruningConfig (`model.pruning`); or pass that value as `pruning` (not both).
+        Calls can pass their own (`generate(..., pruning=...)`).
     torch_dtype: 'float32' | 'float16' | 'bfloat16' | torch dtype | None (fp16 on CUDA, fp32 on CPU).
     attn_implementation: the LLM's attention ('sdpa' default, 'flash_attention_2' with use_flash_attn).
+    vision_attn_implementation: the CLIP tower's attention, 'sdpa' (default) or 'eager' (bitwise equal
+        to an eager CLIPVisionModel's features, for reproducing eager-tower results exactly).
     vision_tower_path: overrides `mm_vision_tower` (e.g. a local CLIP folder for offline use).
-    anyres_mode: LLaVA-NeXT pruning mode, 'faithful' or 'paper' (README, "LLaVA-NeXT").
     """
     from llava.mm_utils import load_image_processor
     from llava.model.tokenizer import load_tokenizer
 
+    if vision_attn_implementation not in VISION_ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"vision_attn_implementation must be one of {VISION_ATTN_IMPLEMENTATIONS}, "
+                         f"not {vision_attn_implementation!r}")
+    if pruning is not None and any(v is not None for v in (visual_token_num, pruning_method, pruning_args, anyres_mode)):
+        raise ValueError("pass either pruning=PruningConfig(...) or visual_token_num/pruning_method/"
+                         "pruning_args/anyres_mode, not both")
     if load_8bit or load_4bit:
         raise NotImplementedError("8/4-bit loading is not supported; use torch_dtype='float16' or 'bfloat16'")
     if model_name and "lora" in model_name.lower() and model_base:
@@ -104,6 +119,7 @@ def load_pretrained_model(
     raw = read_config(model_path)
     options = LoadOptions(
         dtype=dtype, llm_kwargs=load_kwargs, vision_tower_path=vision_tower_path,
+        vision_attn_implementation=vision_attn_implementation,
         model_base=None if model_base is None else resolve_pretrained_dir(model_base),
     )
     model = family_of(raw, model_path).load(model_path, raw, options)
@@ -121,7 +137,7 @@ def load_pretrained_model(
             model.config.mm_vision_select_feature,
             base_dir=model_path,
             dtype=dtype,
-            attn_implementation="sdpa",
+            attn_implementation=vision_attn_implementation,
         )
         model.attach_vision_tower(tower)
         image_processor = tower.image_processor
@@ -131,9 +147,16 @@ def load_pretrained_model(
     else:
         image_processor = load_image_processor(vision_tower_path or model_path)
         model.get_vision_tower().image_processor = image_processor
+        # A tower stored in the checkpoint was built from its config; choose its attention here.
+        model.get_vision_tower().vision_tower.set_attn_implementation(vision_attn_implementation)
     model.get_vision_tower().to(dtype=dtype)
 
-    model.set_pruning(visual_token_num, pruning_method, pruning_args, anyres_mode)
+    if pruning is not None:
+        model.pruning = pruning
+    else:  # unset fields keep the model's value (the default, or a legacy config.json's)
+        keep_k = visual_token_num is None and model.pruning.ratio is None
+        model.set_pruning(model.pruning.visual_token_num if keep_k else visual_token_num,
+                          pruning_method, pruning_args, anyres_mode)
     model.eval()
     context_len = getattr(model.config, "max_sequence_length", None) or 2048
     return tokenizer, model, image_processor, context_len

@@ -11,34 +11,29 @@ The path of a batch:
 from __future__ import annotations
 
 import numbers
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llava.pruning import get_method, parse_method_args
+from llava.pruning import get_method
 from llava.pruning.base import VisionSignals, gather_tokens
+from llava.pruning.config import PruningConfig, check_visual_token_num
 
 VisualTokenNum = int | None | Sequence[int | None]
+# Default of the `visual_token_num` overrides: take K (or the ratio) from the call's PruningConfig.
+FROM_PRUNING = "pruning"
 
 
-def check_visual_token_num(value) -> int | None:
-    """Validate one budget K: None (keep all) or an integer >= 1. Anything else raises ValueError."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer() and value >= 1:
-            return int(value)
-        raise ValueError(f"visual_token_num must be a positive integer or None, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"visual_token_num must be >= 1 (K kept visual tokens per image), got {value}")
-    return int(value)
+def _from_pruning(visual_token_num) -> bool:
+    return isinstance(visual_token_num, str) and visual_token_num == FROM_PRUNING
 
 
 def expand_budgets(visual_token_num: VisualTokenNum, num_images: int) -> list[int | None]:
     """One validated K per image from a scalar or a per-image sequence."""
-    if visual_token_num is None or isinstance(visual_token_num, (numbers.Number, bool)):
+    if visual_token_num is None or isinstance(visual_token_num, (numbers.Number, bool, str)):
         return [check_visual_token_num(visual_token_num)] * num_images
     budgets = [check_visual_token_num(k) for k in visual_token_num]
     if len(budgets) != num_images:
@@ -83,71 +78,99 @@ class LlavaMetaForCausalLM:
     `get_input_embeddings()`.
     """
 
+    # The model's default pruning value; calls and `pruning_config` blocks may pass another.
+    pruning: PruningConfig = PruningConfig()
+
     # ---- configuration ----------------------------------------------------------------------
     def set_pruning(
         self,
-        visual_token_num: VisualTokenNum = None,
+        visual_token_num: int | None = None,
         method: str | None = None,
         method_args: dict | str | None = None,
         anyres_mode: str | None = None,
-    ) -> None:
-        """Set the default budget K (None = no pruning) and method; takes effect on the next call.
+        *,
+        ratio: float | None = None,
+    ) -> PruningConfig:
+        """Set the model's default PruningConfig (`self.pruning`) and return it.
 
-        anyres_mode ('faithful' or 'paper') chooses how LLaVA-NeXT images are pruned (see
-        `encode_anyres_images`); 'paper' also changes their preprocessing (fixed 2x2 grid).
+        visual_token_num: K (None = no pruning), or give `ratio` instead. method, method_args and
+        anyres_mode keep their current values when None; switching to another method without
+        method_args drops the previous method's args. anyres_mode ('faithful' or 'paper') chooses how
+        LLaVA-NeXT images are pruned (see `encode_anyres_images`); 'paper' also changes their
+        preprocessing (`process_images(..., anyres_mode='paper')`, fixed 2x2 grid).
         """
-        if anyres_mode is not None:
-            from llava.anyres import ANYRES_MODES
-
-            if anyres_mode not in ANYRES_MODES:
-                raise ValueError(f"anyres_mode must be one of {ANYRES_MODES}, not {anyres_mode!r}")
-            self.config.anyres_mode = anyres_mode
+        current = self.pruning
+        if method is not None and method != current.method and method_args is None:
+            method_args = ()
+        changes = dict(visual_token_num=visual_token_num, ratio=ratio)
         if method is not None:
-            get_method(method)  # fail early on unknown names
-            self.config.pruning_method = method
-        if isinstance(method_args, str):
-            method_args = parse_method_args(method_args)
-        if method_args is not None or not hasattr(self.config, "pruning_args"):
-            self.config.pruning_args = dict(method_args or {})
-        if isinstance(visual_token_num, (list, tuple)):
-            raise ValueError(f"the default visual_token_num must be one integer, got {visual_token_num!r}; "
-                             "pass per-image lists to generate()")
-        self.config.visual_token_num = check_visual_token_num(visual_token_num)
+            changes["method"] = method
+        if method_args is not None:
+            changes["method_args"] = method_args
+        if anyres_mode is not None:
+            changes["anyres_mode"] = anyres_mode
+        self.pruning = PruningConfig(**{**vars(current), **changes})
+        return self.pruning
+
+    @contextmanager
+    def pruning_config(self, pruning: PruningConfig) -> Iterator[PruningConfig]:
+        """Use `pruning` as the model's default inside the block; the previous value comes back on exit."""
+        if not isinstance(pruning, PruningConfig):
+            raise TypeError(f"pruning_config() takes a PruningConfig, got {type(pruning).__name__}")
+        previous = self.pruning
+        self.pruning = pruning
+        try:
+            yield pruning
+        finally:
+            self.pruning = previous
+
+    def _pruning(self, pruning: PruningConfig | None) -> PruningConfig:
+        """The value a call uses: its own, else the model's default."""
+        if pruning is None:
+            return self.pruning
+        if not isinstance(pruning, PruningConfig):
+            raise TypeError(f"pruning= takes a PruningConfig, got {type(pruning).__name__}")
+        return pruning
 
     # ---- images -> visual tokens --------------------------------------------------------------
-    def pruning_needs(self) -> frozenset[str]:
-        """The vision signals the configured method asks the tower for."""
-        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+    def pruning_needs(self, pruning: PruningConfig | None = None) -> frozenset[str]:
+        """The vision signals the method of `pruning` (default: the model's) asks the tower for."""
+        method = get_method(self._pruning(pruning).method)
         return method.needs if method.stage == "pre_llm" else frozenset()
 
     @torch.no_grad()
-    def vision_signals(self, images: torch.Tensor, needs: frozenset[str] | None = None) -> VisionSignals:
+    def vision_signals(
+        self, images: torch.Tensor, needs: frozenset[str] | None = None, pruning: PruningConfig | None = None
+    ) -> VisionSignals:
         """Run the vision tower once: images [n_img, 3, S, S] -> VisionSignals (reusable across budgets)."""
         if not torch.is_tensor(images):
             images = torch.cat([im if im.ndim == 4 else im[None] for im in images])  # anyres: all views
         elif images.ndim == 5:
             images = images.flatten(0, 1)
-        return self.get_vision_tower()(images, needs=self.pruning_needs() if needs is None else needs)
+        return self.get_vision_tower()(images, needs=self.pruning_needs(pruning) if needs is None else needs)
 
     @torch.no_grad()
     def encode_images(
         self,
         images: torch.Tensor | None,
-        visual_token_num: VisualTokenNum = "config",
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
         signals: VisionSignals | None = None,
+        pruning: PruningConfig | None = None,
     ) -> EncodedImages:
         """Encode, select and project. images [n_img, 3, S, S] -> EncodedImages (n_img x [K_i, H]).
 
-        `signals` from `vision_signals()` skips the tower (a K sweep encodes each image once);
-        they must hold what the configured method needs.
+        `pruning` (default: the model's) gives the method and the budget; `visual_token_num`
+        overrides its budget, per image if a list. `signals` from `vision_signals()` skips the tower
+        (a K sweep encodes each image once); they must hold what the method needs.
         """
-        if visual_token_num == "config":
-            visual_token_num = getattr(self.config, "visual_token_num", None)
+        cfg = self._pruning(pruning)
         n_images = signals.features.shape[0] if signals is not None else images.shape[0]
-        budgets = expand_budgets(visual_token_num, n_images)
         tower = self.get_vision_tower()
-        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        method = get_method(cfg.method)
         n = tower.num_patches + (1 if tower.select_feature == "cls_patch" else 0)
+        if _from_pruning(visual_token_num):
+            visual_token_num = cfg.budget(n)
+        budgets = expand_budgets(visual_token_num, n_images)
         prune = [k is not None and k < n for k in budgets]
         if any(prune) and tower.select_feature != "patch":
             raise ValueError("pruning needs mm_vision_select_feature='patch' (no LLaVA-1.5/1.6 checkpoint uses 'cls_patch')")
@@ -158,7 +181,7 @@ class LlavaMetaForCausalLM:
         projector = self.mm_projector
         weight = next(projector.parameters(), None)
         proj_dtype = weight.dtype if weight is not None else signals.features.dtype
-        method_args = dict(getattr(self.config, "pruning_args", None) or {})
+        method_args = cfg.args
 
         features: list[torch.Tensor | None] = [None] * len(budgets)
         kept: list[torch.Tensor | None] = [None] * len(budgets)
@@ -187,8 +210,9 @@ class LlavaMetaForCausalLM:
         self,
         views: torch.Tensor | None,
         image_sizes: Sequence[tuple[int, int]],
-        visual_token_num: VisualTokenNum = "config",
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
         signals: VisionSignals | None = None,
+        pruning: PruningConfig | None = None,
     ) -> EncodedImages:
         """LLaVA-NeXT images: views [sum(1 + crops), 3, S, S] (base view first per image) -> EncodedImages.
 
@@ -196,37 +220,40 @@ class LlavaMetaForCausalLM:
         newline tokens). `anyres_mode` 'faithful': K is one budget per image over its base and grid
         tokens, chosen by the method on those candidates; a newline is kept for every grid row that
         keeps a token. 'paper' (FasterVLM's setting): fixed 2x2 grid, 'spatial' merge without unpad or
-        newlines, and K per view (5 x K tokens). Only kept tokens are projected.
+        newlines, and K per view (5 x K tokens). Only kept tokens are projected. A ratio resolves
+        against the image's candidates ('faithful') or a view's patches ('paper').
         """
         from llava.anyres import NEWLINE, anyres_pinpoints, grid_shape, token_layout, views_per_image
 
-        if visual_token_num == "config":
-            visual_token_num = getattr(self.config, "visual_token_num", None)
+        cfg = self._pruning(pruning)
+        from_ratio = _from_pruning(visual_token_num) and cfg.ratio is not None
+        if _from_pruning(visual_token_num):
+            visual_token_num = cfg.visual_token_num
         budgets = expand_budgets(visual_token_num, len(image_sizes))
         tower = self.get_vision_tower()
-        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
-        if method.stage != "pre_llm" and any(k is not None for k in budgets):
+        method = get_method(cfg.method)
+        if method.stage != "pre_llm" and (from_ratio or any(k is not None for k in budgets)):
             raise ValueError(f"pruning method {method.name!r} is not supported with anyres images")
         crop = tower.config.image_size
-        paper = getattr(self.config, "anyres_mode", "faithful") == "paper"
-        pinpoints = anyres_pinpoints(self.config, crop)
+        paper = cfg.anyres_mode == "paper"
+        pinpoints = anyres_pinpoints(self.config, crop, cfg.anyres_mode)
         counts = [views_per_image(tuple(size), pinpoints, crop) for size in image_sizes]
         if signals is None:
             if views.shape[0] != sum(counts):
                 raise ValueError(f"expected {sum(counts)} anyres views for image sizes {list(image_sizes)}, "
                                  f"got {views.shape[0]}")
-            needs = method.needs if any(k is not None for k in budgets) else frozenset()
+            needs = method.needs if from_ratio or any(k is not None for k in budgets) else frozenset()
             signals = tower(views, needs=needs)  # [V, N, D] for all views at once
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         unpad = "unpad" in merge and not paper
         side = tower.num_patches_per_side
         projector = self.mm_projector
         dtype = next(projector.parameters()).dtype
-        method_args = dict(getattr(self.config, "pruning_args", None) or {})
+        method_args = cfg.args
 
         features, kept_slots = [], []
         start = 0
-        for size, n_views, k in zip(image_sizes, counts, budgets):
+        for i, (size, n_views, k) in enumerate(zip(image_sizes, counts, budgets)):
             size = tuple(size)
             view_sig = signals.index(slice(start, start + n_views))
             start += n_views
@@ -241,6 +268,8 @@ class LlavaMetaForCausalLM:
                 layout = token_layout(n_crops, side, grid, size, unpad, unpad)
             is_token = layout.crop != NEWLINE
             slot_ids = torch.nonzero(is_token).flatten()
+            if from_ratio:  # K per view in 'paper' mode, per image over its candidates otherwise
+                k = budgets[i] = cfg.budget(side * side if paper else len(slot_ids))
             keep_slots, merged = self._select_anyres(
                 method, method_args, view_sig, layout, slot_ids, k, paper, side
             )
@@ -295,11 +324,12 @@ class LlavaMetaForCausalLM:
         images: torch.Tensor | Sequence[torch.Tensor] | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        visual_token_num: VisualTokenNum = "config",
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
         padding_side: str = "left",
         signals: VisionSignals | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
         encoded: EncodedImages | None = None,
+        pruning: PruningConfig | None = None,
     ) -> MultimodalInputs:
         """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
 
@@ -307,6 +337,7 @@ class LlavaMetaForCausalLM:
         (attention_mask == 0) is dropped and the spliced rows are re-padded on `padding_side`.
         `signals` (from `vision_signals`) replaces `images` when the tower has already run;
         `encoded` (from `encode_images` / `encode_anyres_images`) splices tokens already projected.
+        `pruning` (default: the model's) and the `visual_token_num` override work as in `encode_images`.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
@@ -325,7 +356,8 @@ class LlavaMetaForCausalLM:
             if images is not None:
                 views = torch.cat(list(images)) if not torch.is_tensor(images) else images.flatten(0, 1) \
                     if images.ndim == 5 else images
-            encoded = self.encode_anyres_images(views, image_sizes, visual_token_num, signals=signals)
+            encoded = self.encode_anyres_images(views, image_sizes, visual_token_num, signals=signals,
+                                                pruning=pruning)
             image_feats = encoded.features
         elif signals is not None:
             if signals.features.shape[0] != n_placeholders:
@@ -333,7 +365,7 @@ class LlavaMetaForCausalLM:
                     f"the prompts hold {n_placeholders} <image> placeholders but signals for "
                     f"{signals.features.shape[0]} images were given"
                 )
-            encoded = self.encode_images(None, visual_token_num, signals=signals)
+            encoded = self.encode_images(None, visual_token_num, signals=signals, pruning=pruning)
             image_feats = encoded.features
         elif images is not None:
             if not torch.is_tensor(images):
@@ -344,7 +376,7 @@ class LlavaMetaForCausalLM:
                 raise ValueError(
                     f"the prompts hold {n_placeholders} <image> placeholders but {images.shape[0]} images were given"
                 )
-            encoded = self.encode_images(images, visual_token_num)
+            encoded = self.encode_images(images, visual_token_num, pruning=pruning)
             image_feats = encoded.features
         elif n_placeholders:
             raise ValueError(f"the prompts hold {n_placeholders} <image> placeholders but no images were given")

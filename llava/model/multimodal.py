@@ -22,7 +22,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from .llava_arch import LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
+from llava.pruning.config import LEGACY_CONFIG_KEYS, PruningConfig
+
+from .llava_arch import FROM_PRUNING, LlavaMetaForCausalLM, MultimodalInputs, VisualTokenNum
 from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
 from .multimodal_encoder.clip_encoder import CLIPVisionTower
@@ -78,6 +80,9 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         super().__init__()
         self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config)
         self.config = with_mm_defaults(self.llm.config)  # one config object, shared with the LLM
+        # Older releases kept pruning settings in config.json: take them once, then drop them.
+        legacy = {key: self.config.__dict__.pop(key) for key in LEGACY_CONFIG_KEYS if key in self.config.__dict__}
+        self.pruning = PruningConfig.from_legacy(legacy) if legacy else PruningConfig()
         for key in ("mm_vision_tower", "mm_hidden_size", "mm_vision_select_layer", "mm_vision_select_feature",
                     "mm_projector_type", "image_aspect_ratio", "mm_patch_merge_type", "image_grid_pinpoints",
                     "tokenizer_model_max_length", "tokenizer_padding_side", "unfreeze_mm_vision_tower"):
@@ -144,7 +149,8 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         images: torch.Tensor | Sequence[torch.Tensor] | None = None,
         image_sizes: list | None = None,
         labels: torch.LongTensor | None = None,
-        visual_token_num: VisualTokenNum = "config",
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
+        pruning: PruningConfig | None = None,
         **kwargs,
     ):
         """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first.
@@ -154,9 +160,10 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         if kwargs.get("inputs_embeds") is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
             mm = self.prepare_multimodal_inputs(
-                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes
+                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes,
+                pruning=pruning,
             )
-            if self.in_llm_pruner(mm) is not None:
+            if self.in_llm_pruner(mm, pruning) is not None:
                 raise ValueError("in-LLM pruning (e.g. fastv) runs in generate(); forward() would run the "
                                  "unpruned LLM (set_pruning(None) to take full-model logits)")
             input_ids, labels, attention_mask = None, mm.labels, mm.attention_mask
@@ -170,25 +177,27 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         images: torch.Tensor | Sequence[torch.Tensor] | None = None,
         image_sizes: list | None = None,
         attention_mask: torch.Tensor | None = None,
-        visual_token_num: VisualTokenNum = "config",
+        visual_token_num: VisualTokenNum = FROM_PRUNING,
         vision_signals=None,
+        pruning: PruningConfig | None = None,
         **kwargs,
     ) -> torch.LongTensor:
         """Generate from prompts with image placeholders; returns only the new tokens [B, T_new].
 
         `inputs` [B, L] may be padded on either side (give `attention_mask`); the spliced batch is
-        left-padded. `visual_token_num` overrides the model's K, per image if a list;
-        `vision_signals` (from `vision_signals(images)`) reuses one tower run across budgets. After the
-        call, `self.last_multimodal` holds the visual-token counts and kept indices per image.
+        left-padded. `pruning` (default: `self.pruning`) sets the method and budget of this call;
+        `visual_token_num` overrides its K, per image if a list; `vision_signals` (from
+        `vision_signals(images)`) reuses one tower run across budgets. After the call,
+        `self.last_multimodal` holds the visual-token counts and kept indices per image.
         """
         if "inputs_embeds" in kwargs:
             return self.llm.generate(attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(
             inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
-            image_sizes=image_sizes,
+            image_sizes=image_sizes, pruning=pruning,
         )
         self.last_multimodal = mm.encoded
-        pruner = self.in_llm_pruner(mm)
+        pruner = self.in_llm_pruner(mm, pruning)
         if pruner is None:
             return self.llm.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
         loop = LLMLoop(self.get_model(), self.lm_head, pruner)
@@ -198,14 +207,15 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         mm.encoded.in_llm = pruner.report()
         return out
 
-    def in_llm_pruner(self, mm: MultimodalInputs):
+    def in_llm_pruner(self, mm: MultimodalInputs, pruning: PruningConfig | None = None):
         """The token dropper of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
         from llava.pruning import get_method
 
-        method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
+        cfg = self._pruning(pruning)
+        method = get_method(cfg.method)
         if method.stage != "in_llm" or mm.encoded is None:
             return None
-        args = {**method.defaults, **(getattr(self.config, "pruning_args", None) or {})}
+        args = {**method.defaults, **cfg.args}
         if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
             return None  # no budget: nothing to prune
         unknown = set(args) - set(method.defaults)

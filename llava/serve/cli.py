@@ -25,7 +25,8 @@ def answer(model, tokenizer, image_processor, image, conv, query: str, gen_kwarg
     conv.append_message(conv.roles[1], None)
     ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt").unsqueeze(0)
     device = model.get_model().embed_tokens.weight.device
-    pixels = process_images([image], image_processor, model.config).to(device=device, dtype=model.get_vision_tower().dtype)
+    pixels = process_images([image], image_processor, model.config, model.pruning.anyres_mode)
+    pixels = pixels.to(device=device, dtype=model.get_vision_tower().dtype)
     out = model.generate(ids.to(device), images=pixels, image_sizes=[image.size], **gen_kwargs)
     reply = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
     conv.messages[-1][-1] = reply
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--torch-dtype", default="auto")
     parser.add_argument("--vision-tower", default=None)
+    parser.add_argument("--vision-attn", default="sdpa", choices=["sdpa", "eager"],
+                        help="the CLIP tower's attention (eager reproduces an eager tower bit for bit)")
     parser.add_argument("--save-kept-map", default=None, help="PNG showing the kept patches over the image")
     args = parser.parse_args(argv)
 
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         args.model_path, args.model_base, None, device=args.device, torch_dtype=args.torch_dtype,
         visual_token_num=args.visual_token_num, pruning_method=args.pruning_method,
         pruning_args=args.pruning_args, vision_tower_path=args.vision_tower,
+        vision_attn_implementation=args.vision_attn,
     )
     gen_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, use_cache=True)
     if args.temperature > 0:

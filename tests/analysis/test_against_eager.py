@@ -54,7 +54,7 @@ def reference(tiny_path, tiny):
     tokenizer, _, processor, _ = tiny
     _, eager, _, _ = load_pretrained_model(tiny_path, None, "llava-v1.5-tiny", device="cpu", torch_dtype="float32",
                                            attn_implementation="eager")
-    eager.set_pruning(None)
+    assert not eager.pruning.prunes
     tower = eager.get_vision_tower().vision_tower
     clip = CLIPVisionModel._from_config(copy.deepcopy(tower.config), attn_implementation="eager")
     clip.load_state_dict(tower.state_dict())

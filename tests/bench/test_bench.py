@@ -16,7 +16,7 @@ from llava.bench.measure import PeakMemory, summarize
 from llava.bench.models import build_random_model, llava_config, make_batch, random_image_processor, tiny_tokenizer, with_llm_layers
 from llava.bench.stages import STAGES, Clock, OriginalTower, SignalTimer, run_original, run_ours
 from llava.model.tiny import build_tiny_model
-from llava.pruning import get_method
+from llava.pruning import PruningConfig, get_method
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +90,11 @@ def test_greedy_loop_matches_generate(tiny_setup, method):
     model, batch = tiny_setup
     result = run_ours(model, batch, 64, get_method(method), {}, 5, Clock("cpu"))
     generated = model.generate(batch.input_ids, images=batch.images, attention_mask=batch.attention_mask,
-                               visual_token_num=64, max_new_tokens=5, do_sample=False)
+                               pruning=PruningConfig(method, 64), max_new_tokens=5, do_sample=False)
     n = generated.shape[1]
     assert torch.equal(result.tokens[:, :n], generated)
     assert result.seconds["scoring"] > 0 if get_method(method).needs - {"keys"} else True
-    model.set_pruning(None, "fastervlm", {})
+    assert model.pruning == PruningConfig()  # the bench passes its settings; the model's default is untouched
 
 
 def test_scoring_timer_recomputes_the_towers_own_signals(tiny_setup):

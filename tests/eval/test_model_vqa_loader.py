@@ -39,7 +39,16 @@ def test_batch_size_does_not_change_answers(tiny_path, tmp_path):
     assert list(rec)[:5] == ["question_id", "prompt", "text", "answer_id", "model_id"]
     assert rec["prompt"] == "Question number 0?" and rec["model_id"] == "llava-v1.5-tiny"
     assert rec["metadata"]["visual_token_num"] == 58 and rec["metadata"]["visual_tokens"] == 58
-    assert rec["metadata"]["pruning_method"] == "fastervlm"
+    assert rec["metadata"]["pruning_method"] == "fastervlm" and rec["metadata"]["vision_attn"] == "sdpa"
+
+
+def test_eager_vision_attention_is_recorded(tiny_path, tmp_path):
+    q = _questions(tmp_path / "q.jsonl", n=2)
+    eager = _run(tiny_path, q, tmp_path / "eager.jsonl", "--visual-token-num", "58", "--vision-attn", "eager")
+    assert [a["metadata"]["vision_attn"] for a in eager] == ["eager", "eager"]
+    assert all(a["metadata"]["visual_tokens"] == 58 for a in eager)
+    with pytest.raises(SystemExit):
+        _run(tiny_path, q, tmp_path / "bad.jsonl", "--vision-attn", "flash")
 
 
 def test_resume_after_a_killed_run(tiny_path, tmp_path):
@@ -122,3 +131,14 @@ def test_cli_answers_and_saves_kept_map(tiny_path, tmp_path, capsys):
     assert kept.shape == plain.shape == (672, 672, 3)
     ratio = kept.reshape(24, 28, 24, 28, 3).sum(axis=(1, 3, 4)) / plain.reshape(24, 28, 24, 28, 3).sum(axis=(1, 3, 4))
     assert int((ratio > 0.99).sum()) == 58 and int((ratio < 0.3).sum()) == 576 - 58
+
+
+def test_kept_map_main_with_eager_tower(tiny_path, tmp_path):
+    from PIL import Image
+
+    from llava.kept_map import main as kept_main
+
+    out = tmp_path / "grid.png"
+    kept_main(["--model-path", tiny_path, "--image-file", str(SAMPLES / "shapes.png"), "--visual-token-num", "58,29",
+               "--pruning-method", "fastervlm,uniform", "--device", "cpu", "--vision-attn", "eager", "--out", str(out)])
+    assert Image.open(out).size[0] > 2 * 336  # two columns of panels

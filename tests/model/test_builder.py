@@ -12,6 +12,8 @@ from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.tiny import HF_DIR, build_tiny_model
+from llava.pruning import PruningConfig
+from llava.pruning.config import LEGACY_CONFIG_KEYS
 
 
 def _logits(model, tokenizer, processor, image, k=None):
@@ -26,7 +28,8 @@ def test_original_layout_has_the_llava_model_type_quirk_and_loads(tiny, tiny_pat
     assert raw["model_type"] == "llava" and "mm_vision_tower" in raw and "vision_config" not in raw
     tokenizer, model, processor, context_len = tiny
     assert context_len == 2048
-    assert model.get_vision_tower() is not None and model.config.visual_token_num is None
+    assert model.get_vision_tower() is not None and model.pruning == PruningConfig()
+    assert not set(LEGACY_CONFIG_KEYS) & set(vars(model.config))  # pruning is never on the config
     reference = build_tiny_model(len(tokenizer))  # the weights the checkpoint was written from
     for (name, ours), (_, ref) in zip(model.state_dict().items(), reference.state_dict().items()):
         assert torch.equal(ours, ref), name
@@ -38,7 +41,7 @@ def test_hf_layout_loads_into_the_same_class_and_agrees(tiny, tiny_dir, sample_i
     tokenizer, model, processor, _ = tiny
     hf_tok, hf_model, hf_proc, _ = load_pretrained_model(str(tiny_dir / HF_DIR), device="cpu", visual_token_num=58)
     assert type(hf_model) is type(model)
-    assert hf_model.config.visual_token_num == 58
+    assert hf_model.pruning == PruningConfig(visual_token_num=58)
     for k in (None, 58):
         ours = _logits(model, tokenizer, processor, sample_images[1], k)
         theirs = _logits(hf_model, hf_tok, hf_proc, sample_images[1], k)
@@ -52,7 +55,7 @@ def test_loader_options(tiny_path, sample_images):
         pruning_args="seed=3",
     )
     assert model.dtype == torch.bfloat16 and model.get_vision_tower().dtype == torch.bfloat16
-    assert model.config.pruning_method == "random" and model.config.pruning_args == {"seed": 3}
+    assert model.pruning == PruningConfig("random", 29, method_args={"seed": 3})
     assert model.config._attn_implementation == "sdpa"
     ids = tokenizer_image_token(build_prompt("Hi?", "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
     pixels = process_images(sample_images[:1], processor, model.config).to(torch.bfloat16)

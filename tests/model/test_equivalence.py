@@ -12,6 +12,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.hf_layout import to_hf_model
+from llava.pruning import PruningConfig
 
 QUESTIONS = ["What shapes are in the image?", "What does the text say?", "Is there a house?"]
 
@@ -67,9 +68,9 @@ def _eager_topk(eager_clip, pixels, k):
     return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
 
 
-def test_unpruned_logits_and_greedy_match_hf(tiny, hf_model, batch, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(None)
+def test_unpruned_logits_and_greedy_match_hf(tiny, hf_model, batch):
+    model = tiny[1]
+    assert not model.pruning.prunes  # the loader's default keeps every token
     rows, pixels = batch
     ids, mask = _left_pad(rows)
     ours = model(input_ids=ids, attention_mask=mask, images=pixels).logits
@@ -124,9 +125,9 @@ def test_tower_stops_at_selected_layer_and_keeps_no_maps(tiny, batch):
 
 
 @pytest.mark.parametrize("k", [144, 58, 29])
-def test_pruned_path_equals_hf_fed_kept_features(tiny, hf_model, eager_clip, batch, fresh_pruning, k):
-    model = fresh_pruning
-    model.set_pruning(k)
+def test_pruned_path_equals_hf_fed_kept_features(tiny, hf_model, eager_clip, batch, k):
+    model = tiny[1]
+    pruning = PruningConfig(visual_token_num=k)
     rows, pixels = batch
     keep = _eager_topk(eager_clip, pixels, k)  # [B, K], independent of our selector
     feats = hf_model.model.get_image_features(pixel_values=pixels).pooler_output  # B x [576, H], all projected
@@ -149,7 +150,7 @@ def test_pruned_path_equals_hf_fed_kept_features(tiny, hf_model, eager_clip, bat
     projector_inputs = []
     hook = model.mm_projector.register_forward_hook(lambda m, i, o: projector_inputs.append(i[0].shape))
     try:
-        mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+        mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=pruning)
     finally:
         hook.remove()
     assert projector_inputs == [torch.Size([2, k, tiny[1].config.mm_hidden_size])]  # only kept tokens projected
@@ -157,7 +158,8 @@ def test_pruned_path_equals_hf_fed_kept_features(tiny, hf_model, eager_clip, bat
     ours = model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids).logits
     torch.testing.assert_close(ours, ref_logits, atol=1e-5, rtol=1e-5)
 
-    ours_gen = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    ours_gen = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                              pruning=pruning)
     ref_gen = hf_model.generate(inputs_embeds=ref_embeds, attention_mask=ref_mask, max_new_tokens=8, do_sample=False)
     assert ours_gen.tolist() == ref_gen[:, -ours_gen.shape[1]:].tolist()
 
@@ -192,15 +194,14 @@ def test_several_images_in_one_prompt_with_different_budgets(tiny, sample_images
         model.prepare_multimodal_inputs(ids, pixels[:1])
 
 
-def test_forward_with_labels_returns_the_loss(tiny, batch, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(58)
+def test_forward_with_labels_returns_the_loss(tiny, batch):
+    model = tiny[1]
     rows, pixels = batch
     ids = torch.tensor([rows[0]])
     labels = ids.clone()
     labels[ids == IMAGE_TOKEN_INDEX] = -100
     labels[0, :5] = -100
-    out = model(input_ids=ids, images=pixels[:1], labels=labels)
+    out = model(input_ids=ids, images=pixels[:1], labels=labels, pruning=PruningConfig(visual_token_num=58))
     pos = rows[0].index(IMAGE_TOKEN_INDEX)
     full = torch.cat([labels[0, :pos], torch.full((58,), -100), labels[0, pos + 1:]])
     ref = torch.nn.functional.cross_entropy(out.logits[0, :-1], full[1:], ignore_index=-100)
@@ -209,40 +210,45 @@ def test_forward_with_labels_returns_the_loss(tiny, batch, fresh_pruning):
 
 
 @pytest.mark.parametrize("k", [576, 1000])
-def test_budget_at_or_above_n_keeps_everything(tiny, batch, fresh_pruning, k):
-    model = fresh_pruning
+def test_budget_at_or_above_n_keeps_everything(tiny, batch, k):
+    model = tiny[1]
     rows, pixels = batch
     ids = torch.tensor([rows[0]])
-    model.set_pruning(None)
-    ref = model(input_ids=ids, images=pixels[:1]).logits
-    model.set_pruning(k)
-    torch.testing.assert_close(model(input_ids=ids, images=pixels[:1]).logits, ref, atol=0, rtol=0)
+    ref = model(input_ids=ids, images=pixels[:1], pruning=PruningConfig()).logits
+    pruned = model(input_ids=ids, images=pixels[:1], pruning=PruningConfig(visual_token_num=k)).logits
+    torch.testing.assert_close(pruned, ref, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "58", True])
-def test_bad_budgets_raise_naming_the_value(tiny, fresh_pruning, bad):
+def test_bad_budgets_raise_naming_the_value(tiny, bad):
+    model = tiny[1]
+    before = model.pruning
     with pytest.raises(ValueError, match=repr(bad) if not isinstance(bad, int) or isinstance(bad, bool) else str(bad)):
-        fresh_pruning.set_pruning(bad)
+        model.set_pruning(bad)
+    assert model.pruning is before  # a refused value changes nothing
 
 
-def test_budget_changes_without_reloading(tiny, batch, fresh_pruning):
-    model = fresh_pruning
+def test_budget_changes_without_reloading(tiny, batch):
+    model = tiny[1]
     rows, pixels = batch
     ids = torch.tensor([rows[0]])
-    for k, expected in [(29, 29), (58, 58), (None, 576)]:
-        model.set_pruning(k)
+    default = model.pruning
+    with model.pruning_config(PruningConfig()):  # set_pruning inside the block; restored on exit
+        for k, expected in [(29, 29), (58, 58), (None, 576)]:
+            model.set_pruning(k)
+            model.generate(ids, images=pixels[:1], max_new_tokens=1, do_sample=False)
+            assert model.last_multimodal.token_counts == [expected]
+        assert model.set_pruning(64, method="uniform") == PruningConfig("uniform", 64)
         model.generate(ids, images=pixels[:1], max_new_tokens=1, do_sample=False)
-        assert model.last_multimodal.token_counts == [expected]
-    model.set_pruning(64, method="uniform")
-    model.generate(ids, images=pixels[:1], max_new_tokens=1, do_sample=False)
-    assert model.last_multimodal.token_counts == [64]
-    with pytest.raises(ValueError, match="unknown pruning method 'nope'"):
-        model.set_pruning(29, method="nope")
+        assert model.last_multimodal.token_counts == [64]
+        with pytest.raises(ValueError, match="unknown pruning method 'nope'"):
+            model.set_pruning(29, method="nope")
+    assert model.pruning is default
 
 
-def test_precomputed_signals_give_the_same_answers(tiny, batch, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(None)
+def test_precomputed_signals_give_the_same_answers(tiny, batch):
+    model = tiny[1]
+    assert not model.pruning.prunes
     rows, pixels = batch
     ids, mask = _left_pad(rows)
     signals = model.vision_signals(pixels, needs=frozenset({"cls_attn"}))

@@ -13,6 +13,7 @@ from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.hf_layout import to_hf_model
 from llava.model.tiny import NEXT_PINPOINTS, save_tiny_next_checkpoint
+from llava.pruning import PruningConfig
 from oracle import REPO, require_oracle, run_oracle
 
 SIZES = [(400, 300), (300, 500), (1000, 320), (336, 336), (250, 900)]
@@ -82,7 +83,7 @@ for s in PAYLOAD["few"]:
 @pytest.mark.parametrize("size", SIZES)
 def test_unpruned_equals_hf_llava_next(next_model, size):
     tokenizer, model, processor, _ = next_model
-    model.set_pruning(None, anyres_mode="faithful")
+    assert model.pruning == PruningConfig()  # unpruned, faithful
     hf = to_hf_model(model)
     ids = _prompt(tokenizer)
     image = _image(size)
@@ -171,17 +172,17 @@ def test_next_answers_equal_the_original_implementation(next_path, next_model):
     tokenizer, model, processor, _ = next_model
     ids = _prompt(tokenizer, "Describe the image.")
     for mode, k in (("faithful", None), ("paper", 29)):
-        model.set_pruning(k, anyres_mode=mode)
+        pruning = PruningConfig(visual_token_num=k, anyres_mode=mode)
         for n, size in enumerate(sizes):
             image = _image(size)
-            pixels = process_images([image], processor, model.config)
-            out = model.generate(ids, images=pixels, image_sizes=[image.size], max_new_tokens=10, do_sample=False)
+            pixels = process_images([image], processor, model.config, mode)
+            out = model.generate(ids, images=pixels, image_sizes=[image.size], max_new_tokens=10, do_sample=False,
+                                 pruning=pruning)
             expected = ref[mode][n]
             if mode == "paper":
                 assert model.last_multimodal.token_counts == [expected["visual"]] == [5 * 29]
                 expected = expected["ids"]
             assert out[0].tolist() == expected, (mode, size)
-    model.set_pruning(None, anyres_mode="faithful")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -189,29 +190,35 @@ def test_token_counts_in_both_modes(next_model, size):
     tokenizer, model, processor, _ = next_model
     image = _image(size)
     ids = _prompt(tokenizer)
-    model.set_pruning(None, anyres_mode="faithful")
     full = model.prepare_multimodal_inputs(ids, process_images([image], processor, model.config),
-                                           image_sizes=[image.size]).encoded.token_counts[0]
+                                           image_sizes=[image.size], pruning=PruningConfig()).encoded.token_counts[0]
     cols, rows = grid_shape(size, NEXT_PINPOINTS, 336)
     layout = token_layout(cols * rows, 24, (cols, rows), size, unpad=True, newline=True)
     assert full == len(layout)
     n_newlines = int((layout.crop == -1).sum())
 
-    model.set_pruning(100, anyres_mode="faithful")
     mm = model.prepare_multimodal_inputs(ids, process_images([image], processor, model.config),
-                                         image_sizes=[image.size])
+                                         image_sizes=[image.size], pruning=PruningConfig(visual_token_num=100))
     kept = layout.subset(mm.encoded.kept_indices[0])
     kept_tokens = int((kept.crop != -1).sum())
     rows_with_tokens = len(set(kept.row[(kept.crop > 0)].tolist()))
     assert kept_tokens == 100
     assert mm.encoded.token_counts[0] == 100 + rows_with_tokens <= 100 + n_newlines
 
-    model.set_pruning(29, anyres_mode="paper")
-    pixels = process_images([image], processor, model.config)
+    paper = PruningConfig(visual_token_num=29, anyres_mode="paper")
+    pixels = process_images([image], processor, model.config, paper.anyres_mode)
     assert pixels.shape[1] == 5  # fixed 2x2 grid + base view, whatever the aspect ratio
-    mm = model.prepare_multimodal_inputs(ids, pixels, image_sizes=[image.size])
+    with model.pruning_config(paper):
+        mm = model.prepare_multimodal_inputs(ids, pixels, image_sizes=[image.size])
     assert mm.encoded.token_counts == [5 * 29]
-    model.set_pruning(None, anyres_mode="faithful")
+    # A ratio resolves per view in 'paper' mode (576 patches) and per image over its candidates otherwise.
+    mm = model.prepare_multimodal_inputs(ids, pixels, image_sizes=[image.size], pruning=paper.replace(ratio=0.95))
+    assert mm.encoded.token_counts == [5 * round(576 * 0.05)] and mm.encoded.budgets == [round(576 * 0.05)]
+    candidates = int((layout.crop != -1).sum())
+    mm = model.prepare_multimodal_inputs(ids, process_images([image], processor, model.config),
+                                         image_sizes=[image.size], pruning=PruningConfig(ratio=0.9))
+    assert mm.encoded.budgets == [round(candidates * 0.1)]
+    assert int((layout.subset(mm.encoded.kept_indices[0]).crop != -1).sum()) == round(candidates * 0.1)
 
 
 def test_budget_above_total_is_the_unpruned_model(next_model):
@@ -219,32 +226,30 @@ def test_budget_above_total_is_the_unpruned_model(next_model):
     image = _image((400, 300))
     ids = _prompt(tokenizer)
     pixels = process_images([image], processor, model.config)
-    model.set_pruning(None, anyres_mode="faithful")
-    ref = model(input_ids=ids, images=pixels, image_sizes=[image.size]).logits
-    model.set_pruning(10_000)
-    torch.testing.assert_close(model(input_ids=ids, images=pixels, image_sizes=[image.size]).logits, ref,
-                               atol=0, rtol=0)
-    model.set_pruning(None)
+    ref = model(input_ids=ids, images=pixels, image_sizes=[image.size], pruning=PruningConfig()).logits
+    pruned = model(input_ids=ids, images=pixels, image_sizes=[image.size],
+                   pruning=PruningConfig(visual_token_num=10_000)).logits
+    torch.testing.assert_close(pruned, ref, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("mode,k", [("faithful", None), ("faithful", 200), ("paper", 29)])
 def test_batch_equals_one_by_one(next_model, mode, k):
     tokenizer, model, processor, _ = next_model
-    model.set_pruning(k, anyres_mode=mode)
+    pruning = PruningConfig(visual_token_num=k, anyres_mode=mode)
     sizes = [(400, 300), (250, 900), (336, 336)]
     images = [_image(s) for s in sizes]
     rows = [_prompt(tokenizer, q)[0].tolist() for q in ("What?", "Describe this picture please.", "Where?")]
     width = max(map(len, rows))
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    pixels = [process_images([im], processor, model.config)[0] for im in images]  # different view counts
-    batched = model.generate(ids, images=pixels, image_sizes=sizes, attention_mask=mask, max_new_tokens=6,
-                             do_sample=False)
-    for b in range(3):
-        single = model.generate(torch.tensor([rows[b]]), images=pixels[b:b + 1], image_sizes=sizes[b:b + 1],
-                                max_new_tokens=6, do_sample=False)
-        assert batched[b].tolist() == single[0].tolist()
-    model.set_pruning(None, anyres_mode="faithful")
+    pixels = [process_images([im], processor, model.config, mode)[0] for im in images]  # different view counts
+    with model.pruning_config(pruning):
+        batched = model.generate(ids, images=pixels, image_sizes=sizes, attention_mask=mask, max_new_tokens=6,
+                                 do_sample=False)
+        for b in range(3):
+            single = model.generate(torch.tensor([rows[b]]), images=pixels[b:b + 1], image_sizes=sizes[b:b + 1],
+                                    max_new_tokens=6, do_sample=False)
+            assert batched[b].tolist() == single[0].tolist()
 
 
 def test_anyres_errors(next_model):
@@ -255,6 +260,10 @@ def test_anyres_errors(next_model):
         model.prepare_multimodal_inputs(_prompt(tokenizer), pixels)
     with pytest.raises(ValueError, match="anyres_mode"):
         model.set_pruning(None, anyres_mode="nope")
+    with pytest.raises(ValueError, match="expected 5 anyres views"):  # 'paper' needs its own preprocessing
+        model.prepare_multimodal_inputs(_prompt(tokenizer), process_images([_image((900, 300))], processor,
+                                        model.config), image_sizes=[(900, 300)],
+                                        pruning=PruningConfig(visual_token_num=29, anyres_mode="paper"))
 
 
 def test_llava_hf_next_layout_loads_and_agrees(next_model, next_path, tmp_path):
@@ -265,7 +274,6 @@ def test_llava_hf_next_layout_loads_and_agrees(next_model, next_path, tmp_path):
     from llava.model.tiny import CLIP_PREPROCESSOR
 
     tokenizer, model, processor, _ = next_model
-    model.set_pruning(None, anyres_mode="faithful")
     dest = tmp_path / "llava-v1.6-tiny-hf"
     to_hf_model(model).save_pretrained(dest)
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):

@@ -15,6 +15,7 @@ from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.llm_loop import LLMLoop
+from llava.pruning import PruningConfig
 from llava.pruning.fastv import FastVDropper, fastv_budget, layer_averaged_tokens
 
 LAYER = 2
@@ -43,11 +44,10 @@ def eager(tiny_path):
     return load_pretrained_model(tiny_path, device="cpu", attn_implementation="eager")[1]
 
 
-def test_scores_and_kept_tokens_equal_eager_attention(tiny, inputs, eager, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(None)
+def test_scores_and_kept_tokens_equal_eager_attention(tiny, inputs, eager):
+    model = tiny[1]
     ids, mask, pixels = inputs
-    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=PruningConfig())
     dropper = FastVDropper(mm.image_spans, [58, 58], model.config.num_hidden_layers, layer=LAYER)
     LLMLoop(model.get_model(), model.lm_head, dropper).prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
 
@@ -61,12 +61,11 @@ def test_scores_and_kept_tokens_equal_eager_attention(tiny, inputs, eager, fresh
         assert dropper.kept[b].tolist() == expected.tolist()
 
 
-def test_unpruned_loop_equals_the_stock_model(tiny, inputs, fresh_pruning):
+def test_unpruned_loop_equals_the_stock_model(tiny, inputs):
     """No dropper: the loop's prefill and decode logits equal transformers' own forward with its cache."""
-    model = fresh_pruning
-    model.set_pruning(None)
+    model = tiny[1]
     ids, mask, pixels = inputs
-    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=PruningConfig())
     loop = LLMLoop(model.get_model(), model.lm_head)
     ours = [loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)]
     out = model(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, position_ids=mm.position_ids,
@@ -84,11 +83,10 @@ def test_unpruned_loop_equals_the_stock_model(tiny, inputs, fresh_pruning):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_outputs_equal_explicit_removal_and_the_cache_shrinks(tiny, inputs, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(None)
+def test_outputs_equal_explicit_removal_and_the_cache_shrinks(tiny, inputs):
+    model = tiny[1]
     ids, _, pixels = inputs
-    mm = model.prepare_multimodal_inputs(ids[1:], pixels[1:])  # one row, no padding
+    mm = model.prepare_multimodal_inputs(ids[1:], pixels[1:], pruning=PruningConfig())  # one row, no padding
     n_layers = model.config.num_hidden_layers
     dropper = FastVDropper(mm.image_spans, [29], n_layers, layer=LAYER)
     loop = LLMLoop(model.get_model(), model.lm_head, dropper)
@@ -155,27 +153,28 @@ class KeyBlockingFastV:
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_greedy_answers_equal_the_key_blocking_reference(tiny, eager, sample_images, batch, fresh_pruning):
+def test_greedy_answers_equal_the_key_blocking_reference(tiny, eager, sample_images, batch):
     tokenizer, model, processor, _ = tiny
     ids, mask = left_padded(tokenizer, QUESTIONS[:batch])
     pixels = process_images([sample_images[i % 3] for i in range(batch)], processor, model.config)
-    model.set_pruning(58, method="fastv", method_args={"layer": LAYER})
-    ours = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    fastv = PruningConfig("fastv", 58, method_args={"layer": LAYER})
+    ours = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0,
+                          pruning=fastv)
     assert model.last_multimodal.in_llm["kept_after_layer"] == [58] * batch
 
-    eager.set_pruning(None)
-    mm = eager.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left")
+    mm = eager.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=PruningConfig())
     blocking = KeyBlockingFastV(eager, mm.image_spans, 58, LAYER)
     ref = blocking.generate(eager, mm, 12)
     assert int(blocking.blocked.sum()) == batch * (576 - 58)  # the reference really pruned
     assert ours.tolist() == ref.tolist()
 
 
-def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs, fresh_pruning):
-    model = fresh_pruning
-    model.set_pruning(64, method="fastv")
+def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs):
+    model = tiny[1]
+    fastv = PruningConfig("fastv", 64)
     ids, mask, pixels = inputs
-    batched = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    batched = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                             pruning=fastv)
     report = model.last_multimodal.in_llm
     n_layers = model.config.num_hidden_layers
     assert report == {"layer": 2, "kept_after_layer": [64, 64],
@@ -183,14 +182,18 @@ def test_generation_batch_equals_single_and_reports_accounting(tiny, inputs, fre
     assert model.last_multimodal.token_counts == [576, 576]  # all tokens enter the LLM
     for b in range(2):
         row = ids[b][mask[b].bool()][None]
-        single = model.generate(row, images=pixels[b:b + 1], max_new_tokens=8, do_sample=False)
+        single = model.generate(row, images=pixels[b:b + 1], max_new_tokens=8, do_sample=False, pruning=fastv)
         assert batched[b].tolist() == single[0].tolist()
-    model.set_pruning(None, method="fastv", method_args={"ratio": 0.75, "layer": 3})
-    model.generate(ids[:1, 1:], images=pixels[:1], max_new_tokens=2, do_sample=False)
+    with model.pruning_config(PruningConfig("fastv", method_args={"ratio": 0.75, "layer": 3})):
+        model.generate(ids[:1, 1:], images=pixels[:1], max_new_tokens=2, do_sample=False)
+    assert model.last_multimodal.in_llm["kept_after_layer"] == [144] and model.last_multimodal.in_llm["layer"] == 3
+    # PruningConfig's own ratio resolves against the image's 576 tokens, as FastV's R does
+    model.generate(ids[:1, 1:], images=pixels[:1], max_new_tokens=2, do_sample=False,
+                   pruning=PruningConfig("fastv", ratio=0.75, method_args={"layer": 3}))
     assert model.last_multimodal.in_llm["kept_after_layer"] == [144] and model.last_multimodal.in_llm["layer"] == 3
 
 
-def test_fastv_budget_and_errors(tiny, inputs, fresh_pruning):
+def test_fastv_budget_and_errors(tiny, inputs):
     assert fastv_budget(576, 64, None) == 64 and fastv_budget(576, None, 0.5) == 288
     assert fastv_budget(576, 1000, None) == 576
     assert layer_averaged_tokens(576, 64, 2, 32) == pytest.approx((2 * 576 + 30 * 64) / 32)
@@ -198,13 +201,12 @@ def test_fastv_budget_and_errors(tiny, inputs, fresh_pruning):
         fastv_budget(576, None, 1.5)
     with pytest.raises(ValueError, match=r"fastv layer must be in \[1, 3\] for a 4-layer LLM, got 99"):
         FastVDropper([[(0, 576)]], [64], 4, layer=99)
-    model = fresh_pruning
-    model.set_pruning(58, method="fastv")
+    model, fastv = tiny[1], PruningConfig("fastv", 58)
     ids, mask, pixels = inputs
     with pytest.raises(ValueError, match="beam search"):
-        model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=2, num_beams=2)
+        model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=2, num_beams=2, pruning=fastv)
     with pytest.raises(ValueError, match="runs in generate"):
-        model(input_ids=ids, images=pixels, attention_mask=mask)
+        model(input_ids=ids, images=pixels, attention_mask=mask, pruning=fastv)
 
 
 def test_fastv_through_model_vqa_loader(tiny_path, tmp_path):
