@@ -135,10 +135,12 @@ def with_llm_layers(model: LlavaLlamaForCausalLM, layers: int) -> LlavaLlamaForC
     with init_empty_weights(include_buffers=False):
         view = LlavaLlamaForCausalLM(config)
     src, dst = model.get_model(), view.get_model()
-    for name in ("embed_tokens", "norm", "rotary_emb", "mm_projector", "vision_tower"):
+    for name in ("embed_tokens", "norm", "rotary_emb"):
         setattr(dst, name, getattr(src, name))
     dst.layers = nn.ModuleList(list(src.layers[:layers]))
-    view.lm_head = model.lm_head
+    view.llm.set_output_embeddings(model.lm_head)
+    view.mm_projector, view.vision_tower, view.image_newline = model.mm_projector, model.vision_tower, model.image_newline
+    view.pruning = model.pruning
     return view.eval()
 
 

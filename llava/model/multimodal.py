@@ -141,6 +141,29 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         return {original_name(k): v for k, v in self.state_dict().items()
                 if with_tower or not k.startswith("vision_tower.")}
 
+    # ---- checkpoints ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str, **llm_kwargs) -> "LlavaForPruning":
+        """The model of a checkpoint folder, through its family's loader (`llava.model.families`).
+
+        `llm_kwargs` go to the LLM's `from_pretrained`. `load_pretrained_model` also attaches an
+        external tower and loads the tokenizer and image processor.
+        """
+        from .builder import read_config
+        from .families import LoadOptions, family_of
+
+        raw = read_config(path)
+        return family_of(raw, path).load(path, raw, LoadOptions(llm_kwargs=llm_kwargs))
+
+    def save_pretrained(self, folder, with_tower: bool = False) -> None:
+        """Write the original LLaVA layout (config.json with mm_* fields, LLM and projector weights).
+
+        Pruning settings are run-time values and are never written.
+        """
+        from .family_llava import save_original
+
+        save_original(self, folder, with_tower=with_tower)
+
     # ---- forward / generate ----------------------------------------------------------------------
     def forward(
         self,

@@ -28,6 +28,7 @@ from PIL import Image
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
+from llava.pruning import PruningConfig
 from llava.model.builder import load_pretrained_model
 from llava.model.hf_layout import to_hf_model
 from llava.model.tiny import save_tiny_next_checkpoint
@@ -67,7 +68,6 @@ def hf_next(next_model, tmp_path_factory) -> HFReference:
     from transformers import LlavaNextForConditionalGeneration
 
     _, model, _, _ = next_model
-    model.set_pruning(None, anyres_mode="faithful")
     dest = tmp_path_factory.mktemp("next-hf") / "llava-v1.6-tiny-hf"
     to_hf_model(model).save_pretrained(dest)
     hf = LlavaNextForConditionalGeneration.from_pretrained(dest).eval()
@@ -78,12 +78,6 @@ def hf_next(next_model, tmp_path_factory) -> HFReference:
     # 1.7e-5 after the projector), so features come from the model as loaded and the eager
     # tower gives only the attention weights.
     return HFReference(hf, tower)
-
-
-@pytest.fixture()
-def restore(next_model):
-    yield next_model[1]
-    next_model[1].set_pruning(None, anyres_mode="faithful")
 
 
 def _image(size) -> Image.Image:
@@ -220,7 +214,7 @@ def _check_one(model, ref: HFReference, ids, pixels, size, k, signals, out: HFVi
     None: no language-model run. Returns the reference's kept positions and visual features.
     """
     mm = model.prepare_multimodal_inputs(ids, None, image_sizes=[size], visual_token_num=k, signals=signals)
-    ref_keep, ref_visual = (hf_paper(ref, out, k) if model.config.anyres_mode == "paper"
+    ref_keep, ref_visual = (hf_paper(ref, out, k) if model.pruning.anyres_mode == "paper"
                             else hf_faithful(ref, out, size, k))
     kept = mm.encoded.kept_indices[0]
     if kept is None:  # nothing pruned: every slot of the unpruned order
@@ -242,70 +236,70 @@ def _check_one(model, ref: HFReference, ids, pixels, size, k, signals, out: HFVi
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_faithful_equals_hf_reference(next_model, hf_next, restore, size):
+def test_faithful_equals_hf_reference(next_model, hf_next, size):
     tokenizer, model, processor, _ = next_model
-    model.set_pruning(None, anyres_mode="faithful")
-    ids = _prompt(tokenizer)
-    pixels = process_images([_image(size)], processor, model.config)
-    signals = model.vision_signals(pixels)
-    out = hf_views(hf_next, pixels[0])
-    _, is_newline = hf_pack(hf_next, torch.zeros(*out.scores.shape, 1), (size[1], size[0]), newline=True)
-    n_cand, n_rows = int((~is_newline).sum()), int(is_newline.sum())
-    for k in BUDGETS:
-        k = {ALL: n_cand, ALL_BUT_ONE: n_cand - 1}.get(k, k)
-        # No language-model run at K = N - 1 and N (long sequences); it runs at K above N.
-        mode = "public" if k == 58 else None if k in (n_cand, n_cand - 1) else "spliced"
-        keep, visual = _check_one(model, hf_next, ids, pixels, size, k, signals, out, logits=mode)
-        n_tokens = min(k, n_cand)
-        assert int((~is_newline[keep]).sum()) == n_tokens and len(keep) <= n_tokens + n_rows
-    # K above the candidates is the unpruned model: the reference then equals transformers' own
-    # LLaVA-NeXT features (projector, unpad, newlines, base view first).
-    assert len(keep) == n_cand + n_rows
-    image_features = hf_next.model.model.get_image_features(
-        pixels, torch.tensor([[size[1], size[0]]]), return_dict=True).pooler_output  # llava-hf: (height, width)
-    torch.testing.assert_close(visual, image_features[0], atol=1e-5, rtol=0)
+    with model.pruning_config(PruningConfig(anyres_mode="faithful")):
+        ids = _prompt(tokenizer)
+        pixels = process_images([_image(size)], processor, model.config)
+        signals = model.vision_signals(pixels)
+        out = hf_views(hf_next, pixels[0])
+        _, is_newline = hf_pack(hf_next, torch.zeros(*out.scores.shape, 1), (size[1], size[0]), newline=True)
+        n_cand, n_rows = int((~is_newline).sum()), int(is_newline.sum())
+        for k in BUDGETS:
+            k = {ALL: n_cand, ALL_BUT_ONE: n_cand - 1}.get(k, k)
+            # No language-model run at K = N - 1 and N (long sequences); it runs at K above N.
+            mode = "public" if k == 58 else None if k in (n_cand, n_cand - 1) else "spliced"
+            keep, visual = _check_one(model, hf_next, ids, pixels, size, k, signals, out, logits=mode)
+            n_tokens = min(k, n_cand)
+            assert int((~is_newline[keep]).sum()) == n_tokens and len(keep) <= n_tokens + n_rows
+        # K above the candidates is the unpruned model: the reference then equals transformers' own
+        # LLaVA-NeXT features (projector, unpad, newlines, base view first).
+        assert len(keep) == n_cand + n_rows
+        image_features = hf_next.model.model.get_image_features(
+            pixels, torch.tensor([[size[1], size[0]]]), return_dict=True).pooler_output  # llava-hf: (height, width)
+        torch.testing.assert_close(visual, image_features[0], atol=1e-5, rtol=0)
 
 
-def test_faithful_batch_of_two_equals_hf_reference(next_model, hf_next, restore):
+def test_faithful_batch_of_two_equals_hf_reference(next_model, hf_next):
     """Two prompts (different lengths, left padding), two image sizes, two budgets in one call."""
     tokenizer, model, processor, _ = next_model
-    model.set_pruning(None, anyres_mode="faithful")
-    sizes, budgets = [(400, 300), (250, 900)], [58, 300]
-    rows = [_prompt(tokenizer, q)[0] for q in ("What?", "Describe this picture in detail please.")]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
-    mask = torch.stack([torch.arange(width) >= width - len(r) for r in rows]).long()
-    pixels = [process_images([_image(s)], processor, model.config)[0] for s in sizes]  # 3 and 4 views
-    assert [p.shape[0] for p in pixels] == [3, 4]
+    with model.pruning_config(PruningConfig(anyres_mode="faithful")):
+        sizes, budgets = [(400, 300), (250, 900)], [58, 300]
+        rows = [_prompt(tokenizer, q)[0] for q in ("What?", "Describe this picture in detail please.")]
+        width = max(len(r) for r in rows)
+        ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
+        mask = torch.stack([torch.arange(width) >= width - len(r) for r in rows]).long()
+        pixels = [process_images([_image(s)], processor, model.config)[0] for s in sizes]  # 3 and 4 views
+        assert [p.shape[0] for p in pixels] == [3, 4]
 
-    gen = model.generate(ids, images=pixels, image_sizes=sizes, attention_mask=mask, visual_token_num=budgets,
-                         max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
-    encoded = model.last_multimodal
-    mm = model.prepare_multimodal_inputs(ids, None, mask, visual_token_num=budgets, padding_side="left",
-                                         image_sizes=sizes, signals=model.vision_signals(pixels))
-    for b, (size, k) in enumerate(zip(sizes, budgets)):
-        ref_keep, ref_visual = hf_faithful(hf_next, hf_views(hf_next, pixels[b]), size, k)
-        assert encoded.kept_indices[b].tolist() == ref_keep.tolist()
-        assert mm.encoded.kept_indices[b].tolist() == ref_keep.tolist()
-        torch.testing.assert_close(encoded.features[b], ref_visual, **FEATURE_TOL)
-        (start, end), = mm.image_spans[b]
-        torch.testing.assert_close(mm.inputs_embeds[b, start:end], ref_visual, **FEATURE_TOL)
-        theirs = hf_last_logits(hf_next, rows[b][None], ref_visual, model.config.vocab_size)
-        torch.testing.assert_close(gen.logits[0][b, : model.config.vocab_size], theirs, atol=1e-4, rtol=0)
-        assert gen.sequences[b, -1].item() == theirs.argmax().item()
+        gen = model.generate(ids, images=pixels, image_sizes=sizes, attention_mask=mask, visual_token_num=budgets,
+                             max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
+        encoded = model.last_multimodal
+        mm = model.prepare_multimodal_inputs(ids, None, mask, visual_token_num=budgets, padding_side="left",
+                                             image_sizes=sizes, signals=model.vision_signals(pixels))
+        for b, (size, k) in enumerate(zip(sizes, budgets)):
+            ref_keep, ref_visual = hf_faithful(hf_next, hf_views(hf_next, pixels[b]), size, k)
+            assert encoded.kept_indices[b].tolist() == ref_keep.tolist()
+            assert mm.encoded.kept_indices[b].tolist() == ref_keep.tolist()
+            torch.testing.assert_close(encoded.features[b], ref_visual, **FEATURE_TOL)
+            (start, end), = mm.image_spans[b]
+            torch.testing.assert_close(mm.inputs_embeds[b, start:end], ref_visual, **FEATURE_TOL)
+            theirs = hf_last_logits(hf_next, rows[b][None], ref_visual, model.config.vocab_size)
+            torch.testing.assert_close(gen.logits[0][b, : model.config.vocab_size], theirs, atol=1e-4, rtol=0)
+            assert gen.sequences[b, -1].item() == theirs.argmax().item()
 
 
 @pytest.mark.parametrize("size", [(400, 300), (250, 900)])
-def test_paper_equals_hf_reference(next_model, hf_next, restore, size):
+def test_paper_equals_hf_reference(next_model, hf_next, size):
     """'paper' mode: 5 x K tokens, the top K of each view, in the 'spatial' order."""
     tokenizer, model, processor, _ = next_model
-    model.set_pruning(None, anyres_mode="paper")  # K is passed per call
-    ids = _prompt(tokenizer)
-    pixels = process_images([_image(size)], processor, model.config)
-    assert pixels.shape[1] == 5  # fixed 2x2 grid whatever the aspect ratio
-    signals = model.vision_signals(pixels)
-    out = hf_views(hf_next, pixels[0])
-    for k in (1, 29, 100):
-        keep, _ = _check_one(model, hf_next, ids, pixels, size, k, signals, out,
-                             logits="public" if k == 29 else "spliced")
-        assert len(keep) == 5 * k
+    with model.pruning_config(PruningConfig(anyres_mode="paper")):  # K is passed per call
+        ids = _prompt(tokenizer)
+        pixels = process_images([_image(size)], processor, model.config, anyres_mode="paper")
+        assert pixels.shape[1] == 5  # fixed 2x2 grid whatever the aspect ratio
+        signals = model.vision_signals(pixels)
+        out = hf_views(hf_next, pixels[0])
+        for k in (1, 29, 100):
+            keep, _ = _check_one(model, hf_next, ids, pixels, size, k, signals, out,
+                                 logits="public" if k == 29 else "spliced")
+            assert len(keep) == 5 * k
