@@ -5,7 +5,12 @@ Layouts:
 - original (liuhaotian/llava-v1.5-*): config.json with `mm_*` fields (its model_type may say "llava",
   the same string as transformers' LlavaConfig, so the layout is told apart by the fields), weights
   `model.*`, `model.mm_projector.*`, `lm_head.*`, and the CLIP tower named by `mm_vision_tower`;
-- llava-hf (LlavaForConditionalGeneration): nested text/vision configs, renamed on load.
+- llava-hf (LlavaForConditionalGeneration): nested text/vision configs, renamed on load;
+- projector-only (LLaVA's pretrain stage): `mm_projector.bin` in model_path, the LLM from `model_base`.
+
+Every layout is checked before and after loading (`checkpoint_checks`): a damaged JSON or safetensors
+file is named, and weights the model needs but the checkpoint lacks (or the reverse) are an error
+unless `allow_missing_weights=True`. The device and dtype are checked first (`device_checks`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch
 
 from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 
+from .checkpoint_checks import CheckpointError, check_files, check_loading_info, load_weights, weight_mismatch_message
+from .device_checks import check_device, check_dtype
 from .hf_layout import HF_TO_ORIGINAL_KEYS, config_from_hf, is_hf_llava_config
 from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 from .multimodal_encoder.builder import build_vision_tower, resolve_pretrained_dir
@@ -42,9 +49,10 @@ def resolve_dtype(torch_dtype: str | torch.dtype | None, device: str) -> torch.d
 
 
 def resolve_device(device: str | None) -> str:
-    """'auto'/None -> 'cuda' when available, else 'cpu'."""
+    """'auto'/None -> 'cuda' when available, else 'cpu'; a named device must exist (DeviceError otherwise)."""
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     return device
 
 
@@ -52,7 +60,10 @@ def read_config(model_path: str) -> dict:
     path = Path(model_path) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{model_path}: no config.json; is this a LLaVA checkpoint folder?")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); restore this file from the original checkpoint") from None
 
 
 def original_config(raw: dict, **overrides) -> LlavaLlamaConfig:
@@ -82,6 +93,7 @@ def load_pretrained_model(
     attn_implementation: str | None = None,
     vision_tower_path: str | None = None,
     anyres_mode: str = "faithful",
+    allow_missing_weights: bool = False,
     **kwargs,
 ):
     """Load a LLaVA checkpoint; returns `(tokenizer, model, image_processor, context_len)`.
@@ -94,6 +106,8 @@ def load_pretrained_model(
     attn_implementation: the LLM's attention ('sdpa' default, 'flash_attention_2' with use_flash_attn).
     vision_tower_path: overrides `mm_vision_tower` (e.g. a local CLIP folder for offline use).
     anyres_mode: LLaVA-NeXT pruning mode, 'faithful' or 'paper' (README, "LLaVA-NeXT").
+    allow_missing_weights: load even when the checkpoint lacks weights the model needs (or holds
+        ones it does not), leaving those randomly initialised, with a warning; otherwise CheckpointError.
     """
     from llava.mm_utils import load_image_processor
     from llava.model.tokenizer import load_tokenizer
@@ -104,6 +118,7 @@ def load_pretrained_model(
         raise NotImplementedError("LoRA checkpoints must be merged first (peft's merge_and_unload), then loaded")
     device = resolve_device(device)
     dtype = resolve_dtype(torch_dtype, device)
+    check_dtype(device, dtype)
     if attn_implementation is None:
         attn_implementation = "flash_attention_2" if use_flash_attn else "sdpa"
     if device_map is None or device_map == "auto" and not device.startswith("cuda"):
@@ -112,22 +127,26 @@ def load_pretrained_model(
 
     model_path = resolve_pretrained_dir(model_path)
     raw = read_config(model_path)
+    allow = allow_missing_weights
+    tokenizer_dir = model_path
     if model_base is not None:
-        model = _load_projector_only(model_path, resolve_pretrained_dir(model_base), raw, load_kwargs)
+        tokenizer_dir = resolve_pretrained_dir(model_base)  # as LLaVA: the stage-1 folder has no tokenizer
+        model = _load_projector_only(model_path, tokenizer_dir, raw, load_kwargs, allow)
     elif is_hf_llava_config(raw):
         config = config_from_hf(raw)
-        model = LlavaLlamaForCausalLM.from_pretrained(
-            model_path, config=config, key_mapping=HF_TO_ORIGINAL_KEYS, **load_kwargs
-        )
+        model = load_weights(LlavaLlamaForCausalLM, model_path, allow, config=config,
+                             key_mapping=HF_TO_ORIGINAL_KEYS, **load_kwargs)
     elif is_original_llava_config(raw):
-        model = LlavaLlamaForCausalLM.from_pretrained(model_path, config=original_config(raw), **load_kwargs)
+        # The original layout keeps the CLIP tower in its own folder (mm_vision_tower); LLaVA-1.6's tuned
+        # tower tensors in the checkpoint are read by _overlay_tower_weights below.
+        model = load_weights(LlavaLlamaForCausalLM, model_path, allow, config=original_config(raw), **load_kwargs)
     else:
         raise ValueError(
             f"{model_path}: config.json is neither an original LLaVA config (mm_* fields) nor a llava-hf one "
             f"(text_config + vision_config); model_type={raw.get('model_type')!r}"
         )
 
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(tokenizer_dir)
     _add_image_tokens(model, tokenizer)
 
     if model.get_vision_tower() is None:
@@ -139,6 +158,7 @@ def load_pretrained_model(
             model.config.mm_vision_select_layer,
             model.config.mm_vision_select_feature,
             base_dir=model_path,
+            allow_missing_weights=allow,
             dtype=dtype,
             attn_implementation="sdpa",
         )
@@ -146,7 +166,7 @@ def load_pretrained_model(
         image_processor = tower.image_processor
         if getattr(model.config, "unfreeze_mm_vision_tower", False):
             # LLaVA-1.6 fine-tuned the tower: its weights in the checkpoint replace the CLIP ones.
-            _overlay_tower_weights(model, model_path)
+            _overlay_tower_weights(model, model_path, allow)
     else:
         image_processor = load_image_processor(vision_tower_path or model_path)
         model.get_vision_tower().image_processor = image_processor
@@ -158,21 +178,38 @@ def load_pretrained_model(
     return tokenizer, model, image_processor, context_len
 
 
-def _load_projector_only(model_path: str, base_path: str, raw: dict, load_kwargs: dict) -> LlavaLlamaForCausalLM:
-    """LLaVA's pretrain stage output: the base LLM's weights plus `mm_projector.bin` from model_path."""
-    model = LlavaLlamaForCausalLM.from_pretrained(base_path, config=original_config(raw), **load_kwargs)
+def _load_projector_only(model_path: str, base_path: str, raw: dict, load_kwargs: dict,
+                         allow_missing_weights: bool = False) -> LlavaLlamaForCausalLM:
+    """LLaVA's pretrain stage output: the base LLM's weights plus `mm_projector.bin` from model_path.
+
+    The base LLM legitimately lacks the projector (and the image newline); those come from model_path.
+    """
     candidates = [os.path.join(model_path, n) for n in ("mm_projector.safetensors", "mm_projector.bin")]
     found = next((p for p in candidates if os.path.isfile(p)), None)
     if found is None:
         raise FileNotFoundError(f"{model_path}: model_base was given but there is no mm_projector.bin/.safetensors")
-    if found.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    check_files(model_path)
+    model = load_weights(LlavaLlamaForCausalLM, base_path, allow_missing_weights,
+                         ignore=(r"^model\.mm_projector\.", r"^model\.image_newline$"),
+                         what="the LLM of the LLaVA model (--model-base)", config=original_config(raw), **load_kwargs)
+    try:
+        if found.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        weights = load_file(found)
-    else:
-        weights = torch.load(found, map_location="cpu", weights_only=True)
+            weights = load_file(found)
+        else:
+            weights = torch.load(found, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read the file is reported with its name
+        raise CheckpointError(f"{found}: cannot read the projector weights ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); re-download it") from None
     weights = {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
-    model.model.mm_projector.load_state_dict(weights)
+    missing, unexpected = model.model.mm_projector.load_state_dict(weights, strict=False)
+    message = weight_mismatch_message(found, [f"mm_projector.{k}" for k in missing],
+                                      [f"mm_projector.{k}" for k in unexpected], what="the projector")
+    if message and not allow_missing_weights:
+        raise CheckpointError(message)
+    if message:
+        logger.warning("%s (continuing: allow_missing_weights)", message)
     model.model.mm_projector.to(device=model.model.embed_tokens.weight.device, dtype=model.dtype)
     return model
 
@@ -209,10 +246,20 @@ def checkpoint_tensors(model_path: str, prefix: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _overlay_tower_weights(model: LlavaLlamaForCausalLM, model_path: str) -> None:
-    """Load `model.vision_tower.vision_tower.[vision_model.]*` tensors of the checkpoint into the tower."""
+def _overlay_tower_weights(model: LlavaLlamaForCausalLM, model_path: str, allow_missing_weights: bool = False) -> None:
+    """Load `model.vision_tower.vision_tower.[vision_model.]*` tensors of the checkpoint into the tower.
+
+    A checkpoint that says it tuned its tower (`unfreeze_mm_vision_tower`) but holds none of its
+    tensors would silently run with the untuned CLIP weights: an error unless allowed.
+    """
     found = checkpoint_tensors(model_path, TOWER_PREFIX)
     if not found:
+        message = (f"{model_path}: config.json says the vision tower was fine-tuned (unfreeze_mm_vision_tower) but "
+                   f"the checkpoint holds no {TOWER_PREFIX}* tensors; restore the complete checkpoint, or pass "
+                   f"allow_missing_weights=True (--allow-missing-weights) to use the CLIP tower's own weights")
+        if not allow_missing_weights:
+            raise CheckpointError(message)
+        logger.warning(message)
         return
     tower = model.get_vision_tower().vision_tower
     state = {}
@@ -220,8 +267,6 @@ def _overlay_tower_weights(model: LlavaLlamaForCausalLM, model_path: str) -> Non
         name = key[len(TOWER_PREFIX):]
         state[name[len("vision_model."):] if name.startswith("vision_model.") else name] = value
     missing, unexpected = tower.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ValueError(f"{model_path}: vision tower weights do not fit the CLIP tower "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    info = {"missing_keys": [TOWER_PREFIX + k for k in missing], "unexpected_keys": [TOWER_PREFIX + k for k in unexpected]}
+    check_loading_info(model_path, info, allow_missing_weights, what="the fine-tuned vision tower")
     logger.info("loaded %d vision-tower tensors from %s", len(state), model_path)
