@@ -196,16 +196,16 @@ class _PromptDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from llava.mm_utils import load_image, process_images, tokenizer_image_token
+        from llava.mm_utils import load_image, process_images, tokenizer_image_token, to_rgb
 
         item = self.items[i]
         images = []
         for image in item.images:
             if isinstance(image, Image.Image):
-                images.append(image.convert("RGB"))
+                images.append(to_rgb(image, f"of question {item.question_id}"))
             elif callable(image):  # decoded lazily (e.g. base64 in a TSV), so only a batch is in memory
                 try:
-                    images.append(image().convert("RGB"))
+                    images.append(to_rgb(image(), "(decoded)"))
                 except Exception as err:
                     raise ValueError(f"question {item.question_id}: cannot decode its image: {err}") from err
             else:
