@@ -119,10 +119,12 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward; with `images`, placeholders in input_ids [B, L] become visual tokens first."""
         pruner = None
+        truncate_prompts = kwargs.pop("truncate_prompts", False)
         if inputs_embeds is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
             mm = self.prepare_multimodal_inputs(
-                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes
+                input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes,
+                truncate_prompts=truncate_prompts,
             )
             input_ids, inputs_embeds, labels = None, mm.inputs_embeds, mm.labels
             attention_mask, position_ids = mm.attention_mask, mm.position_ids
@@ -157,12 +159,14 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         left-padded. `visual_token_num` overrides the model's K, per image if a list;
         `vision_signals` (from `vision_signals(images)`) reuses one tower run across budgets. After the
         call, `self.last_multimodal` holds the visual-token counts and kept indices per image.
+        A prompt longer than the context raises ContextOverflowError unless `truncate_prompts=True`.
         """
+        truncate_prompts = kwargs.pop("truncate_prompts", False)
         if "inputs_embeds" in kwargs:
             return super().generate(attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(
             inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
-            image_sizes=image_sizes,
+            image_sizes=image_sizes, truncate_prompts=truncate_prompts,
         )
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm)
