@@ -114,3 +114,12 @@ def test_decode_image_bytes_and_errors() -> None:
     assert _pixels(decode_image(buf.getvalue(), "question 7"))[0, 0].tolist() == [255, 255, 255]
     with pytest.raises(ImageDecodeError, match=r"^image question 7: not a readable image \(cannot identify"):
         decode_image(b"not an image", "question 7")
+
+
+def test_mode_i_from_a_png_is_16_bit() -> None:
+    """Older Pillow releases open 16-bit grey PNGs as mode I; those values are 16-bit too."""
+    from llava.image_io import to_rgb
+
+    image = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.int32), mode="I")
+    image.format = "PNG"
+    assert _pixels(to_rgb(image, "x.png"))[0, :, 2].tolist() == [0, 128, 255]
