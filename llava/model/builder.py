@@ -182,7 +182,8 @@ def _load_projector_only(model_path: str, base_path: str, raw: dict, load_kwargs
                          allow_missing_weights: bool = False) -> LlavaLlamaForCausalLM:
     """LLaVA's pretrain stage output: the base LLM's weights plus `mm_projector.bin` from model_path.
 
-    The base LLM legitimately lacks the projector (and the image newline); those come from model_path.
+    The base LLM legitimately lacks the projector, which comes from model_path. Anything else it lacks
+    (such as LLaVA-1.6's image newline, which LLaVA's stage-1 file does not hold) is an error unless allowed.
     """
     candidates = [os.path.join(model_path, n) for n in ("mm_projector.safetensors", "mm_projector.bin")]
     found = next((p for p in candidates if os.path.isfile(p)), None)
@@ -190,7 +191,7 @@ def _load_projector_only(model_path: str, base_path: str, raw: dict, load_kwargs
         raise FileNotFoundError(f"{model_path}: model_base was given but there is no mm_projector.bin/.safetensors")
     check_files(model_path)
     model = load_weights(LlavaLlamaForCausalLM, base_path, allow_missing_weights,
-                         ignore=(r"^model\.mm_projector\.", r"^model\.image_newline$"),
+                         ignore=(r"^model\.mm_projector\.",),
                          what="the LLM of the LLaVA model (--model-base)", config=original_config(raw), **load_kwargs)
     try:
         if found.endswith(".safetensors"):
