@@ -329,7 +329,7 @@ def run_vqa(
                     picked = None
                 kwargs = dict(visual_token_num=[k for r, k in jobs for _ in range(counts[r])],
                               vision_signals=picked) if sweep else dict(images=picked)
-                with _named_context_overflow([todo[idx[r]].question_id for r in rows]):
+                with _named_context_overflow([todo[idx[r]].question_id for r in rows], truncate_prompts):
                     out = model.generate(
                         input_ids[rows].to(device),
                         image_sizes=[sizes[j] for r in rows for j in range(first_image[r], first_image[r] + counts[r])],
@@ -366,12 +366,17 @@ def run_vqa(
 
 
 @contextmanager
-def _named_context_overflow(question_ids: Sequence[Any]):
-    """Name the question of a prompt row that overflows the context (error), or that was truncated (warning)."""
+def _named_context_overflow(question_ids: Sequence[Any], truncate_prompts: bool):
+    """Name the question of a prompt row that overflows the context (error), or that was truncated (warning).
+
+    Warnings are only intercepted under `truncate_prompts`, so other runs show them as usual.
+    """
     from llava.model.context import ContextOverflowError, ContextOverflowWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ContextOverflowWarning)
+    with ExitStack() as stack:
+        caught = stack.enter_context(warnings.catch_warnings(record=True)) if truncate_prompts else []
+        if truncate_prompts:
+            warnings.simplefilter("always", ContextOverflowWarning)
         try:
             yield
         except ContextOverflowError as err:
