@@ -1,11 +1,67 @@
-"""Pictures of which patches a pruning method kept: kept patches bright, pruned ones dimmed."""
+"""Pictures of which patches a pruning method kept: kept patches bright, pruned ones dimmed.
+
+`python -m llava.kept_map` draws one panel per (method, K) with a legend (kept / dimmed / padding),
+the pad-to-square bands hatched, and a red note when the checkpoint's weights are random (the tiny
+model's config.json says `"random_weights": true`). Labels are at least 12 pt at the saved 96 dpi.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+
+DPI = 96  # written into the PNG; FONT_PX / DPI * 72 = 12 pt
+FONT_PX = 16
+HATCH = (255, 255, 255)
+RANDOM_NOTE = ("random weights (the tiny test model): these kept patches exercise the pipeline, "
+               "they do not show what a trained model attends to")
+
+
+def _font(px: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=px)
+
+
+def weights_are_random(model_path: str) -> bool:
+    """True for a checkpoint whose config.json carries the tiny builder's `"random_weights": true` marker."""
+    from llava.model.tiny import RANDOM_MARKER
+
+    path = Path(model_path) / "config.json"
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get(RANDOM_MARKER, False))
+    except (OSError, ValueError):
+        return False
+
+
+def pad_bands(image_size: tuple[int, int], image_aspect_ratio: str = "pad", size: int = 336) -> list[tuple]:
+    """Boxes (x0, y0, x1, y1) of the `size` view that are padding, not image (LLaVA-1.5's 'pad' only)."""
+    width, height = image_size
+    if image_aspect_ratio != "pad" or width == height:
+        return []
+    side = max(width, height)
+    scale = size / side
+    if width < height:
+        left = round((side - width) // 2 * scale)
+        right = round(((side - width) // 2 + width) * scale)
+        return [b for b in [(0, 0, left, size), (right, 0, size, size)] if b[2] > b[0]]
+    top = round((side - height) // 2 * scale)
+    bottom = round(((side - height) // 2 + height) * scale)
+    return [b for b in [(0, 0, size, top), (0, bottom, size, size)] if b[3] > b[1]]
+
+
+def _hatch(draw: ImageDraw.ImageDraw, box: tuple, step: int = 10) -> None:
+    """Diagonal lines over `box` (its outline too), so padding reads as 'not image' in any colour."""
+    x0, y0, x1, y1 = box
+    for offset in range(-(y1 - y0), x1 - x0, step):
+        # the line x - y = offset inside the box, clipped to it
+        start = (x0 + max(offset, 0), y0 + max(-offset, 0))
+        length = min(x1 - x0 - max(offset, 0), y1 - y0 - max(-offset, 0))
+        if length > 0:
+            draw.line([start, (start[0] + length, start[1] + length)], fill=HATCH, width=1)
+    draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=HATCH, width=1)
 
 
 def model_view(image: Image.Image, image_processor, image_aspect_ratio: str = "pad", size: int = 336) -> Image.Image:
@@ -24,40 +80,78 @@ def model_view(image: Image.Image, image_processor, image_aspect_ratio: str = "p
 
 
 def draw_kept_patches(
-    view: Image.Image, kept: torch.Tensor | Sequence[int] | None, grid: int = 24, dim: float = 0.25, scale: int = 2
+    view: Image.Image, kept: torch.Tensor | Sequence[int] | None, grid: int = 24, dim: float = 0.25, scale: int = 2,
+    bands: Sequence[tuple] = (),
 ) -> Image.Image:
-    """Overlay on a square `view`: patches not in `kept` (raster indices on a grid x grid) are dimmed."""
+    """Overlay on a square `view`: patches not in `kept` (raster indices on a grid x grid) are dimmed.
+
+    `bands`: padding boxes in `view` coordinates (`pad_bands`), hatched on top.
+    """
     side = view.width * scale
     canvas = view.resize((side, side), Image.NEAREST).convert("RGB")
-    if kept is None:
-        return canvas
-    keep = set(int(i) for i in (kept.tolist() if torch.is_tensor(kept) else kept))
-    step = side / grid
-    shade = Image.new("L", canvas.size, 255)
-    draw = ImageDraw.Draw(shade)
-    for idx in range(grid * grid):
-        if idx not in keep:
-            r, c = divmod(idx, grid)
-            draw.rectangle([c * step, r * step, (c + 1) * step - 1, (r + 1) * step - 1], fill=int(255 * dim))
-    dark = Image.new("RGB", canvas.size, (0, 0, 0))
-    return Image.composite(canvas, dark, shade)
+    if kept is not None:
+        keep = set(int(i) for i in (kept.tolist() if torch.is_tensor(kept) else kept))
+        step = side / grid
+        shade = Image.new("L", canvas.size, 255)
+        draw = ImageDraw.Draw(shade)
+        for idx in range(grid * grid):
+            if idx not in keep:
+                r, c = divmod(idx, grid)
+                draw.rectangle([c * step, r * step, (c + 1) * step - 1, (r + 1) * step - 1], fill=int(255 * dim))
+        canvas = Image.composite(canvas, Image.new("RGB", canvas.size, (0, 0, 0)), shade)
+    draw = ImageDraw.Draw(canvas)
+    for box in bands:
+        _hatch(draw, tuple(round(v * scale) for v in box))
+    return canvas
 
 
-def kept_grid(panels: Sequence[tuple[str, Image.Image]], columns: int = 4, pad: int = 8) -> Image.Image:
-    """Lay titled panels out in a grid (titles drawn above each panel)."""
+def _legend(width: int, dim: float, font) -> Image.Image:
+    """One row: a bright swatch 'kept', a dimmed one 'pruned (dimmed)', a hatched one 'padding'."""
+    row_h = FONT_PX + 12
+    legend = Image.new("RGB", (width, row_h), (255, 255, 255))
+    draw = ImageDraw.Draw(legend)
+    grey = (150, 150, 150)
+    items = [("kept patch", grey), ("pruned patch (dimmed)", tuple(int(v * dim) for v in grey)),
+             ("padding to a square (LLaVA 'pad'; not image)", grey)]
+    x = 0
+    for n, (label, colour) in enumerate(items):
+        box = (x, 4, x + row_h - 8, row_h - 4)
+        draw.rectangle(box, fill=colour, outline=(0, 0, 0))
+        if n == 2:
+            _hatch(draw, (box[0] + 1, box[1] + 1, box[2], box[3]), step=5)
+        draw.text((box[2] + 6, 4), label, fill=(0, 0, 0), font=font)
+        x = box[2] + 6 + int(draw.textlength(label, font=font)) + 24
+    return legend
+
+
+def kept_grid(panels: Sequence[tuple[str, Image.Image]], columns: int = 4, pad: int = 8,
+              title: str | None = None, notes: Sequence[str] = (), legend: bool = True,
+              dim: float = 0.25) -> Image.Image:
+    """Lay titled panels out in a grid: an optional title and red notes on top, a legend at the bottom."""
     if not panels:
         raise ValueError("no panels to draw")
+    font = _font()
     w, h = panels[0][1].size
-    title_h = 18
+    line_h = FONT_PX + 8
     rows = (len(panels) + columns - 1) // columns
     cols = min(columns, len(panels))
-    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + title_h + pad) + pad), (255, 255, 255))
+    width = cols * (w + pad) + pad
+    header = [(title, (0, 0, 0))] if title else []
+    header += [(note, (200, 0, 0)) for note in notes]
+    top = pad + line_h * len(header)
+    legend_img = _legend(width - 2 * pad, dim, font) if legend else None
+    height = top + rows * (h + line_h + pad) + (legend_img.height + pad if legend_img else 0) + pad
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for n, (title, panel) in enumerate(panels):
+    for n, (text, colour) in enumerate(header):
+        draw.text((pad, pad + n * line_h), text, fill=colour, font=font)
+    for n, (label, panel) in enumerate(panels):
         r, c = divmod(n, columns)
-        x, y = pad + c * (w + pad), pad + r * (h + title_h + pad)
-        draw.text((x, y), title, fill=(0, 0, 0))
-        sheet.paste(panel, (x, y + title_h))
+        x, y = pad + c * (w + pad), top + r * (h + line_h + pad)
+        draw.text((x, y), label, fill=(0, 0, 0), font=font)
+        sheet.paste(panel, (x, y + line_h))
+    if legend_img:
+        sheet.paste(legend_img, (pad, top + rows * (h + line_h + pad)))
     return sheet
 
 
@@ -91,22 +185,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vision-tower", default=None)
     parser.add_argument("--vision-attn", default="sdpa", choices=["sdpa", "eager"],
                         help="the CLIP tower's attention (eager reproduces an eager tower bit for bit)")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
     args = parser.parse_args(argv)
 
+    image = load_image(args.image_file)
     _, model, processor, _ = load_pretrained_model(args.model_path, device=args.device,
                                                    vision_tower_path=args.vision_tower,
-                                                   vision_attn_implementation=args.vision_attn)
-    image = load_image(args.image_file)
+                                                   vision_attn_implementation=args.vision_attn,
+                                                   allow_missing_weights=args.allow_missing_weights)
     tower = model.get_vision_tower()
-    view = model_view(image, processor, model.config.image_aspect_ratio, tower.config.image_size)
+    aspect, size = model.config.image_aspect_ratio, tower.config.image_size
+    view = model_view(image, processor, aspect, size)
+    bands = pad_bands(image.size, aspect, size)
     panels = []
     for method in args.pruning_method.split(","):
         for k in (int(x) for x in args.visual_token_num.split(",")):
             kept = kept_indices_for(model, processor, image, k, method.strip())
             n = tower.num_patches if kept is None else len(kept)
-            panels.append((f"{method} K={n}", draw_kept_patches(view, kept, tower.num_patches_per_side, scale=1)))
-    kept_grid(panels, columns=len(args.visual_token_num.split(","))).save(args.out)
-    print(f"kept-patch grid written to {args.out}")
+            label = f"{method.strip()}  K={n}" + ("  (all kept)" if kept is None else "")
+            panels.append((label, draw_kept_patches(view, kept, tower.num_patches_per_side, scale=1, bands=bands)))
+    notes = [RANDOM_NOTE] if weights_are_random(args.model_path) else []
+    title = f"{Path(args.image_file).name}  ({image.width}x{image.height})  on  {Path(args.model_path.rstrip('/')).name}"
+    sheet = kept_grid(panels, columns=len(args.visual_token_num.split(",")), title=title, notes=notes)
+    sheet.save(args.out, dpi=(DPI, DPI))
+    print(f"kept-patch grid written to {args.out}" + (" (random weights: see the note in the picture)" if notes else ""))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 * :func:`tokenizer_image_token` turns a prompt with ``<image>`` markers into ids with
   ``IMAGE_TOKEN_INDEX`` placeholders, exactly as LLaVA does.
 * :func:`process_images` applies the checkpoint's ``image_aspect_ratio`` ('pad' or none).
+* :func:`load_image` (from :mod:`llava.image_io`) decodes an image file to the RGB picture it shows.
 * :func:`load_image_processor` loads a CLIP ``preprocessor_config.json`` into transformers 5's
   PIL-backed CLIP image processor (the default class needs torchvision).
 """
@@ -12,37 +13,17 @@ from __future__ import annotations
 import base64
 import io
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import StoppingCriteria
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from llava.image_io import ImageDecodeError, decode_image, load_image, to_rgb
 
 # ---- images ---------------------------------------------------------------------------------------
-
-
-def load_image(path_or_url: str | os.PathLike) -> Image.Image:
-    """Open an image file (or http(s) URL) as RGB; errors name the path."""
-    source = str(path_or_url)
-    if source.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(source, timeout=30) as response:
-                data: Any = io.BytesIO(response.read())
-        except OSError as err:
-            raise OSError(f"could not download image {source!r}: {err}") from err
-    else:
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"image file {source!r} not found (working directory {os.getcwd()!r})")
-        data = source
-    try:
-        with Image.open(data) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ValueError(f"{source!r} is not a readable image file ({err}); check or re-download it") from err
 
 
 def load_image_from_base64(image: str) -> Image.Image:
@@ -220,12 +201,15 @@ class KeywordsStoppingCriteria(StoppingCriteria):
 
 __all__ = [
     "ASPECT_RATIO_HANDLERS",
+    "ImageDecodeError",
     "KeywordsStoppingCriteria",
+    "decode_image",
     "expand2square",
     "get_model_name_from_path",
     "load_image",
     "load_image_from_base64",
     "load_image_processor",
     "process_images",
+    "to_rgb",
     "tokenizer_image_token",
 ]

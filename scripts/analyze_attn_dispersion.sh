@@ -19,7 +19,11 @@ IMAGE_FOLDER="${IMAGE_FOLDER:-./playground/data}"
 NUM_SAMPLES="${NUM_SAMPLES:-1000}"
 OUT="${OUT:-./outputs/analysis/attn_dispersion}"
 if [[ ! -f "$DATA_FILE" ]]; then
-    echo "error: DATA_FILE $DATA_FILE not found (FasterVLM's 1K subset: playground/data/analysis/llava_v1_5_mix1k.jsonl)" >&2
+    echo "error: DATA_FILE $DATA_FILE not found. The 1K analysis subset llava_v1_5_mix1k.jsonl is in FasterVLM's" >&2
+    echo "  repository (github.com/Theia-4869/FasterVLM, playground/data/analysis/llava_v1_5_mix1k.jsonl); put it at" >&2
+    echo "  ./playground/data/analysis/ or set DATA_FILE, with its images (coco, gqa, ocr_vqa, textvqa, vg) under IMAGE_FOLDER" >&2
+    copy="${FASTERVLM_REFERENCE:-$(cd "$(dirname "$0")/.." && pwd)/../shared/reference}/analysis/llava_v1_5_mix1k.jsonl"
+    [[ -f "$copy" ]] && echo "  A copy is in the reference data: DATA_FILE=$copy" >&2
     exit 2
 fi
 "${PYTHON:-python}" -m llava.analysis.attn_dispersion \

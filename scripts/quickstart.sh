@@ -7,14 +7,42 @@
 # Random weights give meaningless text; the same commands with a real checkpoint do the real job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -c "import torch" 2>/dev/null || python -m pip install --quiet -c constraints.txt torch==2.13.0
-# the tested versions (constraints.txt), less its torch pin so that a torch already there stays
-python -m pip install --quiet -c <(grep -v '^torch==' constraints.txt) -e ".[test]"
-bash scripts/install_oracle.sh .oracle >/dev/null || echo "(oracle not installed: its tests will skip)"
-
-python -m llava.model.tiny --out playground/tiny
 out=outputs/quickstart
 mkdir -p "$out"
+step() { printf '\n[%s/4] %s\n' "$1" "$2"; }
+
+step 1 "installing torch, this package (with its test extras) and the reference implementation"
+if python -c "import torch" 2>/dev/null; then
+    echo "  torch $(python -c 'import torch; print(torch.__version__)') is already installed; keeping it"
+else
+    echo "  installing torch 2.13.0 (CPU wheel)"
+    python -m pip install --quiet -c constraints.txt torch==2.13.0
+fi
+echo "  installing this package at the tested versions: pip install -c constraints.txt -e .[test]"
+# the constraints less their torch pin, so that a torch already there stays
+python -m pip install --quiet -c <(grep -v '^torch==' constraints.txt) -e ".[test]"
+echo "  installing the original LLaVA (llava-torch 1.2.2 on transformers 4.37.2) into .oracle/ (log: $out/install_oracle.log)"
+oracle_ok=0
+if bash scripts/install_oracle.sh .oracle >"$out/install_oracle.log" 2>&1; then
+    # Import it the way the tests do: from another folder, the oracle first on PYTHONPATH.
+    oracle="$(pwd)/.oracle"
+    if (cd "${TMPDIR:-/tmp}" && PYTHONPATH="$oracle" python -c \
+            "import transformers, llava.model.builder; assert transformers.__version__ == '4.37.2'") \
+            >>"$out/install_oracle.log" 2>&1; then
+        oracle_ok=1
+    fi
+fi
+if (( oracle_ok )); then
+    echo "  reference implementation: installed in .oracle/; the tests that compare with the original LLaVA will run"
+else
+    echo "  reference implementation: NOT installed (see $out/install_oracle.log); the tests that compare with"
+    echo "  the original LLaVA will skip. Retry with: bash scripts/install_oracle.sh .oracle"
+fi
+
+step 2 "writing the tiny random-weight LLaVA-1.5 checkpoint to playground/tiny/"
+python -m llava.model.tiny --out playground/tiny
+
+step 3 "answering the 3 sample questions (playground/data/sample/questions.jsonl) at K=576 and K=58"
 for k in 576 58; do
   python -m llava.eval.model_vqa_loader \
       --model-path playground/tiny/llava-v1.5-tiny \
@@ -33,6 +61,10 @@ for path in sorted(Path(sys.argv[1]).glob("answers_k*.jsonl")):
         print(f"[{path.stem}] q{a['question_id']} ({a['metadata']['visual_tokens']} visual tokens) "
               f"{a['prompt'][:40]!r} -> {a['text']!r}")
 PY
+
+step 4 "drawing the kept patches of fastervlm and uniform at K=576,144,58,29"
 python -m llava.kept_map --model-path playground/tiny/llava-v1.5-tiny --image-file assets/samples/shapes.png \
     --visual-token-num 576,144,58,29 --pruning-method fastervlm,uniform --out "$out/kept_patches.png"
+echo
 echo "done: answers and kept_patches.png in $out (random weights: the text is meaningless by design)"
+echo "next: python -m llava.eval.make_mini_data --out playground/data/eval   (a mini data root for the eval scripts)"

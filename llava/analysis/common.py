@@ -26,6 +26,21 @@ from .attention import PrefillAttention, run_prefill
 logger = logging.getLogger("llava.analysis")
 
 DEFAULT_DATA_FILE = "playground/data/analysis/llava_v1_5_mix1k.jsonl"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def missing_data_file_message(path: str) -> str:
+    """Where the 1K analysis file comes from: FasterVLM's repository, or the reference data when it is here."""
+    name = Path(DEFAULT_DATA_FILE).name
+    message = (f"--data-file {path} not found. The 1K analysis subset {name} (1,000 LLaVA-1.5 instruction records) "
+               f"is in FasterVLM's repository (github.com/Theia-4869/FasterVLM, {DEFAULT_DATA_FILE}); put it at "
+               f"{DEFAULT_DATA_FILE} or pass --data-file, with its images (coco, gqa, ocr_vqa, textvqa, vg) "
+               f"under --image-folder")
+    reference = Path(os.environ.get("FASTERVLM_REFERENCE", REPO.parent / "shared" / "reference"))
+    copy = reference / "analysis" / name
+    if copy.is_file():
+        message += f". A copy is in the reference data: --data-file {copy}"
+    return message
 
 
 def add_common_args(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -63,7 +78,7 @@ def check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.batch_size < 1 or args.query_chunk < 1:
         parser.error("--batch-size and --query-chunk must be >= 1")
     if not os.path.isfile(args.data_file):
-        parser.error(f"--data-file {args.data_file} not found")
+        parser.error(missing_data_file_message(args.data_file))
 
 
 # ---- data ------------------------------------------------------------------------------------------

@@ -180,7 +180,9 @@ def sample_images(n: int) -> list:
 
     files = sorted(SAMPLES.glob("*.png")) if SAMPLES.is_dir() else []
     if files:
-        pool = [Image.open(f).convert("RGB") for f in files]
+        from llava.image_io import load_image
+
+        pool = [load_image(f) for f in files]
     else:
         pool = [Image.linear_gradient("L").convert("RGB").resize((400, 300 + 40 * i)) for i in range(3)]
     return [pool[i % len(pool)] for i in range(n)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import math
 from functools import partial
 
@@ -49,7 +48,9 @@ def row_options(row: dict) -> list[str]:
 
 
 def _decode(b64: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
+    from llava.image_io import decode_image
+
+    return decode_image(base64.b64decode(b64), "(base64 in the TSV)")
 
 
 def mmbench_items(rows: list[dict], lang: str, single_pred_prompt: bool, all_rounds: bool) -> list[VQAItem]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import ExitStack
+import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -115,6 +116,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--joint-sweep", action="store_true",
                         help="a sweep generates all Ks of a batch in one call (batch-size x #K rows): faster, and "
                              "equal to per-K generation where batching does not change answers (CPU fp32)")
+    parser.add_argument("--truncate-prompts", action="store_true",
+                        help="cut a prompt longer than the model's context (with a warning naming the question) "
+                             "instead of stopping with an error")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
     parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_MIN,
                         help="minutes a finished rank waits for the others before rank 0 merges (torchrun runs)")
 
@@ -194,16 +200,16 @@ class _PromptDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from llava.mm_utils import load_image, process_images, tokenizer_image_token
+        from llava.mm_utils import load_image, process_images, tokenizer_image_token, to_rgb
 
         item = self.items[i]
         images = []
         for image in item.images:
             if isinstance(image, Image.Image):
-                images.append(image.convert("RGB"))
+                images.append(to_rgb(image, f"of question {item.question_id}"))
             elif callable(image):  # decoded lazily (e.g. base64 in a TSV), so only a batch is in memory
                 try:
-                    images.append(image().convert("RGB"))
+                    images.append(to_rgb(image(), "(decoded)"))
                 except Exception as err:
                     raise ValueError(f"question {item.question_id}: cannot decode its image: {err}") from err
             else:
@@ -255,6 +261,7 @@ def run_vqa(
     metadata: dict | None = None,
     on_answer: Callable[[dict], None] | None = None,
     joint_sweep: bool = False,
+    truncate_prompts: bool = False,
 ) -> int:
     """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
 
@@ -263,7 +270,8 @@ def run_vqa(
     still lacks it, each K into its own file with `metadata["visual_token_num"] = K`. The Ks of a batch
     are generated one K after the other (the same batches as separate runs), or with `joint_sweep` in
     one generate call of batch x K rows. A text-only question is answered once per batch and its
-    answer reused for every K (without an image, K cannot change it).
+    answer reused for every K (without an image, K cannot change it). A prompt longer than the model's
+    context stops the run naming the question, unless `truncate_prompts` (then a warning names it).
     """
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -320,14 +328,16 @@ def run_vqa(
                     picked = None
                 kwargs = dict(visual_token_num=[k for r, k in jobs for _ in range(counts[r])],
                               vision_signals=picked) if sweep else dict(images=picked)
-                out = model.generate(
-                    input_ids[rows].to(device),
-                    image_sizes=[sizes[j] for r in rows for j in range(first_image[r], first_image[r] + counts[r])],
-                    attention_mask=mask[rows].to(device),
-                    pad_token_id=pad_id,
-                    **kwargs,
-                    **gen.to_kwargs(),
-                )
+                with _named_context_overflow([todo[idx[r]].question_id for r in rows], truncate_prompts):
+                    out = model.generate(
+                        input_ids[rows].to(device),
+                        image_sizes=[sizes[j] for r in rows for j in range(first_image[r], first_image[r] + counts[r])],
+                        attention_mask=mask[rows].to(device),
+                        pad_token_id=pad_id,
+                        truncate_prompts=truncate_prompts,
+                        **kwargs,
+                        **gen.to_kwargs(),
+                    )
                 per_image = iter(_visual_token_report(model.last_multimodal))
                 for (r, k), text in zip(jobs, tokenizer.batch_decode(out, skip_special_tokens=True)):
                     answers[r, k] = (text, [next(per_image) for _ in range(counts[r])])
@@ -352,6 +362,32 @@ def run_vqa(
                     if on_answer:
                         on_answer(record)
         return written
+
+
+@contextmanager
+def _named_context_overflow(question_ids: Sequence[Any], truncate_prompts: bool):
+    """Name the question of a prompt row that overflows the context (error), or that was truncated (warning).
+
+    Warnings are only intercepted under `truncate_prompts`, so other runs show them as usual.
+    """
+    from llava.model.context import ContextOverflowError, ContextOverflowWarning
+
+    with ExitStack() as stack:
+        caught = stack.enter_context(warnings.catch_warnings(record=True)) if truncate_prompts else []
+        if truncate_prompts:
+            warnings.simplefilter("always", ContextOverflowWarning)
+        try:
+            yield
+        except ContextOverflowError as err:
+            raise ValueError(f"question {question_ids[err.row]}: the prompt holds {err.length} tokens (text and "
+                             f"visual), more than the model's context of {err.limit}; shorten it or lower K, or pass "
+                             f"--truncate-prompts to cut it to {err.limit}") from None
+    for w in caught:
+        if isinstance(w.message, ContextOverflowWarning):
+            print(f"warning: question {question_ids[w.message.row]}: prompt truncated from {w.message.length} to "
+                  f"{w.message.limit} tokens (--truncate-prompts)", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _visual_token_report(encoded) -> list[dict]:
@@ -400,6 +436,7 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
         vision_tower_path=args.vision_tower,
         anyres_mode=args.anyres_mode,
         vision_attn_implementation=getattr(args, "vision_attn", "sdpa"),
+        allow_missing_weights=getattr(args, "allow_missing_weights", False),
         **placement,
     )
     return tokenizer, model, image_processor, model_name
@@ -474,5 +511,5 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
         model, tokenizer, image_processor, items, answers, args.conv_mode, gen, model_name,
         image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
         resume=True, metadata={**run_metadata(model, args), **(extra_metadata or {})},
-        joint_sweep=getattr(args, "joint_sweep", False),
+        joint_sweep=getattr(args, "joint_sweep", False), truncate_prompts=getattr(args, "truncate_prompts", False),
     )

@@ -21,6 +21,8 @@ from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAUL
 from llava.pruning.config import PruningConfig
 
 from .checkpoint import checkpoint_tensors, strip_prefix
+from .checkpoint_checks import CheckpointError, check_loading_info
+from .device_checks import check_device, check_dtype
 from .families import LoadOptions, family_of
 from .multimodal import LlavaForPruning
 from .multimodal_encoder.builder import build_vision_tower, resolve_pretrained_dir
@@ -46,9 +48,10 @@ def resolve_dtype(torch_dtype: str | torch.dtype | None, device: str) -> torch.d
 
 
 def resolve_device(device: str | None) -> str:
-    """'auto'/None -> 'cuda' when available, else 'cpu'."""
+    """'auto'/None -> 'cuda' when available, else 'cpu'; a named device must exist (DeviceError otherwise)."""
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     return device
 
 
@@ -56,7 +59,10 @@ def read_config(model_path: str) -> dict:
     path = Path(model_path) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{model_path}: no config.json; is this a LLaVA checkpoint folder?")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); restore this file from the original checkpoint") from None
 
 
 def load_pretrained_model(
@@ -77,6 +83,7 @@ def load_pretrained_model(
     anyres_mode: str | None = None,
     pruning: PruningConfig | None = None,
     vision_attn_implementation: str = "sdpa",
+    allow_missing_weights: bool = False,
     **kwargs,
 ):
     """Load a LLaVA checkpoint; returns `(tokenizer, model, image_processor, context_len)`.
@@ -93,6 +100,8 @@ def load_pretrained_model(
     vision_attn_implementation: the CLIP tower's attention, 'sdpa' (default) or 'eager' (bitwise equal
         to an eager CLIPVisionModel's features, for reproducing eager-tower results exactly).
     vision_tower_path: overrides `mm_vision_tower` (e.g. a local CLIP folder for offline use).
+    allow_missing_weights: load even when the checkpoint lacks weights the model needs (or holds
+        ones it does not), leaving those randomly initialised, with a warning; otherwise CheckpointError.
     """
     from llava.mm_utils import load_image_processor
     from llava.model.tokenizer import load_tokenizer
@@ -109,6 +118,7 @@ def load_pretrained_model(
         raise NotImplementedError("LoRA checkpoints must be merged first (peft's merge_and_unload), then loaded")
     device = resolve_device(device)
     dtype = resolve_dtype(torch_dtype, device)
+    check_dtype(device, dtype)
     if attn_implementation is None:
         attn_implementation = "flash_attention_2" if use_flash_attn else "sdpa"
     if device_map is None or device_map == "auto" and not device.startswith("cuda"):
@@ -121,10 +131,12 @@ def load_pretrained_model(
         dtype=dtype, llm_kwargs=load_kwargs, vision_tower_path=vision_tower_path,
         vision_attn_implementation=vision_attn_implementation,
         model_base=None if model_base is None else resolve_pretrained_dir(model_base),
+        allow_missing_weights=allow_missing_weights,
     )
     model = family_of(raw, model_path).load(model_path, raw, options)
 
-    tokenizer = load_tokenizer(model_path)
+    # As LLaVA: a projector-only (stage-1) folder has no tokenizer; the base LLM's folder has.
+    tokenizer = load_tokenizer(options.model_base or model_path)
     _add_image_tokens(model, tokenizer)
 
     if model.get_vision_tower() is None:
@@ -136,6 +148,7 @@ def load_pretrained_model(
             model.config.mm_vision_select_layer,
             model.config.mm_vision_select_feature,
             base_dir=model_path,
+            allow_missing_weights=allow_missing_weights,
             dtype=dtype,
             attn_implementation=vision_attn_implementation,
         )
@@ -143,7 +156,7 @@ def load_pretrained_model(
         image_processor = tower.image_processor
         if getattr(model.config, "unfreeze_mm_vision_tower", False):
             # LLaVA-1.6 fine-tuned the tower: its weights in the checkpoint replace the CLIP ones.
-            _overlay_tower_weights(model, model_path)
+            _overlay_tower_weights(model, model_path, allow_missing_weights)
     else:
         image_processor = load_image_processor(vision_tower_path or model_path)
         model.get_vision_tower().image_processor = image_processor
@@ -177,16 +190,24 @@ def _add_image_tokens(model: LlavaForPruning, tokenizer) -> None:
 TOWER_PREFIX = "model.vision_tower.vision_tower."
 
 
-def _overlay_tower_weights(model: LlavaForPruning, model_path: str) -> None:
-    """Load `model.vision_tower.vision_tower.[vision_model.]*` tensors of the checkpoint into the tower."""
+def _overlay_tower_weights(model: LlavaForPruning, model_path: str, allow_missing_weights: bool = False) -> None:
+    """Load `model.vision_tower.vision_tower.[vision_model.]*` tensors of the checkpoint into the tower.
+
+    A checkpoint that says it tuned its tower (`unfreeze_mm_vision_tower`) but holds none of its
+    tensors would silently run with the untuned CLIP weights: an error unless allowed.
+    """
     found = strip_prefix(checkpoint_tensors(model_path, TOWER_PREFIX), TOWER_PREFIX)
     if not found:
+        message = (f"{model_path}: config.json says the vision tower was fine-tuned (unfreeze_mm_vision_tower) but "
+                   f"the checkpoint holds no {TOWER_PREFIX}* tensors; restore the complete checkpoint, or pass "
+                   f"allow_missing_weights=True (--allow-missing-weights) to use the CLIP tower's own weights")
+        if not allow_missing_weights:
+            raise CheckpointError(message)
+        logger.warning(message)
         return
     tower = model.get_vision_tower().vision_tower
     state = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v for k, v in found.items()}
     missing, unexpected = tower.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ValueError(f"{model_path}: vision tower weights do not fit the CLIP tower "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    info = {"missing_keys": [TOWER_PREFIX + k for k in missing], "unexpected_keys": [TOWER_PREFIX + k for k in unexpected]}
+    check_loading_info(model_path, info, allow_missing_weights, what="the fine-tuned vision tower")
     logger.info("loaded %d vision-tower tensors from %s", len(state), model_path)

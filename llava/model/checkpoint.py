@@ -1,4 +1,4 @@
-"""Reading tensors out of checkpoint folders, and refusing weights that do not fit."""
+"""Reading tensors out of checkpoint folders (the refusals are `checkpoint_checks`)."""
 
 from __future__ import annotations
 
@@ -29,17 +29,3 @@ def checkpoint_tensors(model_path: str, prefixes: str | tuple[str, ...]) -> dict
 def strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The tensors under `prefix`, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def check_weights(model_path: str, what: str, missing: list[str], unexpected: list[str], allow: bool) -> None:
-    """Refuse a checkpoint whose weights for `what` are missing or have no place, unless allowed."""
-    missing = [k for k in missing if not k.endswith(("position_ids", "rotary_emb.inv_freq"))]
-    if allow or not (missing or unexpected):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    raise ValueError(f"{model_path}: weights of {what} do not fit the checkpoint: {'; '.join(parts)}; "
-                     "check the checkpoint, or pass --allow-missing-weights to run with random weights there")

@@ -16,7 +16,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from llava import compat
 
-from .checkpoint import check_weights, checkpoint_tensors, strip_prefix
+from .checkpoint import checkpoint_tensors, strip_prefix
+from .checkpoint_checks import CheckpointError, check_files, check_loading_info, load_weights
 from .families import LoadOptions, register_family
 from .multimodal import LlavaForPruning
 from .multimodal_encoder.clip_encoder import CLIPVisionTower
@@ -91,22 +92,17 @@ def hf_fields(raw: dict) -> tuple[dict, str]:
 
 
 def _load_llm(path: str, config: PretrainedConfig, opts: LoadOptions, mm_keys: re.Pattern, **extra):
-    with compat.own_load_report():  # the report would list the multimodal tensors as unexpected
-        llm, info = AutoModelForCausalLM.from_pretrained(path, config=config, output_loading_info=True,
-                                                         **opts.llm_kwargs, **extra)
-    unexpected = [k for k in info.get("unexpected_keys", []) if not mm_keys.search(k)]
-    check_weights(path, "the LLM", info.get("missing_keys", []), unexpected, opts.allow_missing_weights)
-    return llm
+    """The LLM's weights; the checkpoint's multimodal tensors (`mm_keys`) are loaded by their parts."""
+    with compat.own_load_report():  # its report would list the multimodal tensors as unexpected
+        return load_weights(AutoModelForCausalLM, path, opts.allow_missing_weights, ignore=(mm_keys.pattern,),
+                            what="the LLM", config=config, **opts.llm_kwargs, **extra)
 
 
 def _load_part(model_path: str, what: str, module, tensors: dict, opts: LoadOptions) -> None:
-    """Load `tensors` into `module` (strict unless allowed), on the module's device and dtype."""
-    if not tensors:
-        check_weights(model_path, what, sorted(module.state_dict()), [], opts.allow_missing_weights)
-        return
+    """Load `tensors` into `module`; weights it lacks or cannot place are refused unless allowed."""
     missing, unexpected = module.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    check_weights(model_path, what, missing, unexpected, opts.allow_missing_weights)
+    check_loading_info(model_path, {"missing_keys": missing, "unexpected_keys": unexpected},
+                       opts.allow_missing_weights, what=what)
 
 
 def _install_mm_parts(model: LlavaForPruning, path: str, projector: dict, newline: torch.Tensor | None,
@@ -116,7 +112,8 @@ def _install_mm_parts(model: LlavaForPruning, path: str, projector: dict, newlin
         model.mm_projector.to(device=model.device, dtype=model.dtype)
     if model.image_newline is not None:
         if newline is None:
-            check_weights(path, "LLaVA-NeXT's image_newline", ["image_newline"], [], opts.allow_missing_weights)
+            check_loading_info(path, {"missing_keys": ["model.image_newline"]}, opts.allow_missing_weights,
+                               what="LLaVA-NeXT's image_newline")
         else:
             model.image_newline.data = newline.to(device=model.device, dtype=model.dtype)
 
@@ -126,6 +123,7 @@ def load_original(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     """LLaVA-1.5/1.6 in the original layout (liuhaotian/llava-v1.5-*): LLM weights plus model.mm_projector.*."""
     config = llm_config(raw, llm_type_of(raw))
     if opts.model_base is not None:  # LLaVA's pretrain stage: the base LLM + mm_projector.bin in `path`
+        check_files(path)
         llm = _load_llm(opts.model_base, config, opts, ORIGINAL_MM)
         model = LlavaForPruning(llm.config, llm)
         _install_mm_parts(model, path, _projector_file(path), None, opts)
@@ -166,12 +164,17 @@ def _projector_file(path: str) -> dict:
     found = next((p for p in candidates if os.path.isfile(p)), None)
     if found is None:
         raise FileNotFoundError(f"{path}: model_base was given but there is no mm_projector.bin/.safetensors")
-    if found.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    try:
+        if found.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        weights = load_file(found)
-    else:
-        weights = torch.load(found, map_location="cpu", weights_only=True)
+            weights = load_file(found)
+        else:
+            weights = torch.load(found, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read the file is reported with its name
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(f"{found}: cannot read the projector weights ({type(err).__name__}: {first}); "
+                              "re-download it") from None
     return {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
 
 

@@ -330,6 +330,7 @@ class LlavaMetaForCausalLM:
         image_sizes: Sequence[tuple[int, int]] | None = None,
         encoded: EncodedImages | None = None,
         pruning: PruningConfig | None = None,
+        truncate_prompts: bool = False,
     ) -> MultimodalInputs:
         """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
 
@@ -338,6 +339,8 @@ class LlavaMetaForCausalLM:
         `signals` (from `vision_signals`) replaces `images` when the tower has already run;
         `encoded` (from `encode_images` / `encode_anyres_images`) splices tokens already projected.
         `pruning` (default: the model's) and the `visual_token_num` override work as in `encode_images`.
+        A row longer than the context raises ContextOverflowError, unless `truncate_prompts` cuts it (with
+        a ContextOverflowWarning).
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
@@ -386,7 +389,9 @@ class LlavaMetaForCausalLM:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         attention_mask = attention_mask.bool()
         text_embeds = embed(input_ids.clamp(min=0))  # [B, L, H]; placeholder rows are dropped below
-        max_len = getattr(self.config, "tokenizer_model_max_length", None)
+        # The context: what LLaVA trained with, else what the LLM's positions hold (llava-hf configs).
+        max_len = getattr(self.config, "tokenizer_model_max_length", None) or \
+            getattr(self.config, "max_position_embeddings", None)
 
         rows_embeds, rows_labels, spans = [], [], []
         next_image = 0
@@ -412,7 +417,14 @@ class LlavaMetaForCausalLM:
                     pos += feat.shape[0]
             row = torch.cat(pieces)
             row_lab = torch.cat(piece_labels) if lab is not None else None
-            if max_len is not None:
+            if max_len is not None and row.shape[0] > max_len:
+                import warnings
+
+                from llava.model.context import ContextOverflowError, ContextOverflowWarning
+
+                if not truncate_prompts:
+                    raise ContextOverflowError(b, row.shape[0], max_len)
+                warnings.warn(ContextOverflowWarning(b, row.shape[0], max_len), stacklevel=2)
                 row = row[:max_len]
                 row_lab = row_lab[:max_len] if row_lab is not None else None
             rows_embeds.append(row)

@@ -8,7 +8,8 @@
 - DIR/llava-1.5-tiny-hf/           (with --hf) the same weights in the llava-hf layout
 - DIR/llava-v1.6-tiny/             (with --next) a LLaVA-1.6-shaped anyres checkpoint (original layout)
 
-Random weights produce meaningless text; the pipeline, shapes and numerics are the real ones.
+Random weights produce meaningless text; the pipeline, shapes and numerics are the real ones. Each LLaVA
+folder's config.json says `"random_weights": true`, so tools (the kept-patch picture) can say so.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ TINY_TEXT = dict(
     max_position_embeddings=4096, rms_norm_eps=1e-5, initializer_range=0.2, tie_word_embeddings=False,
     bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
+
+
+# config.json key the tiny checkpoints carry, so tools can say their weights are random (llava.kept_map).
+RANDOM_MARKER = "random_weights"
+
+
+def mark_random_weights(folder: str | Path) -> Path:
+    """Add `"random_weights": true` to `folder`/config.json; returns the folder."""
+    path = Path(folder) / "config.json"
+    raw = json.loads(path.read_text())
+    raw[RANDOM_MARKER] = True
+    path.write_text(json.dumps(raw, indent=2))
+    return Path(folder)
 
 
 def tiny_config(vocab_size: int, vision_tower: str = CLIP_DIR) -> LlavaLlamaConfig:
@@ -132,9 +146,10 @@ def save_tiny_checkpoint(out_dir: str | Path, seed: int = DEFAULT_SEED, hf_layou
     # The original layout keeps the tower outside the LLM checkpoint, found through mm_vision_tower.
     model.config.mm_vision_tower = str(clip_dir)
     save_original(model, llava_dir)
+    mark_random_weights(llava_dir)
 
     if hf_layout:
-        save_hf_layout(model, out / HF_DIR, llava_dir)
+        mark_random_weights(save_hf_layout(model, out / HF_DIR, llava_dir))
     return llava_dir
 
 
@@ -158,6 +173,7 @@ def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = DEFAULT_SEED) -> 
             p.copy_((p + torch.randn(p.shape, generator=generator) * 0.02).half().float())
     model.config.mm_vision_tower = str(clip_dir)
     save_original(model, next_dir, with_tower=True)
+    mark_random_weights(next_dir)
     return next_dir
 
 

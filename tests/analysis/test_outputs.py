@@ -150,6 +150,38 @@ def test_shell_scripts_pass_defaults_and_overrides(script, module, tmp_path):
     assert pairs["--num-samples"] == "7" and pairs["--output-dir"] == "o" and pairs["--conv-mode"] == "vicuna_v1"
     assert "--extra" in args
     env.pop("DATA_FILE")
+    env["FASTERVLM_REFERENCE"] = str(tmp_path / "no-reference")
     missing = subprocess.run(["bash", str(REPO / "scripts" / script)], env=env, cwd=tmp_path,
                              capture_output=True, text=True)
-    assert missing.returncode == 2 and "llava_v1_5_mix1k.jsonl" in missing.stderr
+    where = ("error: DATA_FILE ./playground/data/analysis/llava_v1_5_mix1k.jsonl not found. The 1K analysis subset "
+             "llava_v1_5_mix1k.jsonl is in FasterVLM's\n  repository (github.com/Theia-4869/FasterVLM, "
+             "playground/data/analysis/llava_v1_5_mix1k.jsonl); put it at\n  ./playground/data/analysis/ or set "
+             "DATA_FILE, with its images (coco, gqa, ocr_vqa, textvqa, vg) under IMAGE_FOLDER\n")
+    assert missing.returncode == 2 and missing.stderr == where
+    copy = tmp_path / "reference" / "analysis" / "llava_v1_5_mix1k.jsonl"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("")
+    env["FASTERVLM_REFERENCE"] = str(tmp_path / "reference")
+    found = subprocess.run(["bash", str(REPO / "scripts" / script)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert found.returncode == 2 and found.stderr == where + f"  A copy is in the reference data: DATA_FILE={copy}\n"
+
+
+def test_missing_data_file_says_where_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASTERVLM_REFERENCE", str(tmp_path / "no-reference"))
+    with pytest.raises(SystemExit):
+        attn_shift.main(["--model-path", "ck", "--data-file", str(tmp_path / "d.jsonl")])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.split(": error: ", 1)[1] == (f"--data-file {tmp_path / 'd.jsonl'} not found. The 1K analysis subset "
+                   f"llava_v1_5_mix1k.jsonl (1,000 LLaVA-1.5 instruction records) is in FasterVLM's repository "
+                   f"(github.com/Theia-4869/FasterVLM, playground/data/analysis/llava_v1_5_mix1k.jsonl); put it at "
+                   f"playground/data/analysis/llava_v1_5_mix1k.jsonl or pass --data-file, with its images (coco, gqa, "
+                   f"ocr_vqa, textvqa, vg) under --image-folder")
+    copy = tmp_path / "reference" / "analysis" / "llava_v1_5_mix1k.jsonl"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("")
+    monkeypatch.setenv("FASTERVLM_REFERENCE", str(tmp_path / "reference"))
+    with pytest.raises(SystemExit):
+        attn_shift.main(["--model-path", "ck", "--data-file", str(tmp_path / "d.jsonl")])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"under --image-folder. A copy is in the reference data: --data-file {copy}")

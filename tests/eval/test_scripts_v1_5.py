@@ -1,8 +1,8 @@
 """The benchmark shell scripts (scripts/v1_5/eval/*.sh) end to end on the tiny model.
 
-A mini data root in LLaVA's playground/data/eval layout (the one `llava.eval.prepare_hf` writes) holds
-2-4 questions per benchmark with tiny generated images and minimal ground-truth files in the formats
-the scorers read. Every script runs once at K=58 (module fixture); the tests then check the merged
+The mini data root of `llava.eval.make_mini_data` (LLaVA's playground/data/eval layout) holds 2-4
+questions per benchmark with the sample images and minimal ground-truth files in the formats the
+scorers read. Every script runs once at K=58 (module fixture); the tests then check the merged
 answers (one line per question, metadata visual_tokens 58), the score record or the submission file,
 resuming, the multi-GPU split (torchrun ranks), the merge checks that stop a script before scoring,
 FRESH=1, the GPT-judge branch of mmvet.sh / llavabench.sh (against a local fake judge, never the
@@ -11,10 +11,7 @@ network), and the paper table built by `llava.eval.summarize`.
 
 from __future__ import annotations
 
-import base64
-import csv
 import http.server
-import io
 import json
 import os
 import signal
@@ -26,242 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from llava.eval.make_mini_data import build_data_root
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "v1_5" / "eval"
 K = 58
 RUN = "llava-v1.5-tiny"  # the answers sub-folder: the checkpoint's folder name (default method)
-SHORT = "\nAnswer the question using a single word or phrase."
-LETTER = "\nAnswer with the option's letter from the given choices directly."
-COLORS = [(220, 40, 40), (40, 160, 60), (40, 70, 210), (230, 200, 40), (130, 60, 170)]
-
-
-# ----------------------------------------------------------------------------- mini data root
-
-
-def _png(path: Path, n: int) -> None:
-    """A small image that differs per n (a coloured square on a stripe background)."""
-    from PIL import Image, ImageDraw
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.new("RGB", (48 + 8 * n, 40), COLORS[(n + 2) % len(COLORS)])
-    draw = ImageDraw.Draw(image)
-    for x in range(0, image.width, 12):
-        draw.rectangle([x, 0, x + 5, image.height], fill=COLORS[(n + 1) % len(COLORS)])
-    draw.rectangle([6 + 2 * n, 6, 26 + 2 * n, 30], fill=COLORS[n % len(COLORS)])
-    image.save(path)
-
-
-def _png_bytes(n: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), COLORS[n % len(COLORS)]).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
-def _json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
-
-
-def build_pope(root: Path) -> int:
-    d = root / "pope"
-    questions, labels = [], {}
-    rows = [("adversarial", "a.png", "Is there a dog in the image?", "no"),
-            ("adversarial", "b.png", "Is there a square in the image?", "yes"),
-            ("random", "a.png", "Is there a car in the image?", "no"),
-            ("random", "b.png", "Is there a stripe in the image?", "yes")]
-    for n, (cat, image, text, label) in enumerate(rows):
-        _png(d / "val2014" / image, ord(image[0]) - ord("a"))
-        pos = len(labels.setdefault(cat, [])) + 1
-        labels[cat].append({"question_id": pos, "image": image, "text": text, "label": label})
-        offset = {"adversarial": 0, "random": 10_000_000}[cat]
-        questions.append({"question_id": offset + pos, "image": image, "text": text + SHORT, "category": cat})
-    _jsonl(d / "llava_pope_test.jsonl", questions)
-    for cat, rows_ in labels.items():
-        _jsonl(d / "labels" / f"coco_pope_{cat}.json", rows_)
-    return len(questions)
-
-
-def build_mme(root: Path) -> int:
-    d = root / "MME"
-    questions, gt = [], [["category", "image", "question", "answer"]]
-    for n, (cat, image) in enumerate([("existence", "e1.png"), ("count", "c1.png")]):
-        _png(d / "MME_Benchmark_release_version" / cat / image, n)
-        for question, answer in [(f"Is there a red object in picture {n}?", "Yes"),
-                                 (f"Is there a unicorn in picture {n}?", "No")]:
-            questions.append({"question_id": f"{cat}/{image}", "image": f"{cat}/{image}", "text": question + SHORT,
-                              "category": cat})
-            gt.append([cat, image, question + " Please answer yes or no.", answer])
-    _jsonl(d / "llava_mme.jsonl", questions)
-    (d / "ground_truth.tsv").write_text("".join("\t".join(r) + "\n" for r in gt), encoding="utf-8")
-    return len(questions)
-
-
-def build_textvqa(root: Path) -> int:
-    d = root / "textvqa"
-    questions, data = [], []
-    # two questions about the same image share the question_id (the image id), as in LLaVA's file
-    for image_id, question, answers in [("t1", "What is written on the sign?", ["stop"] * 10),
-                                        ("t1", "What color is the sign?", ["red"] * 7 + ["orange"] * 3),
-                                        ("t2", "What brand is it?", ["acme"] * 10)]:
-        _png(d / "train_images" / f"{image_id}.jpg", int(image_id[1]))
-        questions.append({"question_id": image_id, "image": f"{image_id}.jpg",
-                          "text": f"{question}\nReference OCR token: STOP, ACME{SHORT}", "category": "default"})
-        data.append({"image_id": image_id, "question": question, "answers": answers})
-    _jsonl(d / "llava_textvqa_val_v051_ocr.jsonl", questions)
-    _json(d / "TextVQA_0.5.1_val.json", {"dataset_name": "textvqa", "dataset_version": "0.5.1", "data": data})
-    return len(questions)
-
-
-def build_gqa(root: Path) -> int:
-    d = root / "gqa"
-    questions, gt = [], {}
-    for n, (qid, question, answer) in enumerate([("201", "Is the square red?", "yes"),
-                                                 ("202", "What shape is it?", "square"),
-                                                 ("203", "Are there stripes?", "yes")]):
-        image = f"n{n % 2}"
-        _png(d / "data" / "images" / f"{image}.jpg", n % 2)
-        questions.append({"question_id": qid, "image": f"{image}.jpg", "text": question + SHORT, "category": "default"})
-        gt[qid] = {"imageId": image, "question": question, "answer": answer, "isBalanced": True}
-    _jsonl(d / "llava_gqa_testdev_balanced.jsonl", questions)
-    _json(d / "data" / "testdev_balanced_questions.json", gt)
-    return len(questions)
-
-
-def build_vqav2(root: Path) -> int:
-    d = root / "vqav2"
-    questions = []
-    for n in range(3):
-        image = f"COCO_test2015_{n:012d}.jpg"
-        _png(d / "test2015" / image, n)
-        questions.append({"question_id": 1000 + n, "image": image, "text": f"What color is object {n}?{SHORT}",
-                          "category": "default"})
-    _jsonl(d / "llava_vqav2_mscoco_test-dev2015.jsonl", questions)
-    return len(questions)
-
-
-def build_vizwiz(root: Path) -> int:
-    d = root / "vizwiz"
-    questions = []
-    for n in range(3):
-        image = f"VizWiz_test_{n:08d}.jpg"
-        _png(d / "test" / image, n)
-        questions.append({"question_id": n, "image": image, "text": "What is this?\nWhen the provided information is "
-                          f"insufficient, respond with 'Unanswerable'.{SHORT}", "category": "default"})
-    _jsonl(d / "llava_test.jsonl", questions)
-    return len(questions)
-
-
-def build_seed(root: Path) -> int:
-    d = root / "seed_bench"
-    questions, annotation = [], []
-    rows = [("101", "SEED-Bench-image/101.png", 1, "image", "A"), ("102", "SEED-Bench-image/102.png", 5, "image", "B"),
-            ("v7", "SEED-Bench-video-image/10_v7.png", 10, "video", "C")]
-    for n, (qid, image, type_id, data_type, answer) in enumerate(rows):
-        _png(d / image, n)
-        text = f"What is shown?\nA. a square\nB. a circle\nC. a dog\nD. a car{LETTER}"
-        questions.append({"question_id": int(qid) if qid.isdigit() else qid, "image": image, "text": text,
-                          "category": str(type_id)})
-        annotation.append({"question_id": qid, "question_type_id": type_id, "data_type": data_type, "answer": answer})
-    _jsonl(d / "llava-seed-bench.jsonl", questions)
-    _json(d / "SEED-Bench.json", {"question_type": {"Scene Understanding": 1, "Instances Counting": 5,
-                                                    "Action Recognition": 10}, "questions": annotation})
-    return len(questions)
-
-
-def build_scienceqa(root: Path) -> tuple[int, int]:
-    """Two image problems and one text-only problem; returns (questions, questions with an image)."""
-    d = root / "scienceqa"
-    items, problems = [], {}
-    rows = [("11", True, "Which color is the square?", ["red", "blue"], 0),
-            ("12", False, "Which is a mammal?", ["trout", "whale", "frog"], 1),
-            ("13", True, "Context: Look at the picture.\nWhat pattern is in the background?", ["stripes", "dots"], 0)]
-    for n, (pid, has_image, question, choices, answer) in enumerate(rows):
-        human = question + "\n" + "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(choices))
-        item = {"id": pid}
-        if has_image:
-            _png(d / "images" / "test" / pid / "image.png", n)
-            item["image"] = f"{pid}/image.png"
-            human = "<image>\n" + human
-        item["conversations"] = [{"from": "human", "value": human}, {"from": "gpt", "value": "ABCDE"[answer]}]
-        items.append(item)
-        problems[pid] = {"question": question, "choices": choices, "answer": answer, "image": "image.png" if has_image
-                         else None, "split": "test"}
-    _json(d / "llava_test_CQM-A.json", items)
-    _json(d / "problems.json", problems)
-    _json(d / "pid_splits.json", {"test": [r[0] for r in rows]})
-    return len(items), sum(r[1] for r in rows)
-
-
-def build_mmbench(root: Path, folder: str, stem: str, cn: bool) -> int:
-    """An MMBench TSV: a 3-option question with its circular copy (index + 1,000,000) and a 2-option one."""
-    d = root / folder
-    d.mkdir(parents=True, exist_ok=True)
-    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
-              "l2-category", "split"]
-    q = ("图中是什么形状?" if cn else "What shape is shown?")
-    rows = [[0, q, "", "square", "circle", "triangle", "", "A", "shape", _png_bytes(0), "mini", "perception", "dev"],
-            [1_000_000, q, "", "circle", "triangle", "square", "", "C", "shape", _png_bytes(0), "mini", "perception",
-             "dev"],
-            [1, "Which color dominates?", "The picture is small.", "red", "green", "", "", "B", "color",
-             _png_bytes(1), "mini", "perception", "dev"]]
-    with (d / f"{stem}.tsv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(header)
-        for row in rows:
-            row[9] = base64.b64encode(row[9]).decode("ascii")
-            writer.writerow(row)
-    return len(rows)
-
-
-def build_mmvet(root: Path) -> int:
-    d = root / "mm-vet"
-    questions, gt = [], {}
-    for n in range(2):
-        _png(d / "images" / f"v1_{n}.png", n)
-        questions.append({"image": f"v1_{n}.png", "text": f"Describe object {n}.", "category": "conv", "question_id": n})
-        gt[f"v1_{n}"] = {"imagename": f"v1_{n}.png", "capability": ["rec"], "question": f"Describe object {n}.",
-                         "answer": "a square"}
-    _jsonl(d / "llava-mm-vet.jsonl", questions)
-    _json(d / "mm-vet.json", gt)
-    return len(questions)
-
-
-def build_llavabench(root: Path) -> int:
-    d = root / "llava-bench-in-the-wild"
-    questions, context, answers = [], [], []
-    for n, category in enumerate(["conv", "detail", "complex"]):
-        image = f"{n // 2 + 1:03d}.jpg"
-        _png(d / "images" / image, n // 2)
-        questions.append({"question_id": n, "image": image, "text": f"Tell me about picture {n}.", "category": category})
-        answers.append({"question_id": n, "prompt": f"Tell me about picture {n}.", "text": "A coloured square.",
-                        "answer_id": f"gpt{n}", "model_id": "gpt-4", "metadata": {}})
-        if n % 2 == 0:
-            context.append({"id": image[:3], "image": image, "caption": "A square on stripes."})
-    _jsonl(d / "questions.jsonl", questions)
-    _jsonl(d / "context.jsonl", context)
-    _jsonl(d / "answers_gpt4.jsonl", answers)
-    _json(d / "rule.json", {f"llava_bench_{c}": {"role": "Assistant", "prompt": "Rate both answers from 1 to 10."}
-                            for c in ("conv", "detail", "complex")})
-    return len(questions)
-
-
-def build_data_root(root: Path) -> dict[str, int]:
-    """Every benchmark's mini data; returns the number of questions (answer lines) per script."""
-    sqa, _ = build_scienceqa(root)
-    return {
-        "pope": build_pope(root), "mme": build_mme(root), "textvqa": build_textvqa(root), "gqa": build_gqa(root),
-        "vqav2": build_vqav2(root), "vizwiz": build_vizwiz(root), "seed": build_seed(root), "sqa": sqa,
-        "mmbench": build_mmbench(root, "mmbench", "mmbench_dev_20230712", cn=False),
-        "mmbench_cn": build_mmbench(root, "mmbench_cn", "mmbench_dev_cn_20231003", cn=True),
-        "mmvet": build_mmvet(root), "llavabench": build_llavabench(root),
-    }
 
 
 # Where each script writes its merged answers (relative to DATA_ROOT; {run} = answers sub-folder, {k} = K).

@@ -70,7 +70,9 @@ def test_bad_anyres_mode_is_refused(next_ckpt, pope_root):
 
 def test_every_v1_6_script_runs_on_the_tiny_next_model(next_ckpt, tmp_path):
     """All 12 scripts end to end in paper mode: 5 x K visual tokens per image question."""
-    from test_scripts_v1_5 import ANSWERS, build_data_root, read_answers, run_scripts, script_env
+    from test_scripts_v1_5 import ANSWERS, read_answers, run_scripts, script_env
+
+    from llava.eval.make_mini_data import build_data_root
 
     data_root, results = tmp_path / "data", tmp_path / "results"
     counts = build_data_root(data_root)

@@ -28,15 +28,32 @@ def resolve_pretrained_dir(name_or_path: str, base_dir: str | None = None) -> st
         ) from err
 
 
+# A full CLIPModel checkpoint (as openai/clip-vit-large-patch14-336 is published) also holds the text
+# half; the vision tower legitimately leaves those weights unused.
+CLIP_TEXT_KEYS = (r"^text_model\.", r"^text_projection\.", r"^visual_projection\.", r"^logit_scale$")
+
+
 def build_vision_tower(
     name_or_path: str,
     select_layer: int = -2,
     select_feature: str = "patch",
     base_dir: str | None = None,
+    allow_missing_weights: bool = False,
     **load_kwargs,
 ) -> CLIPVisionTower:
-    """Load the CLIP tower (weights + image processor) for `mm_vision_tower`."""
+    """Load the CLIP tower (weights + image processor) for `mm_vision_tower`.
+
+    Weights the tower needs but the folder lacks are a CheckpointError naming the folder, unless
+    `allow_missing_weights`; the text half of a full CLIP checkpoint is ignored.
+    """
+    from transformers import CLIPVisionModel
+
+    from llava.mm_utils import load_image_processor
+    from llava.model.checkpoint_checks import load_weights
+
     path = resolve_pretrained_dir(name_or_path, base_dir)
     if not (Path(path) / "config.json").exists():
         raise ValueError(f"vision tower {name_or_path!r} ({path}) has no config.json")
-    return CLIPVisionTower.from_pretrained(path, select_layer, select_feature, **load_kwargs)
+    clip = load_weights(CLIPVisionModel, path, allow_missing_weights, ignore=CLIP_TEXT_KEYS,
+                        what="the CLIP vision tower", **load_kwargs)
+    return CLIPVisionTower(clip, select_layer, select_feature, load_image_processor(path), name=str(path))
