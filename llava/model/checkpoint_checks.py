@@ -102,19 +102,24 @@ def check_loading_info(folder: str | Path, info: dict, allow_missing_weights: bo
     logger.warning("%s (continuing: allow_missing_weights)", message)
 
 
-def load_weights(cls, model_path: str, allow_missing_weights: bool = False, ignore: tuple[str, ...] = (),
-                 what: str = "the LLaVA model", **kwargs):
-    """`cls.from_pretrained(model_path, ...)`, its files checked first and its loading report after.
+def load_with_info(cls, model_path: str, **kwargs):
+    """`cls.from_pretrained(model_path, ...)` with its files checked first; returns (model, loading info).
 
-    `ignore`: regexes of keys this layout legitimately lacks or leaves unused.
+    A file that cannot be read is a CheckpointError naming the folder.
     """
     import pickle
 
     check_files(model_path)
     try:
-        model, info = cls.from_pretrained(model_path, output_loading_info=True, **kwargs)
+        return cls.from_pretrained(model_path, output_loading_info=True, **kwargs)
     except (OSError, EOFError, pickle.UnpicklingError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{model_path}: cannot load the checkpoint's weights ({type(err).__name__}: {first})") from err
+
+
+def load_weights(cls, model_path: str, allow_missing_weights: bool = False, ignore: tuple[str, ...] = (),
+                 what: str = "the LLaVA model", **kwargs):
+    """`load_with_info`, then its loading report checked. `ignore`: regexes of keys this layout lacks or leaves unused."""
+    model, info = load_with_info(cls, model_path, **kwargs)
     check_loading_info(model_path, info, allow_missing_weights, ignore, what)
     return model

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from llava import compat
 
 from .checkpoint import checkpoint_tensors, strip_prefix
-from .checkpoint_checks import CheckpointError, check_files, check_loading_info, load_weights
+from .checkpoint_checks import CheckpointError, check_files, check_loading_info, load_with_info
 from .families import LoadOptions, register_family
 from .multimodal import LlavaForPruning
 from .multimodal_encoder.clip_encoder import CLIPVisionTower
@@ -91,29 +91,39 @@ def hf_fields(raw: dict) -> tuple[dict, str]:
     return fields, llm_type
 
 
-def _load_llm(path: str, config: PretrainedConfig, opts: LoadOptions, mm_keys: re.Pattern, **extra):
-    """The LLM's weights; the checkpoint's multimodal tensors (`mm_keys`) are loaded by their parts."""
+class _Fit:
+    """Weights a load could not place, over every part, under the checkpoint's names; checked once."""
+
+    def __init__(self) -> None:
+        self.missing: list[str] = []
+        self.unexpected: list[str] = []
+
+    def add(self, missing, unexpected=(), prefix: str = "") -> None:
+        self.missing += [prefix + k for k in missing]
+        self.unexpected += [prefix + k for k in unexpected]
+
+    def check(self, folder: str, opts: LoadOptions, what: str = "the LLaVA model") -> None:
+        check_loading_info(folder, {"missing_keys": self.missing, "unexpected_keys": self.unexpected},
+                           opts.allow_missing_weights, what=what)
+
+
+def _load_llm(path: str, config: PretrainedConfig, opts: LoadOptions, mm_keys: re.Pattern, fit: _Fit, **extra):
+    """The LLM's weights; the checkpoint's multimodal tensors (`mm_keys`) are left to their parts."""
     with compat.own_load_report():  # its report would list the multimodal tensors as unexpected
-        return load_weights(AutoModelForCausalLM, path, opts.allow_missing_weights, ignore=(mm_keys.pattern,),
-                            what="the LLM", config=config, **opts.llm_kwargs, **extra)
+        llm, info = load_with_info(AutoModelForCausalLM, path, config=config, **opts.llm_kwargs, **extra)
+    fit.add(info.get("missing_keys", ()), [k for k in info.get("unexpected_keys", ()) if not mm_keys.search(k)])
+    return llm
 
 
-def _load_part(model_path: str, what: str, module, tensors: dict, opts: LoadOptions) -> None:
-    """Load `tensors` into `module`; weights it lacks or cannot place are refused unless allowed."""
-    missing, unexpected = module.load_state_dict(tensors, strict=False)
-    check_loading_info(model_path, {"missing_keys": missing, "unexpected_keys": unexpected},
-                       opts.allow_missing_weights, what=what)
-
-
-def _install_mm_parts(model: LlavaForPruning, path: str, projector: dict, newline: torch.Tensor | None,
-                      opts: LoadOptions) -> None:
+def _install_mm_parts(model: LlavaForPruning, projector: dict, newline: torch.Tensor | None, fit: _Fit) -> None:
+    """Load the projector and NeXT's newline; what they lack goes into `fit` under original names."""
     if model.mm_projector is not None:
-        _load_part(path, "the projector (mm_projector)", model.mm_projector, projector, opts)
+        missing, unexpected = model.mm_projector.load_state_dict(projector, strict=False)
+        fit.add(missing, unexpected, prefix="model.mm_projector.")
         model.mm_projector.to(device=model.device, dtype=model.dtype)
     if model.image_newline is not None:
         if newline is None:
-            check_loading_info(path, {"missing_keys": ["model.image_newline"]}, opts.allow_missing_weights,
-                               what="LLaVA-NeXT's image_newline")
+            fit.add(["model.image_newline"])
         else:
             model.image_newline.data = newline.to(device=model.device, dtype=model.dtype)
 
@@ -122,16 +132,24 @@ def _install_mm_parts(model: LlavaForPruning, path: str, projector: dict, newlin
 def load_original(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     """LLaVA-1.5/1.6 in the original layout (liuhaotian/llava-v1.5-*): LLM weights plus model.mm_projector.*."""
     config = llm_config(raw, llm_type_of(raw))
+    fit = _Fit()
     if opts.model_base is not None:  # LLaVA's pretrain stage: the base LLM + mm_projector.bin in `path`
         check_files(path)
-        llm = _load_llm(opts.model_base, config, opts, ORIGINAL_MM)
+        file, projector = _projector_file(path)
+        llm = _load_llm(opts.model_base, config, opts, ORIGINAL_MM, fit)
+        fit.check(opts.model_base, opts, what="the LLM of the LLaVA model (--model-base)")
         model = LlavaForPruning(llm.config, llm)
-        _install_mm_parts(model, path, _projector_file(path), None, opts)
+        own = _Fit()
+        _install_mm_parts(model, projector, None, own)
+        own.missing = [k[len("model."):] for k in own.missing]  # the projector file's own names
+        own.unexpected = [k[len("model."):] for k in own.unexpected]
+        own.check(file, opts, what="the projector")
         return model
-    llm = _load_llm(path, config, opts, ORIGINAL_MM)
+    llm = _load_llm(path, config, opts, ORIGINAL_MM, fit)
     model = LlavaForPruning(llm.config, llm)
     found = checkpoint_tensors(path, ("model.mm_projector.", "model.image_newline"))
-    _install_mm_parts(model, path, strip_prefix(found, "model.mm_projector."), found.get("model.image_newline"), opts)
+    _install_mm_parts(model, strip_prefix(found, "model.mm_projector."), found.get("model.image_newline"), fit)
+    fit.check(path, opts)
     return model
 
 
@@ -139,7 +157,8 @@ def load_original(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
 def load_hf(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     """llava-hf's LlavaForConditionalGeneration / LlavaNextForConditionalGeneration layout."""
     fields, llm_type = hf_fields(raw)
-    llm = _load_llm(path, llm_config(fields, llm_type), opts, HF_MM, key_mapping=HF_LLM_KEYS)
+    fit = _Fit()
+    llm = _load_llm(path, llm_config(fields, llm_type), opts, HF_MM, fit, key_mapping=HF_LLM_KEYS)
     model = LlavaForPruning(llm.config, llm)
     found = checkpoint_tensors(path, ("model.multi_modal_projector.", "multi_modal_projector.", "model.image_newline",
                                       "image_newline", "model.vision_tower.", "vision_tower."))
@@ -149,17 +168,21 @@ def load_hf(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
         for hf, ours in _HF_PROJECTOR.items():
             if key.startswith(hf):
                 projector[ours + key[len(hf):]] = value
-    _install_mm_parts(model, path, projector, found.get("image_newline"), opts)
+    _install_mm_parts(model, projector, found.get("image_newline"), fit)
     tower = CLIPVisionTower.from_config(fields["vision_config"], model.config.mm_vision_select_layer,
                                         model.config.mm_vision_select_feature,
                                         attn_implementation=opts.vision_attn_implementation)
-    _load_part(path, "the vision tower", tower.vision_tower, strip_prefix(found, "vision_tower."), opts)
+    tower_state = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v
+                   for k, v in strip_prefix(found, "vision_tower.").items()}
+    missing, unexpected = tower.vision_tower.load_state_dict(tower_state, strict=False)
+    fit.add(missing, unexpected, prefix="model.vision_tower.vision_tower.")
+    fit.check(path, opts)
     model.attach_vision_tower(tower)
     return model
 
 
-def _projector_file(path: str) -> dict:
-    """`mm_projector.bin`/`.safetensors` of a projector-only checkpoint, keyed like the projector's own state."""
+def _projector_file(path: str) -> tuple[str, dict]:
+    """The projector-only file of a stage-1 folder and its tensors, keyed like the projector's own state."""
     candidates = [os.path.join(path, n) for n in ("mm_projector.safetensors", "mm_projector.bin")]
     found = next((p for p in candidates if os.path.isfile(p)), None)
     if found is None:
@@ -175,7 +198,7 @@ def _projector_file(path: str) -> dict:
         first = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(f"{found}: cannot read the projector weights ({type(err).__name__}: {first}); "
                               "re-download it") from None
-    return {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
+    return found, {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
 
 
 # Settings that are run-time values, never part of a checkpoint's config.

@@ -45,7 +45,7 @@ def test_original_layout_without_projector_is_refused(tiny_dir, tmp_path, caplog
         f"model.mm_projector.0.weight, model.mm_projector.2.bias, ... (1 more)). {ALLOW}")
     with caplog.at_level(logging.WARNING, logger="llava.model.checkpoint_checks"):
         _, model, _, _ = load_pretrained_model(str(ckpt), device="cpu", allow_missing_weights=True)
-    assert model.model.mm_projector[0].weight.shape == (128, 64)
+    assert model.mm_projector[0].weight.shape == (128, 64)
     assert "4 missing (model.mm_projector.0.bias" in caplog.text and "continuing: allow_missing_weights" in caplog.text
 
 
