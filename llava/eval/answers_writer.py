@@ -52,9 +52,51 @@ def answered_ids(path: str | Path) -> set[tuple[str, str]]:
             try:
                 record = json.loads(line)
                 done.add(answer_key(record["question_id"], record.get("prompt", "")))
-            except (json.JSONDecodeError, KeyError) as err:
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{path}:{lineno}: not an answer record ({err}); remove the line or the file") from None
     return done
+
+
+# What an answer records about the run that wrote it: `model_id` at the top level, the rest in
+# `metadata`. Resuming with any of them changed would mix two runs in one file.
+RUN_FIELDS = ("model_id", "visual_token_num", "pruning_method", "pruning_args", "conv_mode", "dtype", "anyres_mode")
+_ABSENT = object()
+
+
+def _run_field(record: dict, name: str):
+    if name == "model_id":
+        return record.get("model_id", _ABSENT)
+    meta = record.get("metadata")
+    return meta.get(name, _ABSENT) if isinstance(meta, dict) else _ABSENT
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def check_resume(path: str | Path, expected: dict) -> None:
+    """Refuse to resume into `path` if a record was written by a different run.
+
+    `expected` maps RUN_FIELDS names to this run's values; a field a record lacks is not compared,
+    and a trailing partial line (a killed run) is ignored. Reads only: nothing is written.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    want = {k: json.loads(json.dumps(v)) for k, v in expected.items() if k in RUN_FIELDS}  # as JSON stores it
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a killed run's partial line, or a bad one that answered_ids reports
+            if not isinstance(record, dict):
+                continue
+            for name, value in want.items():
+                have = _run_field(record, name)
+                if have is not _ABSENT and have != value:
+                    raise ValueError(f"answers file {path} was written with {name}={_shown(have)}, this run asks "
+                                     f"for {_shown(value)}; use a new --answers-file or --no-resume")
 
 
 class AnswerWriter:

@@ -178,10 +178,7 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM, LlavaMetaForCausalLM):
         method = get_method(getattr(self.config, "pruning_method", None) or "fastervlm")
         if method.stage != "in_llm" or mm.encoded is None:
             return None
-        args = {**method.defaults, **(getattr(self.config, "pruning_args", None) or {})}
+        args = {**method.defaults, **method.check_args(dict(getattr(self.config, "pruning_args", None) or {}))}
         if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
             return None  # no budget: nothing to prune
-        unknown = set(args) - set(method.defaults)
-        if unknown:
-            raise ValueError(f"pruning method {method.name!r}: unknown argument(s) {sorted(unknown)}")
         return method.llm_pruner(self, mm.image_spans, mm.encoded.budgets, mm.attention_mask, **args)
