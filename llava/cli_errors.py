@@ -38,12 +38,16 @@ def one_line(err: BaseException) -> str:
 
 
 def run_main(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
-    """Call `main(argv)` (default `sys.argv[1:]`, without `--debug`) and exit: 0, or 2 on a user error."""
+    """Call `main(argv)` (default `sys.argv[1:]`, without `--debug`) and exit.
+
+    The exit status is main's return value when it is an int (merge returns one), else 0, and 2 on
+    a user error.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != DEBUG_FLAG]
     try:
-        main(argv)
+        status = main(argv)
     except USER_ERRORS as err:
         if debug:
             raise
@@ -52,4 +56,4 @@ def run_main(main: Callable[[list[str]], object], argv: Sequence[str] | None = N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)

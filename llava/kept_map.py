@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    import torch
 
 
 def model_view(image: Image.Image, image_processor, image_aspect_ratio: str = "pad", size: int = 336) -> Image.Image:
@@ -31,7 +33,7 @@ def draw_kept_patches(
     canvas = view.resize((side, side), Image.NEAREST).convert("RGB")
     if kept is None:
         return canvas
-    keep = set(int(i) for i in (kept.tolist() if torch.is_tensor(kept) else kept))
+    keep = set(int(i) for i in (kept.tolist() if hasattr(kept, "tolist") else kept))  # a tensor or a sequence
     step = side / grid
     shade = Image.new("L", canvas.size, 255)
     draw = ImageDraw.Draw(shade)
@@ -80,19 +82,37 @@ def kept_indices_for(model, image_processor, image: Image.Image, k: int | None, 
 def main(argv: list[str] | None = None) -> None:
     """Draw a grid of kept-patch maps for one image over several budgets and methods."""
     import argparse
+    import os
+
+    from llava.cli_help import METHOD_NAMES, HelpFormatter, check_method_names
+    from llava.eval.cli_args import looks_local
+
+    epilog = """example:
+  python -m llava.kept_map --model-path checkpoints/llava-v1.5-7b --image-file llava/assets/samples/shapes.png \\
+      --visual-token-num 576,144,58,29 --pruning-method fastervlm,random --out kept_patches.png
+"""
+    parser = argparse.ArgumentParser(description=main.__doc__, epilog=epilog, formatter_class=HelpFormatter)
+    parser.add_argument("--model-path", required=True, help="checkpoint folder (or hub id)")
+    parser.add_argument("--image-file", required=True, help="the image to draw")
+    parser.add_argument("--visual-token-num", default="576,144,58,29", help="comma-separated budgets K")
+    parser.add_argument("--pruning-method", default="fastervlm",
+                        help=f"comma-separated method names, of: {', '.join(METHOD_NAMES)}")
+    parser.add_argument("--out", default="kept_patches.png", help="the PNG to write")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    parser.add_argument("--vision-tower", default=None, help="local CLIP folder overriding mm_vision_tower")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    args = parser.parse_args(argv)
+    methods = check_method_names(args.pruning_method)
+    budgets = _parse_budgets(args.visual_token_num)
+    if not os.path.isfile(args.image_file):
+        raise FileNotFoundError(f"image file {args.image_file} not found (check --image-file)")
+    if looks_local(args.model_path) and not os.path.exists(os.path.expanduser(args.model_path)):
+        raise FileNotFoundError(f"--model-path {args.model_path} not found")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out {args.out}: its folder does not exist")
 
     from llava.mm_utils import load_image
     from llava.model.builder import load_pretrained_model
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--model-path", required=True)
-    parser.add_argument("--image-file", required=True)
-    parser.add_argument("--visual-token-num", default="576,144,58,29", help="comma-separated budgets K")
-    parser.add_argument("--pruning-method", default="fastervlm", help="comma-separated method names")
-    parser.add_argument("--out", default="kept_patches.png")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--vision-tower", default=None)
-    args = parser.parse_args(argv)
 
     _, model, processor, _ = load_pretrained_model(args.model_path, device=args.device,
                                                    vision_tower_path=args.vision_tower)
@@ -100,14 +120,27 @@ def main(argv: list[str] | None = None) -> None:
     tower = model.get_vision_tower()
     view = model_view(image, processor, model.config.image_aspect_ratio, tower.config.image_size)
     panels = []
-    for method in args.pruning_method.split(","):
-        for k in (int(x) for x in args.visual_token_num.split(",")):
-            kept = kept_indices_for(model, processor, image, k, method.strip())
+    for method in methods:
+        for k in budgets:
+            kept = kept_indices_for(model, processor, image, k, method)
             n = tower.num_patches if kept is None else len(kept)
             panels.append((f"{method} K={n}", draw_kept_patches(view, kept, tower.num_patches_per_side, scale=1)))
-    kept_grid(panels, columns=len(args.visual_token_num.split(","))).save(args.out)
+    kept_grid(panels, columns=len(budgets)).save(args.out)
     print(f"kept-patch grid written to {args.out}")
 
 
+def _parse_budgets(text: str) -> list[int]:
+    """`--visual-token-num 576,144,58`: positive integers, else a ValueError naming the flag."""
+    try:
+        budgets = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--visual-token-num {text!r}: expected comma-separated positive integers") from None
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"--visual-token-num {text!r}: expected comma-separated positive integers")
+    return budgets
+
+
 if __name__ == "__main__":
-    main()
+    from llava.cli_errors import run_main
+
+    run_main(main)

@@ -49,7 +49,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add("--num_beams", type=int, default=1, help="beam search width")
     add("--max_new_tokens", type=int, default=128, help="longest answer, in tokens")
     add("--visual-token-num", type=parse_visual_token_num, default=None,
-        help="K visual tokens kept per image (default None: all 576), or a sweep K1,K2,... answered "
+        help="K visual tokens kept per image (None: all 576), or a sweep K1,K2,... answered "
              "in one run, one answers file per K (a '{k}' in --answers-file, else <stem>_k<K>.jsonl)")
     add("--pruning-method", type=str, default="fastervlm", choices=METHOD_NAMES, metavar="METHOD",
         help=f"how the K tokens are chosen: {', '.join(METHOD_NAMES)}")
