@@ -34,26 +34,42 @@ def _repair_tail(path: Path) -> None:
             f.truncate(end)
 
 
+def _is_partial(last_line: str) -> bool:
+    """A last line `_repair_tail` would cut: no final newline, or not valid JSON."""
+    if not last_line.endswith("\n"):
+        return True
+    try:
+        json.loads(last_line)
+    except json.JSONDecodeError:
+        return True
+    return False
+
+
 def answer_key(question_id, prompt) -> tuple[str, str]:
     """The identity of a question in an answers file."""
     return str(question_id), str(prompt)
 
 
-def answered_ids(path: str | Path) -> set[tuple[str, str]]:
-    """(question_id, prompt) keys already in an answers file; empty when the file does not exist."""
+def answered_ids(path: str | Path, skip_partial_tail: bool = False) -> set[tuple[str, str]]:
+    """(question_id, prompt) keys already in an answers file; empty when the file does not exist.
+
+    `skip_partial_tail` ignores a killed run's partial last line instead of refusing it, so the file
+    can be read without being repaired (what `AnswerWriter` does on opening).
+    """
     path = Path(path)
     if not path.exists():
         return set()
     done = set()
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                done.add(answer_key(record["question_id"], record.get("prompt", "")))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: not an answer record ({err}); remove the line or the file") from None
+        lines = f.readlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or (skip_partial_tail and lineno == len(lines) and _is_partial(line)):
+            continue
+        try:
+            record = json.loads(line)
+            done.add(answer_key(record["question_id"], record.get("prompt", "")))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{lineno}: not an answer record ({err}); remove the line or the file") from None
     return done
 
 
@@ -71,6 +87,8 @@ def _run_field(record: dict, name: str):
 
 
 def _shown(value) -> str:
+    if value is None:
+        return "None"
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 

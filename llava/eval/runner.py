@@ -80,7 +80,7 @@ class GenerationArgs:
 
 # The flags and the checks that need no model live in torch-free modules, so that `--help` and
 # input errors are fast; add_common_args and parse_visual_token_num are re-exported from here.
-from llava.eval.answers_writer import check_resume  # noqa: E402
+from llava.eval.answers_writer import answered_ids, check_resume  # noqa: E402
 from llava.eval.cli_args import DTYPE_NAMES, add_common_args, check_answers_paths, parse_visual_token_num  # noqa: E402,F401
 
 
@@ -456,15 +456,18 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
 
     Resuming into a file written by a different run is refused before any file is opened.
     """
-    if not args.no_resume:
+    resume = not args.no_resume
+    if resume:
         for k, path in files.items():
             if os.path.isfile(path) and os.path.getsize(path):
                 check_resume(path, expected_run_fields(args, k))
     left = 0
-    for path in files.values():  # also repairs a killed run's last line, and creates empty shard files
-        with AnswerWriter(path, resume=not args.no_resume) as writer:
-            left = max(left, sum(item.key not in writer for item in items))
+    for path in files.values():  # read only: a refusal after loading must leave the files as they were
+        done = answered_ids(path, skip_partial_tail=True) if resume else set()
+        left = max(left, sum(item.key not in done for item in items))
     if not left:
+        for path in files.values():  # repairs a killed run's last line, and creates empty shard files
+            AnswerWriter(path, resume=resume).close()
         print(f"nothing left to answer in {', '.join(map(str, files.values()))}", file=sys.stderr)
         return 0
     tokenizer, model, image_processor, model_name = load_model_from_args(args, device)
@@ -473,6 +476,6 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
     return run_vqa(
         model, tokenizer, image_processor, items, answers, args.conv_mode, gen, model_name,
         image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
-        resume=True, metadata={**run_metadata(model, args), **(extra_metadata or {})},
+        resume=resume, metadata={**run_metadata(model, args), **(extra_metadata or {})},
         joint_sweep=getattr(args, "joint_sweep", False),
     )
