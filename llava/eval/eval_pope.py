@@ -98,9 +98,10 @@ def evaluate_pope(annotation_dir: PathLike, question_file: PathLike, result_file
     coverage = check_coverage(questions, (a["question_id"] for a in answers), source=result_file,
                               reference=question_file, allow_incomplete=allow_incomplete)
     position: dict[str, int] = {}  # question id -> its index among its category's questions
-    seen: dict[str, int] = {}
+    count: dict[str, int] = {}  # category -> its number of questions
     for q in rows:
-        position[qid_key(q["question_id"])] = seen[q["category"]] = seen.get(q["category"], -1) + 1
+        position[qid_key(q["question_id"])] = count.get(q["category"], 0)
+        count[q["category"]] = count.get(q["category"], 0) + 1
     by_category: dict[str, list[str]] = {}
     picked: dict[str, list[int]] = {}
     for ans in answers:
@@ -117,7 +118,7 @@ def evaluate_pope(annotation_dir: PathLike, question_file: PathLike, result_file
             raise FileNotFoundError(f"category {category!r}: label file {path} not found; check --annotation-dir")
         labels = [row["label"] for row in read_jsonl(path)]
         preds = by_category[category]
-        if not coverage.complete and len(labels) == seen[category]:
+        if not coverage.complete and len(labels) == count[category]:
             labels = [labels[i] for i in picked[category]]
         if len(preds) != len(labels):
             raise ValueError(
