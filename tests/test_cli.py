@@ -139,3 +139,34 @@ def test_run_main_multiline_message_and_status(capsys, monkeypatch):
     assert exit_.value.code == 0
     with pytest.raises(KeyError):  # a bug keeps its traceback
         run_main(_raiser(KeyError("k")), [])
+
+
+class _Parsed(Exception):
+    """Raised instead of parsing, carrying the parser a command built."""
+
+
+@pytest.mark.parametrize("module", [*DRIVERS, *SCORERS, "llava.serve.cli", "llava.kept_map"])
+def test_every_flag_has_help(module, monkeypatch):
+    import argparse
+    import importlib
+
+    def grab(self, args=None, namespace=None):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
+    with pytest.raises(_Parsed) as parsed:
+        importlib.import_module(module).main([])
+
+    def undocumented(parser, name):
+        out = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    out += undocumented(subparser, f"{name} {sub}")
+            elif not action.help:
+                out.append((name, action.option_strings or action.dest))
+        return out
+
+    parser = parsed.value.args[0]
+    assert undocumented(parser, module) == []
+    assert parser.formatter_class.__name__ == "HelpFormatter"

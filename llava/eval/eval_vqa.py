@@ -112,15 +112,16 @@ def build_upload(benchmark: str, questions: Sequence[dict], answers: Sequence[di
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    score = sub.add_parser("score", help="val accuracy against an annotation file")
-    score.add_argument("--annotation-file", required=True)
+    score = sub.add_parser("score", help="val accuracy against an annotation file", formatter_class=HelpFormatter)
+    score.add_argument("--annotation-file", required=True,
+                       help="val annotations (v2_mscoco_val2014_annotations.json, or VizWiz val.json)")
     score.add_argument("--question-file", default=None, help="LLaVA question jsonl (needed for VizWiz)")
-    submit = sub.add_parser("submit", help="write the test-server upload JSON")
+    submit = sub.add_parser("submit", help="write the test-server upload JSON", formatter_class=HelpFormatter)
     submit.add_argument("--question-file", "--annotation-file", dest="question_file", required=True,
                         help="LLaVA question jsonl of the full split to upload")
-    submit.add_argument("--result-upload-file", required=True)
+    submit.add_argument("--result-upload-file", required=True, help="the upload JSON to write")
     for p in (score, submit):
-        p.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True)
+        p.add_argument("--benchmark", choices=sorted(BENCHMARKS), required=True, help="which benchmark's rules")
         p.add_argument("--result-file", required=True, help="answers jsonl")
         add_incomplete_arg(p)
     add_save_args(score, "")
