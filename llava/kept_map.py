@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     from llava.eval.cli_args import looks_local
 
     epilog = """example:
-  python -m llava.kept_map --model-path checkpoints/llava-v1.5-7b --image-file llava/assets/samples/shapes.png \\
+  python -m llava.kept_map --model-path liuhaotian/llava-v1.5-7b --image-file assets/samples/shapes.png \\
       --visual-token-num 576,144,58,29 --pruning-method fastervlm,random --out kept_patches.png
 """
     parser = argparse.ArgumentParser(description=main.__doc__, epilog=epilog, formatter_class=HelpFormatter)

@@ -170,3 +170,29 @@ def test_every_flag_has_help(module, monkeypatch):
     parser = parsed.value.args[0]
     assert undocumented(parser, module) == []
     assert parser.formatter_class.__name__ == "HelpFormatter"
+
+
+def test_serve_cli_and_kept_map_check_inputs_before_loading(tmp_path):
+    from llava import kept_map
+    from llava.serve import cli
+
+    image = REPO / "assets" / "samples" / "shapes.png"
+    cases = [
+        (cli.main, ["--model-path", str(tmp_path), "--image-file", str(tmp_path / "no.png")], FileNotFoundError,
+         f"image file {tmp_path / 'no.png'} not found (check --image-file)"),
+        (cli.main, ["--model-path", str(tmp_path / "none"), "--image-file", str(image)], FileNotFoundError,
+         f"--model-path {tmp_path / 'none'} not found"),
+        (cli.main, ["--model-path", str(tmp_path), "--image-file", str(image), "--visual-token-num", "0"], ValueError,
+         "--visual-token-num must be >= 1, got 0"),
+        (kept_map.main, ["--model-path", str(tmp_path), "--image-file", str(image), "--pruning-method", "fastervlm,nope"],
+         ValueError, "--pruning-method 'fastervlm,nope': unknown pruning method 'nope'; available: "
+         + ", ".join(METHOD_NAMES)),
+        (kept_map.main, ["--model-path", str(tmp_path), "--image-file", str(image), "--visual-token-num", "58,x"],
+         ValueError, "--visual-token-num '58,x': expected comma-separated positive integers"),
+        (kept_map.main, ["--model-path", str(tmp_path), "--image-file", str(image), "--out", str(tmp_path / "d" / "k.png")],
+         FileNotFoundError, f"--out {tmp_path / 'd' / 'k.png'}: its folder does not exist"),
+    ]
+    for main, argv, kind, message in cases:
+        with pytest.raises(kind) as err:
+            main(argv)
+        assert str(err.value) == message

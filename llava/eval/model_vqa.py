@@ -9,7 +9,7 @@ from llava.cli_errors import run_main
 from llava.eval import model_vqa_loader
 
 EPILOG = """example (MM-Vet, all visual tokens, greedy):
-  python -m llava.eval.model_vqa --model-path checkpoints/llava-v1.5-7b \\
+  python -m llava.eval.model_vqa --model-path liuhaotian/llava-v1.5-7b \\
       --question-file playground/data/eval/mm-vet/llava-mm-vet.jsonl \\
       --image-folder playground/data/eval/mm-vet/images \\
       --answers-file playground/data/eval/mm-vet/answers/llava-v1.5-7b.jsonl \\

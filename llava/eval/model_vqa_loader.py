@@ -17,14 +17,14 @@ from llava.eval.questions import check_question_rows, read_jsonl_rows
 
 EPILOG = """examples:
   # POPE at K=58 (FasterVLM's 90% reduction), greedy, resumable:
-  python -m llava.eval.model_vqa_loader --model-path checkpoints/llava-v1.5-7b \\
+  python -m llava.eval.model_vqa_loader --model-path liuhaotian/llava-v1.5-7b \\
       --question-file playground/data/eval/pope/llava_pope_test.jsonl \\
       --image-folder playground/data/eval/pope/val2014 \\
       --answers-file playground/data/eval/pope/answers/llava-v1.5-7b_k58.jsonl \\
       --conv-mode vicuna_v1 --temperature 0 --visual-token-num 58
 
   # one model load, four budgets, one answers file per K ('{k}' is replaced):
-  python -m llava.eval.model_vqa_loader --model-path checkpoints/llava-v1.5-7b \\
+  python -m llava.eval.model_vqa_loader --model-path liuhaotian/llava-v1.5-7b \\
       --question-file Q.jsonl --image-folder IMAGES --answers-file answers/k{k}.jsonl \\
       --conv-mode vicuna_v1 --temperature 0 --visual-token-num 576,144,58,29
 """

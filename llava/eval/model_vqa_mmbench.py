@@ -20,7 +20,7 @@ from llava.eval.cli_args import add_common_args, check_driver_inputs
 from llava.eval.questions import check_file_not_empty
 
 EPILOG = """example (MMBench dev, English, K=58):
-  python -m llava.eval.model_vqa_mmbench --model-path checkpoints/llava-v1.5-7b \\
+  python -m llava.eval.model_vqa_mmbench --model-path liuhaotian/llava-v1.5-7b \\
       --question-file playground/data/eval/mmbench/mmbench_dev_20230712.tsv \\
       --answers-file playground/data/eval/mmbench/answers/llava-v1.5-7b_k58.jsonl \\
       --single-pred-prompt --lang en --conv-mode vicuna_v1 --temperature 0 --visual-token-num 58

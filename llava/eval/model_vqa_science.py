@@ -19,7 +19,7 @@ from llava.eval.questions import check_file_not_empty
 LETTER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
 EPILOG = """example (ScienceQA-IMG test at K=58):
-  python -m llava.eval.model_vqa_science --model-path checkpoints/llava-v1.5-7b \\
+  python -m llava.eval.model_vqa_science --model-path liuhaotian/llava-v1.5-7b \\
       --question-file playground/data/eval/scienceqa/llava_test_CQM-A.json \\
       --image-folder playground/data/eval/scienceqa/images/test \\
       --answers-file playground/data/eval/scienceqa/answers/llava-v1.5-7b_k58.jsonl \\

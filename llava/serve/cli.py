@@ -16,11 +16,11 @@ from llava.eval.cli_args import DTYPE_NAMES, looks_local
 
 EPILOG = """examples:
   # one question at K=58, with the picture of the kept patches:
-  python -m llava.serve.cli --model-path checkpoints/llava-v1.5-7b --image-file llava/assets/samples/shapes.png \\
+  python -m llava.serve.cli --model-path liuhaotian/llava-v1.5-7b --image-file assets/samples/shapes.png \\
       --visual-token-num 58 --query "What is shown?" --save-kept-map kept.png
 
   # an interactive session (an empty line or Ctrl-D ends it):
-  python -m llava.serve.cli --model-path checkpoints/llava-v1.5-7b --image-file photo.jpg
+  python -m llava.serve.cli --model-path liuhaotian/llava-v1.5-7b --image-file photo.jpg
 """
 
 

@@ -226,3 +226,13 @@ def test_mmbench_empty_tsv(tiny_path, tmp_path):
         model_vqa_mmbench.main(_flags(tiny_path, tsv, a))
     assert str(err.value) == f"{tsv}: the question file is empty (a header but no rows); check --question-file"
     assert not a.exists()
+
+
+def test_sweep_refuses_a_k_file_of_another_k_before_writing_any(tiny_path, tmp_path):
+    q = _questions(tmp_path / "q.jsonl")
+    before = _answers(tmp_path / "a_29.jsonl")  # written by a K=58 run
+    with pytest.raises(ValueError) as err:
+        model_vqa_loader.main(_flags(tiny_path, q, tmp_path / "a_{k}.jsonl", "--visual-token-num", "58,29"))
+    assert str(err.value) == (f"answers file {tmp_path / 'a_29.jsonl'} was written with visual_token_num=58, this run "
+                              "asks for 29; use a new --answers-file or --no-resume")
+    assert (tmp_path / "a_29.jsonl").read_bytes() == before and not (tmp_path / "a_58.jsonl").exists()
