@@ -424,9 +424,10 @@ def _check_unique(items: Sequence[VQAItem]) -> None:
                          "remove the duplicates from the question file")
 
 
-def _input_files(args: argparse.Namespace) -> dict[str, str]:
-    """The files a run reads, by flag: an answers path must be none of them."""
-    return {flag: getattr(args, attr, None) for flag, attr in (("--question-file", "question_file"),)}
+def _input_files(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files a run reads, by flag: an answers path must be none of them (images and weights are
+    read from folders, which an answers file cannot be)."""
+    return {"--question-file": getattr(args, "question_file", None)}
 
 
 def expected_run_fields(args: argparse.Namespace, k: int | None) -> dict:

@@ -113,3 +113,18 @@ def test_mmvet_grades_against_the_capability_map(tmp_path):
                               f"(first: 'v1_9'); {TAIL}")
     out = eval_mmvet_summary.main([*args, "--allow-incomplete"])
     assert out["samples"] == 1 and out["capabilities"] == {"rec": 100.0}
+
+
+def test_answer_rows_must_be_objects_with_string_text(tmp_path):
+    from llava.eval.io_utils import load_answers
+
+    (tmp_path / "a.jsonl").write_text('{"question_id": 1, "text": "a"}\n[1, 2]\n')
+    with pytest.raises(ValueError) as err:
+        load_answers(tmp_path / "a.jsonl")
+    assert str(err.value) == (f"{tmp_path / 'a.jsonl'}: answer 2 is a JSON list, not an object "
+                              "{question_id, prompt, text, ...}; is this a LLaVA answer file?")
+    (tmp_path / "a.jsonl").write_text('{"question_id": 1, "text": null}\n')
+    with pytest.raises(ValueError) as err:
+        load_answers(tmp_path / "a.jsonl")
+    assert str(err.value) == (f"{tmp_path / 'a.jsonl'}: answer 1 (question 1) has a non-string text None; "
+                              "is this a LLaVA answer file?")
