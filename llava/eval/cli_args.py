@@ -120,5 +120,5 @@ def check_answers_paths(answers: Sequence[str], inputs: Mapping[str, str | None]
             raise IsADirectoryError(f"--answers-file {path} is a folder; give a .jsonl file path")
         for flag, source in inputs.items():
             if source and _same_file(path, source):
-                raise ValueError(f"--answers-file {path} is the same file as {flag} {source}; "
-                                 "answers would be appended to it; choose another --answers-file")
+                raise ValueError(f"--answers-file {path} is the same file as {flag} {source}, which it would "
+                                 "overwrite; choose another --answers-file")

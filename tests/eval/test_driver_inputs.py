@@ -93,11 +93,11 @@ def test_answers_path_that_is_the_question_file_is_refused(tiny_path, tmp_path):
     before = q.read_bytes()
     with pytest.raises(ValueError) as err:
         model_vqa_loader.main(_flags(tiny_path, q, q))
-    assert str(err.value) == (f"--answers-file {q} is the same file as --question-file {q}; "
-                              "answers would be appended to it; choose another --answers-file")
+    assert str(err.value) == (f"--answers-file {q} is the same file as --question-file {q}, which it would "
+                              "overwrite; choose another --answers-file")
     link = tmp_path / "link.jsonl"
     os.symlink(q, link)
-    with pytest.raises(ValueError, match=f"--answers-file {link} is the same file as --question-file {q}; "):
+    with pytest.raises(ValueError, match=f"--answers-file {link} is the same file as --question-file {q}, "):
         model_vqa_loader.main(_flags(tiny_path, q, link))
     (tmp_path / "sub").mkdir()
     other_spelling = tmp_path / "sub" / ".." / "q.jsonl"
@@ -236,3 +236,15 @@ def test_sweep_refuses_a_k_file_of_another_k_before_writing_any(tiny_path, tmp_p
     assert str(err.value) == (f"answers file {tmp_path / 'a_29.jsonl'} was written with visual_token_num=58, this run "
                               "asks for 29; use a new --answers-file or --no-resume")
     assert (tmp_path / "a_29.jsonl").read_bytes() == before and not (tmp_path / "a_58.jsonl").exists()
+
+
+def test_merge_refuses_to_overwrite_one_of_its_inputs(tmp_path, capsys):
+    from llava.eval.merge import main as merge_main
+
+    shard = tmp_path / "a.rank0-of-1.jsonl"
+    shard.write_text(json.dumps({"question_id": 1, "prompt": "p", "text": "t", "metadata": {}}) + "\n")
+    before = shard.read_bytes()
+    assert merge_main(["--answers-file", str(shard), str(shard)]) == 2
+    assert capsys.readouterr().err == (f"error: --answers-file {shard} is the same file as shard 0 {shard}, which it "
+                                       "would overwrite; choose another --answers-file\n")
+    assert shard.read_bytes() == before
