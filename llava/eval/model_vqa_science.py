@@ -9,7 +9,6 @@ without an image are answered text-only.
 from __future__ import annotations
 
 import argparse
-import json
 
 from llava.cli_errors import run_main
 from llava.cli_help import HelpFormatter
