@@ -8,6 +8,7 @@ Anything else is a bug and keeps its traceback. `--debug` (anywhere on the comma
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, Sequence
@@ -22,6 +23,12 @@ class UserError(ValueError):
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def add_debug_arg(parser: argparse.ArgumentParser) -> None:
+    """Declare `--debug` so that `--help` shows it (`run_main` acts on it before parsing)."""
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help=f"print the full traceback of an error (or set {DEBUG_ENV}=1)")
 
 
 def debug_requested(argv: Sequence[str]) -> bool:

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import os
 
+    from llava.cli_errors import add_debug_arg
     from llava.cli_help import METHOD_NAMES, HelpFormatter, check_method_names
     from llava.eval.cli_args import looks_local
 
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="kept_patches.png", help="the PNG to write")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     parser.add_argument("--vision-tower", default=None, help="local CLIP folder overriding mm_vision_tower")
-    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     methods = check_method_names(args.pruning_method)
     budgets = _parse_budgets(args.visual_token_num)

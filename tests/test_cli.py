@@ -56,8 +56,9 @@ def test_help_is_fast_and_imports_no_torch(module):
 
 
 def test_scorer_help_imports_no_torch():
-    results, _, _ = _probe(*SCORERS)
+    results, out, _ = _probe(*SCORERS)
     assert results == [{"module": m, "code": 0, "torch": False} for m in SCORERS]
+    assert out.count("--debug ") >= len(SCORERS)  # each usage line offers it
 
 
 def test_driver_help_lists_methods_keeps_examples_and_shows_defaults():

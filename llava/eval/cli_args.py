@@ -11,6 +11,7 @@ import argparse
 import os
 from typing import Mapping, Sequence
 
+from llava.cli_errors import add_debug_arg
 from llava.cli_help import METHOD_NAMES
 
 DIST_TIMEOUT_MIN = 24 * 60  # equals llava.eval.distributed.DEFAULT_TIMEOUT_MIN (a test checks)
@@ -71,7 +72,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
              "equal to per-K generation where batching does not change answers (CPU fp32)")
     add("--dist-timeout", type=float, default=DIST_TIMEOUT_MIN,
         help="minutes a finished rank waits for the others before rank 0 merges (torchrun runs)")
-    add("--debug", action="store_true", help="print the full traceback of an error")
+    add_debug_arg(parser)
 
 
 def looks_local(path: str) -> bool:

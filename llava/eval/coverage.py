@@ -13,11 +13,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from llava.cli_errors import add_debug_arg
+
 SHOWN = 5  # ids listed in a message
 
 
 def add_incomplete_arg(parser: argparse.ArgumentParser) -> None:
-    """`--allow-incomplete`: score even when predictions are missing or extra (with a warning)."""
+    """`--allow-incomplete`: score even when predictions are missing or extra (with a warning).
+
+    Every scorer calls it, so it also declares the scorers' `--debug` (see `llava.cli_errors`).
+    """
+    add_debug_arg(parser)
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="score even if some questions have no prediction or some predictions match no "
                              "question (reported on stderr; such a score is not comparable to published ones)")

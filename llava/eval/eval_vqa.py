@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from llava.cli_errors import run_main
+from llava.cli_errors import add_debug_arg, run_main
 from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
@@ -111,6 +111,7 @@ def build_upload(benchmark: str, questions: Sequence[dict], answers: Sequence[di
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_debug_arg(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     score = sub.add_parser("score", help="val accuracy against an annotation file", formatter_class=HelpFormatter)
     score.add_argument("--annotation-file", required=True,

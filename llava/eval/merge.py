@@ -177,7 +177,7 @@ def _rank(path: str) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llava.cli_errors import USER_ERROR_EXIT
+    from llava.cli_errors import USER_ERROR_EXIT, add_debug_arg
     from llava.cli_help import HelpFormatter
     from llava.eval.cli_args import check_answers_paths
 
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers-file", required=True, help="the merged file to write")
     parser.add_argument("--num-chunks", type=int, default=1, help="the run's --num-chunks (merge one chunk)")
     parser.add_argument("--chunk-idx", type=int, default=0, help="the run's --chunk-idx")
+    add_debug_arg(parser)
     parser.add_argument("shards", nargs="*",
                         help="shard files or globs (default: <answers stem>.rank*-of-*.jsonl beside --answers-file)")
     args = parser.parse_args(argv)

@@ -155,13 +155,14 @@ def plot(table: PaperTable, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> PaperTable:
-    from llava.cli_errors import UserError
+    from llava.cli_errors import UserError, add_debug_arg
     from llava.cli_help import HelpFormatter
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("results_dir", help="folder searched (recursively) for score records")
     parser.add_argument("--baseline-k", type=int, default=576, help="K of the unpruned baseline row")
     parser.add_argument("--out", default=None, help="write PREFIX.md, PREFIX.csv and PREFIX.png")
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     records = find_records(args.results_dir)
     if not records:

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from llava.cli_errors import run_main
+from llava.cli_errors import add_debug_arg, run_main
 from llava.cli_help import METHOD_NAMES, HelpFormatter
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from llava.eval.cli_args import DTYPE_NAMES, looks_local
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch-dtype", default="auto", choices=sorted(DTYPE_NAMES), help="weights' dtype")
     parser.add_argument("--vision-tower", default=None, help="local CLIP folder overriding mm_vision_tower")
     parser.add_argument("--save-kept-map", default=None, help="PNG showing the kept patches over the image")
-    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    add_debug_arg(parser)
     return parser
 
 

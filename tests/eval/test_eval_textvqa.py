@@ -57,7 +57,6 @@ def test_unknown_question_is_an_error(tmp_path):
         f"{tmp_path / 'ans.jsonl'}: 1 of 1 questions in {ann} have no prediction (first: 'img1: what brand?'); "
         f"1 predictions match no question in {ann} (first: 'img1: what model?'); no score over an incomplete "
         "set: answer every question, or pass --allow-incomplete to score what is there")
-    assert not (tmp_path / "ans.jsonl").read_text().count("\n") > 1  # the scorer wrote nothing
 
 
 def test_reference_prompts_match_constructed_annotations(ref13b, tmp_path):
