@@ -7,6 +7,7 @@ computed by the vision tower only when the chosen method names them in `needs`.
 
 from __future__ import annotations
 
+import numbers
 import operator
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -119,17 +120,20 @@ class PruningMethod:
         expected = _option_types(self.fn, key, default)
         if not expected or (value is None and default is None):
             return value
-        if float in expected and type(value) is int:
-            return value if int in expected else float(value)
-        if str in expected and not isinstance(value, str):
+        if str in expected and value is not None and not isinstance(value, str):
             return str(value)  # `--pruning-args name=7` parses as an int
-        if isinstance(value, bool) != (bool in expected) or not isinstance(value, tuple(expected)):
-            names = " or ".join(t.__name__ for t in expected) + (" or None" if default is None else "")
-            raise ValueError(
-                f"pruning method {self.name!r}: argument {key}={value!r} must be {_article(names)} {names} "
-                f"(default {default!r}); fix --pruning-args"
-            )
-        return value
+        is_bool = isinstance(value, bool)
+        if bool in expected and is_bool:
+            return value
+        if not is_bool and int in expected and isinstance(value, numbers.Integral):
+            return int(value)
+        if not is_bool and float in expected and isinstance(value, numbers.Real):
+            return float(value)  # ints (and numpy scalars) are fine for a float option
+        names = " or ".join(t.__name__ for t in expected) + (" or None" if default is None else "")
+        raise ValueError(
+            f"pruning method {self.name!r}: argument {key}={value!r} must be {_article(names)} {names} "
+            f"(default {default!r}); fix --pruning-args"
+        )
 
 
 _OPTION_TYPES = (bool, int, float, str)

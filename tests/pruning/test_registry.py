@@ -94,3 +94,13 @@ def test_checked_args_convert_ints_for_float_options(make_signals):
     method = get_method("vispruner")
     with pytest.raises(ValueError, match=r"argument important_ratio='0.5' must be a float"):
         method.select(make_signals(method.needs, b=1, n=16), 4, important_ratio="0.5")  # the one check, also in select
+
+
+def test_check_args_accepts_numpy_scalars_as_python_numbers():
+    import numpy as np
+
+    checked = get_method("vispruner").check_args({"step": np.int64(4), "important_ratio": np.float32(0.25)})
+    assert checked == {"step": 4, "important_ratio": 0.25}
+    assert type(checked["step"]) is int and type(checked["important_ratio"]) is float
+    with pytest.raises(ValueError, match=r"argument step=None must be an int \(default 8\)"):
+        get_method("vispruner").check_args({"step": None})
