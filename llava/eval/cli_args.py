@@ -114,12 +114,22 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_answers_paths(answers: Sequence[str], inputs: Mapping[str, str | None]) -> None:
-    """Refuse an answers path that is a folder or the same file as an input ({flag: path}), symlinks included."""
-    for path in answers:
+def check_outputs(outputs: Sequence[tuple[str, str | None]], inputs: Mapping[str, str | None]) -> None:
+    """Refuse an output ((flag, path) pairs) that is a folder or the same file as an input ({flag: path}).
+
+    Paths are compared as files (os.path.samefile), so a symlink or another spelling is caught too.
+    """
+    for out_flag, path in outputs:
+        if not path:
+            continue
         if os.path.isdir(path):
-            raise IsADirectoryError(f"--answers-file {path} is a folder; give a .jsonl file path")
+            raise IsADirectoryError(f"{out_flag} {path} is a folder; give a file path")
         for flag, source in inputs.items():
             if source and _same_file(path, source):
-                raise ValueError(f"--answers-file {path} is the same file as {flag} {source}, which it would "
-                                 "overwrite; choose another --answers-file")
+                raise ValueError(f"{out_flag} {path} is the same file as {flag} {source}, which it would "
+                                 f"overwrite; choose another {out_flag}")
+
+
+def check_answers_paths(answers: Sequence[str], inputs: Mapping[str, str | None]) -> None:
+    """`check_outputs` for the answers file(s) of a run."""
+    check_outputs([("--answers-file", path) for path in answers], inputs)

@@ -10,7 +10,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, load_answers, qid_key, read_json, write_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 
 def normalize_prediction(text: str) -> str:
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "GQA")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     predictions = to_predictions(load_answers(args.result_file))
     if args.prediction_file:
         write_json(args.prediction_file, predictions, indent=None)

@@ -16,7 +16,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, index_by_qid, load_answers, qid_key
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "MMB")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     table = load_scored_table(args.result_file, args.annotation_file, args.allow_incomplete)
     if args.upload_file:
         write_submission(table, args.upload_file)

@@ -17,7 +17,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, load_answers
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -258,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "MME")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     if args.answers_file:
         if not args.gt:
             parser.error("--answers-file needs --gt (the MME ground truth)")

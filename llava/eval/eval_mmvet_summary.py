@@ -16,7 +16,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import read_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 
 def run_scores(grades: dict) -> list[list[float]]:
@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "MM-Vet")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     caps = load_capabilities(args.mmvet_json) if args.mmvet_json else None
     grades = read_json(args.grade_file)
     if caps is not None:

@@ -12,7 +12,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, index_by_qid, load_answers, qid_key, read_jsonl
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 NEGATIVE_WORDS = frozenset({"No", "no", "not"})
 
@@ -154,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "POPE")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     result = evaluate_pope(args.annotation_dir, args.question_file, args.result_file, args.allow_incomplete)
     print(format_report(result))
     metrics = {f"{cat}_f1": 100 * m["f1"] for cat, m in result["categories"].items()}

@@ -12,7 +12,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import index_by_qid, load_answers, read_json, write_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 DEFAULT_OPTIONS = ("A", "B", "C", "D", "E")
 ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
@@ -121,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "SQA-IMG")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
 
     base = Path(args.base_dir)
     splits = read_json(base / "pid_splits.json")

@@ -10,7 +10,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import load_answers, qid_key, read_json, write_jsonl
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 
 def group_answers(answers: Sequence[dict]) -> dict[str, list[dict]]:
@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "SEED")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     annotation = read_json(args.annotation_file)
     answers = group_answers(load_answers(args.result_file))
     check_seed_coverage(annotation, answers, args.result_file, args.annotation_file, args.allow_incomplete)

@@ -12,7 +12,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, load_answers, read_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 from .vqa_metric import vqa_accuracy
 
 OCR_LINE_PREFIX = "Reference OCR token:"
@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_incomplete_arg(parser)
     add_save_args(parser, "TextVQA")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     result = evaluate_textvqa(args.annotation_file, args.result_file, args.allow_incomplete)
     print(Path(args.result_file).stem)
     print(f"Samples: {result['samples']}\nAccuracy: {result['accuracy']:.2f}%")

@@ -18,7 +18,7 @@ from llava.cli_help import HelpFormatter
 
 from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, index_by_qid, load_answers, qid_key, read_json, read_jsonl, write_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 from .vqa_metric import vqa_accuracy
 from .vqa_normalize import normalize_answer
 
@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         add_incomplete_arg(p)
     add_save_args(score, "")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     name = BENCHMARKS[args.benchmark].name
 
     if args.command == "submit":

@@ -128,3 +128,18 @@ def test_answer_rows_must_be_objects_with_string_text(tmp_path):
         load_answers(tmp_path / "a.jsonl")
     assert str(err.value) == (f"{tmp_path / 'a.jsonl'}: answer 1 (question 1) has a non-string text None; "
                               "is this a LLaVA answer file?")
+
+
+def test_scorer_outputs_may_not_overwrite_inputs(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"question_id": "1", "text": "yes"}])
+    write_json(tmp_path / "q.json", {"1": {"answer": "yes"}})
+    before = (tmp_path / "a.jsonl").read_bytes()
+    with pytest.raises(ValueError) as err:
+        eval_gqa.main(["--result-file", str(tmp_path / "a.jsonl"), "--prediction-file", str(tmp_path / "a.jsonl")])
+    assert str(err.value) == (f"--prediction-file {tmp_path / 'a.jsonl'} is the same file as --result-file "
+                              f"{tmp_path / 'a.jsonl'}, which it would overwrite; choose another --prediction-file")
+    (tmp_path / "link.json").symlink_to(tmp_path / "q.json")
+    with pytest.raises(ValueError, match=r"--save-json .*link.json is the same file as --questions .*q.json, "):
+        eval_gqa.main(["--result-file", str(tmp_path / "a.jsonl"), "--questions", str(tmp_path / "q.json"),
+                       "--save-json", str(tmp_path / "link.json")])
+    assert (tmp_path / "a.jsonl").read_bytes() == before and (tmp_path / "q.json").read_text() == '{\n  "1": {\n    "answer": "yes"\n  }\n}'

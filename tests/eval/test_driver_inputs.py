@@ -163,7 +163,7 @@ def test_missing_files_and_bad_flags_fail_before_loading(tiny_path, tmp_path):
         (_flags(tiny_path, q, a, "--batch-size", "0"), ValueError, "--batch-size must be >= 1, got 0"),
         (_flags(tiny_path, q, a, "--num-chunks", "2", "--chunk-idx", "2"), ValueError,
          "--chunk-idx 2 must be in [0, --num-chunks 2)"),
-        (_flags(tiny_path, q, tmp_path), IsADirectoryError, f"--answers-file {tmp_path} is a folder; give a .jsonl file path"),
+        (_flags(tiny_path, q, tmp_path), IsADirectoryError, f"--answers-file {tmp_path} is a folder; give a file path"),
     ]
     for argv, kind, message in cases:
         with pytest.raises(kind) as err:
