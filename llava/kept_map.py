@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:
+    import torch
 
 DPI = 96  # written into the PNG; FONT_PX / DPI * 72 = 12 pt
 FONT_PX = 16
@@ -63,6 +65,9 @@ def _hatch(draw: ImageDraw.ImageDraw, box: tuple, step: int = 10) -> None:
             draw.line([start, (start[0] + length, start[1] + length)], fill=HATCH, width=1)
     draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=HATCH, width=1)
 
+if TYPE_CHECKING:
+    import torch
+
 
 def model_view(image: Image.Image, image_processor, image_aspect_ratio: str = "pad", size: int = 336) -> Image.Image:
     """The square the vision tower sees: padded to square (LLaVA-1.5 'pad') or resized and center-cropped."""
@@ -90,7 +95,7 @@ def draw_kept_patches(
     side = view.width * scale
     canvas = view.resize((side, side), Image.NEAREST).convert("RGB")
     if kept is not None:
-        keep = set(int(i) for i in (kept.tolist() if torch.is_tensor(kept) else kept))
+        keep = set(int(i) for i in (kept.tolist() if hasattr(kept, "tolist") else kept))
         step = side / grid
         shade = Image.new("L", canvas.size, 255)
         draw = ImageDraw.Draw(shade)
@@ -171,23 +176,42 @@ def kept_indices_for(model, image_processor, image: Image.Image, k: int | None, 
 def main(argv: list[str] | None = None) -> None:
     """Draw a grid of kept-patch maps for one image over several budgets and methods."""
     import argparse
+    import os
 
-    from llava.mm_utils import load_image
-    from llava.model.builder import load_pretrained_model
+    from llava.cli_errors import add_debug_arg
+    from llava.cli_help import METHOD_NAMES, HelpFormatter, check_method_names
+    from llava.eval.cli_args import looks_local
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--model-path", required=True)
-    parser.add_argument("--image-file", required=True)
+    epilog = """example:
+  python -m llava.kept_map --model-path liuhaotian/llava-v1.5-7b --image-file assets/samples/shapes.png \\
+      --visual-token-num 576,144,58,29 --pruning-method fastervlm,random --out kept_patches.png
+"""
+    parser = argparse.ArgumentParser(description=main.__doc__, epilog=epilog, formatter_class=HelpFormatter)
+    parser.add_argument("--model-path", required=True, help="checkpoint folder (or hub id)")
+    parser.add_argument("--image-file", required=True, help="the image to draw")
     parser.add_argument("--visual-token-num", default="576,144,58,29", help="comma-separated budgets K")
-    parser.add_argument("--pruning-method", default="fastervlm", help="comma-separated method names")
-    parser.add_argument("--out", default="kept_patches.png")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--vision-tower", default=None)
+    parser.add_argument("--pruning-method", default="fastervlm",
+                        help=f"comma-separated method names, of: {', '.join(METHOD_NAMES)}")
+    parser.add_argument("--out", default="kept_patches.png", help="the PNG to write")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    parser.add_argument("--vision-tower", default=None, help="local CLIP folder overriding mm_vision_tower")
     parser.add_argument("--vision-attn", default="sdpa", choices=["sdpa", "eager"],
                         help="the CLIP tower's attention (eager reproduces an eager tower bit for bit)")
     parser.add_argument("--allow-missing-weights", action="store_true",
                         help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
+    methods = check_method_names(args.pruning_method)
+    budgets = _parse_budgets(args.visual_token_num)
+    if not os.path.isfile(args.image_file):
+        raise FileNotFoundError(f"image file {args.image_file} not found (check --image-file)")
+    if looks_local(args.model_path) and not os.path.exists(os.path.expanduser(args.model_path)):
+        raise FileNotFoundError(f"--model-path {args.model_path} not found")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out {args.out}: its folder does not exist")
+
+    from llava.mm_utils import load_image
+    from llava.model.builder import load_pretrained_model
 
     image = load_image(args.image_file)
     _, model, processor, _ = load_pretrained_model(args.model_path, device=args.device,
@@ -199,18 +223,31 @@ def main(argv: list[str] | None = None) -> None:
     view = model_view(image, processor, aspect, size)
     bands = pad_bands(image.size, aspect, size)
     panels = []
-    for method in args.pruning_method.split(","):
-        for k in (int(x) for x in args.visual_token_num.split(",")):
-            kept = kept_indices_for(model, processor, image, k, method.strip())
+    for method in methods:
+        for k in budgets:
+            kept = kept_indices_for(model, processor, image, k, method)
             n = tower.num_patches if kept is None else len(kept)
-            label = f"{method.strip()}  K={n}" + ("  (all kept)" if kept is None else "")
+            label = f"{method}  K={n}" + ("  (all kept)" if kept is None else "")
             panels.append((label, draw_kept_patches(view, kept, tower.num_patches_per_side, scale=1, bands=bands)))
     notes = [RANDOM_NOTE] if weights_are_random(args.model_path) else []
     title = f"{Path(args.image_file).name}  ({image.width}x{image.height})  on  {Path(args.model_path.rstrip('/')).name}"
-    sheet = kept_grid(panels, columns=len(args.visual_token_num.split(",")), title=title, notes=notes)
+    sheet = kept_grid(panels, columns=len(budgets), title=title, notes=notes)
     sheet.save(args.out, dpi=(DPI, DPI))
     print(f"kept-patch grid written to {args.out}" + (" (random weights: see the note in the picture)" if notes else ""))
 
 
+def _parse_budgets(text: str) -> list[int]:
+    """`--visual-token-num 576,144,58`: positive integers, else a ValueError naming the flag."""
+    try:
+        budgets = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--visual-token-num {text!r}: expected comma-separated positive integers") from None
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"--visual-token-num {text!r}: expected comma-separated positive integers")
+    return budgets
+
+
 if __name__ == "__main__":
-    main()
+    from llava.cli_errors import run_main
+
+    run_main(main)

@@ -3,4 +3,6 @@
 from .cli import main
 
 if __name__ == "__main__":
-    main()
+    from llava.cli_errors import run_main
+
+    run_main(main)

@@ -34,27 +34,87 @@ def _repair_tail(path: Path) -> None:
             f.truncate(end)
 
 
+def _is_partial(last_line: str) -> bool:
+    """A last line `_repair_tail` would cut: no final newline, or not valid JSON."""
+    if not last_line.endswith("\n"):
+        return True
+    try:
+        json.loads(last_line)
+    except json.JSONDecodeError:
+        return True
+    return False
+
+
 def answer_key(question_id, prompt) -> tuple[str, str]:
     """The identity of a question in an answers file."""
     return str(question_id), str(prompt)
 
 
-def answered_ids(path: str | Path) -> set[tuple[str, str]]:
-    """(question_id, prompt) keys already in an answers file; empty when the file does not exist."""
+def answered_ids(path: str | Path, skip_partial_tail: bool = False) -> set[tuple[str, str]]:
+    """(question_id, prompt) keys already in an answers file; empty when the file does not exist.
+
+    `skip_partial_tail` ignores a killed run's partial last line instead of refusing it, so the file
+    can be read without being repaired (what `AnswerWriter` does on opening).
+    """
     path = Path(path)
     if not path.exists():
         return set()
     done = set()
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+        lines = f.readlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or (skip_partial_tail and lineno == len(lines) and _is_partial(line)):
+            continue
+        try:
+            record = json.loads(line)
+            done.add(answer_key(record["question_id"], record.get("prompt", "")))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{lineno}: not an answer record ({err}); remove the line or the file") from None
+    return done
+
+
+# What an answer records about the run that wrote it: `model_id` at the top level, the rest in
+# `metadata`. Resuming with any of them changed would mix two runs in one file.
+RUN_FIELDS = ("model_id", "visual_token_num", "pruning_method", "pruning_args", "conv_mode", "dtype", "anyres_mode")
+_ABSENT = object()
+
+
+def _run_field(record: dict, name: str):
+    if name == "model_id":
+        return record.get("model_id", _ABSENT)
+    meta = record.get("metadata")
+    return meta.get(name, _ABSENT) if isinstance(meta, dict) else _ABSENT
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "None"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def check_resume(path: str | Path, expected: dict) -> None:
+    """Refuse to resume into `path` if a record was written by a different run.
+
+    `expected` maps RUN_FIELDS names to this run's values; a field a record lacks is not compared,
+    and a trailing partial line (a killed run) is ignored. Reads only: nothing is written.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    want = {k: json.loads(json.dumps(v)) for k, v in expected.items() if k in RUN_FIELDS}  # as JSON stores it
+    with path.open(encoding="utf-8") as f:
+        for line in f:
             try:
                 record = json.loads(line)
-                done.add(answer_key(record["question_id"], record.get("prompt", "")))
-            except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(f"{path}:{lineno}: not an answer record ({err}); remove the line or the file") from None
-    return done
+            except json.JSONDecodeError:
+                continue  # a killed run's partial line, or a bad one that answered_ids reports
+            if not isinstance(record, dict):
+                continue
+            for name, value in want.items():
+                have = _run_field(record, name)
+                if have is not _ABSENT and have != value:
+                    raise ValueError(f"answers file {path} was written with {name}={_shown(have)}, this run asks "
+                                     f"for {_shown(value)}; use a new --answers-file or --no-resume")
 
 
 class AnswerWriter:

@@ -11,8 +11,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, index_by_qid, load_answers, qid_key
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,13 +64,15 @@ def read_table(path: PathLike) -> "pd.DataFrame":
     return df
 
 
-def attach_predictions(table: "pd.DataFrame", answers: Sequence[dict], source: PathLike = "answers") -> "pd.DataFrame":
-    """Copy of `table` with a `prediction` column from the answers' `text` (question_id = TSV index)."""
+def attach_predictions(table: "pd.DataFrame", answers: Sequence[dict], source: PathLike = "answers",
+                       reference: PathLike = "the TSV", allow_incomplete: bool = False) -> "pd.DataFrame":
+    """Copy of `table` with a `prediction` column from the answers' `text` (question_id = TSV index).
+
+    A row without an answer, or an answer without a row, is refused (`check_coverage`) unless
+    `allow_incomplete` (then an unanswered row is wrong and an extra answer ignored).
+    """
     by_id = index_by_qid(answers, source)
-    unknown = set(by_id) - {qid_key(i) for i in table["index"]}
-    if unknown:
-        raise ValueError(f"{len(unknown)} answers in {source} have no row in the TSV (e.g. {sorted(unknown)[:3]}); "
-                         "is it the same MMBench split?")
+    check_coverage(list(table["index"]), by_id, source=source, reference=reference, allow_incomplete=allow_incomplete)
     out = table.copy()
     out["prediction"] = [by_id[qid_key(i)]["text"] if qid_key(i) in by_id else "" for i in out["index"]]
     return out
@@ -118,7 +124,8 @@ def write_submission(table: "pd.DataFrame", path: PathLike) -> Path:
     return path
 
 
-def load_scored_table(result_file: PathLike, annotation_file: PathLike | None) -> "pd.DataFrame":
+def load_scored_table(result_file: PathLike, annotation_file: PathLike | None,
+                      allow_incomplete: bool = False) -> "pd.DataFrame":
     """The table to score: a submission xlsx as is, or an answers jsonl joined to the TSV."""
     if Path(result_file).suffix.lower() == ".xlsx":
         table = read_table(result_file)
@@ -127,17 +134,20 @@ def load_scored_table(result_file: PathLike, annotation_file: PathLike | None) -
         return table
     if annotation_file is None:
         raise ValueError(f"{result_file} is an answers jsonl; pass --annotation-file (the MMBench TSV) for the gold answers")
-    return attach_predictions(read_table(annotation_file), load_answers(result_file), result_file)
+    return attach_predictions(read_table(annotation_file), load_answers(result_file), result_file, annotation_file,
+                              allow_incomplete)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--result-file", required=True, help="answers jsonl (with --annotation-file) or submission xlsx")
     parser.add_argument("--annotation-file", default=None, help="MMBench TSV (e.g. mmbench_dev_20230712.tsv)")
     parser.add_argument("--upload-file", default=None, help="also write the submission xlsx here")
+    add_incomplete_arg(parser)
     add_save_args(parser, "MMB")
     args = parser.parse_args(argv)
-    table = load_scored_table(args.result_file, args.annotation_file)
+    check_scorer_paths(args)
+    table = load_scored_table(args.result_file, args.annotation_file, args.allow_incomplete)
     if args.upload_file:
         write_submission(table, args.upload_file)
         print(f"wrote {len(table)} rows to {args.upload_file}")
@@ -155,4 +165,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

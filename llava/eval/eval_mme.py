@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, load_answers
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR")
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
@@ -100,9 +104,15 @@ def _clean_field(text: str) -> str:
     return " ".join(text.replace("\t", " ").splitlines())
 
 
-def convert_answers(answers: Iterable[dict], gt: dict[GtKey, str]) -> dict[str, list[str]]:
-    """Lines of each `<subtask>.txt`, in answer-file order (question_id is `<subtask>/<image>`)."""
+def convert_answers(answers: Iterable[dict], gt: dict[GtKey, str], source: PathLike = "answers",
+                    reference: PathLike = "the ground truth", allow_incomplete: bool = False) -> dict[str, list[str]]:
+    """Lines of each `<subtask>.txt`, in answer-file order (question_id is `<subtask>/<image>`).
+
+    An answer whose question is not in the ground truth is an error naming it; a ground-truth
+    question without an answer is refused (`check_coverage`) unless `allow_incomplete`.
+    """
     files: dict[str, list[str]] = {}
+    found: list[GtKey] = []
     for ans in answers:
         qid = str(ans["question_id"])
         if "/" not in qid:
@@ -116,7 +126,14 @@ def convert_answers(answers: Iterable[dict], gt: dict[GtKey, str]) -> dict[str, 
             raise ValueError(f"question {qid}: {question!r} is not in the ground truth; is it the right MME release?")
         line = "\t".join([image, key[2], gt[key], _clean_field(ans["text"])])
         files.setdefault(subtask, []).append(line)
+        found.append(key)
+    check_coverage(map(_gt_label, gt), map(_gt_label, found), source=source, reference=reference,
+                   allow_incomplete=allow_incomplete)
     return files
+
+
+def _gt_label(key: GtKey) -> str:
+    return f"{key[0]}/{key[1]}: {key[2]}"
 
 
 def write_results_dir(files: dict[str, list[str]], results_dir: PathLike) -> Path:
@@ -234,16 +251,19 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--answers-file", default=None, help="LLaVA answers jsonl; converted into --results-dir first")
     parser.add_argument("--gt", default=None, help="MME release folder or TSV (category, image, question, answer)")
     parser.add_argument("--results-dir", required=True, help="eval_tool results folder (written when --answers-file is given)")
+    add_incomplete_arg(parser)
     add_save_args(parser, "MME")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     if args.answers_file:
         if not args.gt:
             parser.error("--answers-file needs --gt (the MME ground truth)")
-        files = convert_answers(load_answers(args.answers_file, required=("prompt",)), load_gt(args.gt))
+        files = convert_answers(load_answers(args.answers_file, required=("prompt",)), load_gt(args.gt),
+                                args.answers_file, args.gt, args.allow_incomplete)
         write_results_dir(files, args.results_dir)
         print(f"wrote {len(files)} subtask files to {args.results_dir}")
     result = score_results_dir(args.results_dir)
@@ -255,4 +275,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

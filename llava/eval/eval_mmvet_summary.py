@@ -11,8 +11,12 @@ import argparse
 import statistics
 from typing import Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import read_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 
 def run_scores(grades: dict) -> list[list[float]]:
@@ -54,13 +58,20 @@ def load_capabilities(path: str) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--grade-file", required=True, help="<model>_gpt-4-grade-<n>runs.json")
     parser.add_argument("--mmvet-json", default=None, help="MM-Vet's mm-vet.json, for per-capability scores")
+    add_incomplete_arg(parser)
     add_save_args(parser, "MM-Vet")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     caps = load_capabilities(args.mmvet_json) if args.mmvet_json else None
-    result = summarize_grades(read_json(args.grade_file), caps)
+    grades = read_json(args.grade_file)
+    if caps is not None:
+        check_coverage(caps, grades, source=args.grade_file, reference=args.mmvet_json,
+                       allow_incomplete=args.allow_incomplete)
+        grades = {sample: g for sample, g in grades.items() if sample in caps}
+    result = summarize_grades(grades, caps)
     for cap, score in result.get("capabilities", {}).items():
         print(f"{cap}: {score:.1f}")
     print(f"runs: {[round(r, 1) for r in result['runs']]}")
@@ -70,4 +81,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

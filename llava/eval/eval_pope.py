@@ -7,8 +7,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, index_by_qid, load_answers, qid_key, read_jsonl
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 NEGATIVE_WORDS = frozenset({"No", "no", "not"})
 
@@ -79,19 +83,33 @@ def label_file(annotation_dir: PathLike, category: str) -> Path:
     return Path(annotation_dir) / f"coco_pope_{category}.json"
 
 
-def evaluate_pope(annotation_dir: PathLike, question_file: PathLike, result_file: PathLike) -> dict:
+def evaluate_pope(annotation_dir: PathLike, question_file: PathLike, result_file: PathLike,
+                  allow_incomplete: bool = False) -> dict:
     """Score a POPE answer file; returns `{categories: {cat: metrics}, mean_f1: F1*100 averaged}`.
 
     Each category's answers, in answer-file order, are matched to the lines of its label file by
-    position. A count mismatch raises ValueError naming the category and both counts.
+    position. A count mismatch raises ValueError naming the category and both counts. Missing or
+    extra answers are refused (`check_coverage`); with `allow_incomplete` the answered questions are
+    scored, each against the label at its position among its category's questions.
     """
-    questions = index_by_qid(read_jsonl(question_file), question_file)
+    rows = read_jsonl(question_file)
+    questions = index_by_qid(rows, question_file)
+    answers = load_answers(result_file)
+    coverage = check_coverage(questions, (a["question_id"] for a in answers), source=result_file,
+                              reference=question_file, allow_incomplete=allow_incomplete)
+    position: dict[str, int] = {}  # question id -> its index among its category's questions
+    count: dict[str, int] = {}  # category -> its number of questions
+    for q in rows:
+        position[qid_key(q["question_id"])] = count.get(q["category"], 0)
+        count[q["category"]] = count.get(q["category"], 0) + 1
     by_category: dict[str, list[str]] = {}
-    for ans in load_answers(result_file):
+    picked: dict[str, list[int]] = {}
+    for ans in answers:
         question = questions.get(qid_key(ans["question_id"]))
         if question is None:
-            raise ValueError(f"question {ans['question_id']}: in {result_file} but not in {question_file}")
+            continue  # an extra answer (reported above; only reached with allow_incomplete)
         by_category.setdefault(question["category"], []).append(parse_yes_no(ans["text"]))
+        picked.setdefault(question["category"], []).append(position[qid_key(ans["question_id"])])
 
     categories: dict[str, dict] = {}
     for category in sorted(by_category):
@@ -100,6 +118,8 @@ def evaluate_pope(annotation_dir: PathLike, question_file: PathLike, result_file
             raise FileNotFoundError(f"category {category!r}: label file {path} not found; check --annotation-dir")
         labels = [row["label"] for row in read_jsonl(path)]
         preds = by_category[category]
+        if not coverage.complete and len(labels) == count[category]:
+            labels = [labels[i] for i in picked[category]]
         if len(preds) != len(labels):
             raise ValueError(
                 f"category {category!r}: {len(preds)} answers but {len(labels)} labels in {path}; "
@@ -127,13 +147,15 @@ def format_report(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--annotation-dir", required=True, help="folder with coco_pope_<category>.json label files")
     parser.add_argument("--question-file", required=True, help="llava_pope_test.jsonl (gives each question's category)")
     parser.add_argument("--result-file", required=True, help="answers jsonl")
+    add_incomplete_arg(parser)
     add_save_args(parser, "POPE")
     args = parser.parse_args(argv)
-    result = evaluate_pope(args.annotation_dir, args.question_file, args.result_file)
+    check_scorer_paths(args)
+    result = evaluate_pope(args.annotation_dir, args.question_file, args.result_file, args.allow_incomplete)
     print(format_report(result))
     metrics = {f"{cat}_f1": 100 * m["f1"] for cat, m in result["categories"].items()}
     metrics.update({f"{cat}_acc": 100 * m["accuracy"] for cat, m in result["categories"].items()})
@@ -143,4 +165,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,8 +7,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import index_by_qid, load_answers, read_json, write_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 DEFAULT_OPTIONS = ("A", "B", "C", "D", "E")
 ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
@@ -107,15 +111,17 @@ def build_problems_from_llava_json(items: Sequence[dict], options: Sequence[str]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--base-dir", required=True, help="folder with problems.json and pid_splits.json")
     parser.add_argument("--result-file", required=True, help="answers jsonl")
     parser.add_argument("--output-file", default=None, help="per-problem analysis JSON ({correct, incorrect})")
     parser.add_argument("--output-result", default=None, help="result JSON ({acc, correct, count, results, outputs})")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--options", nargs="+", default=list(DEFAULT_OPTIONS))
+    parser.add_argument("--split", default="test", help="the split of pid_splits.json to score")
+    parser.add_argument("--options", nargs="+", default=list(DEFAULT_OPTIONS), help="the option letters, in order")
+    add_incomplete_arg(parser)
     add_save_args(parser, "SQA-IMG")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
 
     base = Path(args.base_dir)
     splits = read_json(base / "pid_splits.json")
@@ -123,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise ValueError(f"split {args.split!r} not in {base / 'pid_splits.json'}; available: {', '.join(splits)}")
     problems = read_json(base / "problems.json")
     answers = index_by_qid(load_answers(args.result_file, required=("prompt",)), args.result_file)
+    check_coverage(splits[args.split], answers, source=args.result_file,
+                   reference=f"split {args.split!r} of {base / 'pid_splits.json'}", allow_incomplete=args.allow_incomplete)
     analysis, result = evaluate_science_qa(problems, splits[args.split], answers, args.options)
     s = summary(analysis)
     print(f"Total: {s['total']}, Correct: {s['correct']}, Accuracy: {s['accuracy']:.2f}%, "
@@ -136,4 +144,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import load_answers, qid_key, read_json, write_jsonl
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 
 
 def group_answers(answers: Sequence[dict]) -> dict[str, list[dict]]:
@@ -53,6 +57,20 @@ def score_seed(annotation: dict, answers: dict[str, list[dict]]) -> dict:
             "questions": len(groups["all"]), "missing": missing}
 
 
+def check_seed_coverage(annotation: dict, answers: dict[str, list[dict]], source: str = "answers",
+                        reference: str = "SEED-Bench.json", allow_incomplete: bool = False) -> None:
+    """Every question of the data types answered has an answer, and every answer a question.
+
+    LLaVA-1.5 answers only SEED's image questions, so a data type (image / video) without a single
+    answer is not expected; within an answered type, a missing answer is refused unless allowed.
+    """
+    questions = annotation["questions"]
+    answered_types = {q.get("data_type", "image") for q in questions if qid_key(q["question_id"]) in answers}
+    expected = [q["question_id"] for q in questions if q.get("data_type", "image") in answered_types]
+    check_coverage(expected, answers, source=source, reference=reference, allow_incomplete=allow_incomplete,
+                   known=[q["question_id"] for q in questions])
+
+
 def build_upload(annotation: dict, answers: dict[str, list[dict]]) -> tuple[list[dict], int]:
     """Upload rows in SEED-Bench.json question order; a question without an answer gets "" (counted)."""
     rows, missing = [], 0
@@ -63,14 +81,17 @@ def build_upload(annotation: dict, answers: dict[str, list[dict]]) -> tuple[list
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--annotation-file", required=True, help="SEED-Bench.json")
     parser.add_argument("--result-file", required=True, help="answers jsonl")
     parser.add_argument("--result-upload-file", default=None, help="write the upload jsonl here")
+    add_incomplete_arg(parser)
     add_save_args(parser, "SEED")
     args = parser.parse_args(argv)
+    check_scorer_paths(args)
     annotation = read_json(args.annotation_file)
     answers = group_answers(load_answers(args.result_file))
+    check_seed_coverage(annotation, answers, args.result_file, args.annotation_file, args.allow_incomplete)
     result = score_seed(annotation, answers)
     for name, acc in sorted(result["per_type"].items()):
         print(f"{name}: {acc:.2f}%")
@@ -88,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,8 +7,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from llava.cli_errors import run_main
+from llava.cli_help import HelpFormatter
+
+from .coverage import add_incomplete_arg, check_coverage
 from .io_utils import PathLike, load_answers, read_json
-from .score_json import add_save_args, save_from_args
+from .score_json import add_save_args, check_scorer_paths, save_from_args
 from .vqa_metric import vqa_accuracy
 
 OCR_LINE_PREFIX = "Reference OCR token:"
@@ -38,28 +42,32 @@ def load_annotations(path: PathLike) -> dict[tuple[str, str], list[str]]:
     return {(str(a["image_id"]), a["question"].lower()): list(a["answers"]) for a in data}
 
 
-def evaluate_textvqa(annotation_file: PathLike, result_file: PathLike) -> dict:
-    """`{samples, accuracy}` (accuracy in percent); an answer without annotation raises ValueError."""
+def evaluate_textvqa(annotation_file: PathLike, result_file: PathLike, allow_incomplete: bool = False) -> dict:
+    """`{samples, accuracy}` (accuracy in percent) over the answers.
+
+    Answers and annotated questions are matched by (image id, question); an unanswered question or
+    an answer without annotation is refused (`check_coverage`), unless `allow_incomplete`.
+    """
     annotations = load_annotations(annotation_file)
-    scores = []
-    for ans in load_answers(result_file, required=("prompt",)):
-        key = (str(ans["question_id"]), question_from_prompt(ans["prompt"]))
-        if key not in annotations:
-            raise ValueError(f"question {ans['question_id']}: no annotation for image {key[0]} with question "
-                             f"{key[1]!r} in {annotation_file}; is it the TextVQA val file?")
-        scores.append(vqa_accuracy(ans["text"], annotations[key]))
+    answers = load_answers(result_file, required=("prompt",))
+    keys = [(str(a["question_id"]), question_from_prompt(a["prompt"])) for a in answers]
+    check_coverage((f"{img}: {q}" for img, q in annotations), (f"{img}: {q}" for img, q in keys),
+                   source=result_file, reference=annotation_file, allow_incomplete=allow_incomplete)
+    scores = [vqa_accuracy(ans["text"], annotations[key]) for ans, key in zip(answers, keys) if key in annotations]
     if not scores:
         raise ValueError(f"{result_file}: no answers to score")
     return {"samples": len(scores), "accuracy": 100 * sum(scores) / len(scores)}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--annotation-file", required=True, help="TextVQA_0.5.1_val.json")
     parser.add_argument("--result-file", required=True, help="answers jsonl")
+    add_incomplete_arg(parser)
     add_save_args(parser, "TextVQA")
     args = parser.parse_args(argv)
-    result = evaluate_textvqa(args.annotation_file, args.result_file)
+    check_scorer_paths(args)
+    result = evaluate_textvqa(args.annotation_file, args.result_file, args.allow_incomplete)
     print(Path(args.result_file).stem)
     print(f"Samples: {result['samples']}\nAccuracy: {result['accuracy']:.2f}%")
     save_from_args(args, result, result["accuracy"])
@@ -67,4 +75,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -85,7 +85,13 @@ def load_answers(path: PathLike, required: Sequence[str] = ()) -> list[dict]:
     answers = read_jsonl(path)
     fields = ("question_id", "text", *required)
     for n, ans in enumerate(answers, start=1):
+        if not isinstance(ans, dict):
+            raise ValueError(f"{path}: answer {n} is a JSON {type(ans).__name__}, not an object "
+                             "{question_id, prompt, text, ...}; is this a LLaVA answer file?")
         missing = [k for k in fields if k not in ans]
         if missing:
             raise ValueError(f"{path}: answer {n} lacks {', '.join(missing)}; is this a LLaVA answer file?")
+        if not isinstance(ans["text"], str):
+            raise ValueError(f"{path}: answer {n} (question {ans['question_id']}) has a non-string text "
+                             f"{ans['text']!r}; is this a LLaVA answer file?")
     return answers

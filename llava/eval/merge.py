@@ -179,13 +179,18 @@ def _rank(path: str) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from llava.cli_errors import USER_ERROR_EXIT, add_debug_arg
+    from llava.cli_help import HelpFormatter
+    from llava.eval.cli_args import check_answers_paths
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--question-file", default=None,
                         help="LLaVA jsonl question file: the expected questions and order (without it: the shards' "
                              "order, in rank order, checking duplicates and metadata but not missing questions)")
     parser.add_argument("--answers-file", required=True, help="the merged file to write")
     parser.add_argument("--num-chunks", type=int, default=1, help="the run's --num-chunks (merge one chunk)")
-    parser.add_argument("--chunk-idx", type=int, default=0)
+    parser.add_argument("--chunk-idx", type=int, default=0, help="the run's --chunk-idx")
+    add_debug_arg(parser)
     parser.add_argument("shards", nargs="*",
                         help="shard files or globs (default: <answers stem>.rank*-of-*.jsonl beside --answers-file)")
     args = parser.parse_args(argv)
@@ -201,14 +206,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise MergeError(f"no file matches {pattern!r}")
             shards += found
         if not shards:
+            from llava.eval.distributed import find_shards  # after parsing: it imports torch
+
             shards = find_shards(args.answers_file)
+        check_answers_paths([args.answers_file], {"--question-file": args.question_file,
+                                                  **{f"shard {n}": s for n, s in enumerate(shards)}})
         n = merge_answers(keys, shards, args.answers_file)
     except (MergeError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return USER_ERROR_EXIT
     print(f"merged {len(shards)} shard(s), {n} answers -> {args.answers_file}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from llava.cli_errors import run_main
+
+    run_main(main)

@@ -81,62 +81,10 @@ class GenerationArgs:
         return kwargs
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """LLaVA's evaluation flags plus ours (budget, method, batching, resume, device)."""
-    parser.add_argument("--model-path", type=str, default="facebook/opt-350m")
-    parser.add_argument("--model-base", type=str, default=None)
-    parser.add_argument("--image-folder", type=str, default="")
-    parser.add_argument("--question-file", type=str, default="tables/question.jsonl")
-    parser.add_argument("--answers-file", type=str, default="answer.jsonl")
-    parser.add_argument("--conv-mode", type=str, default="llava_v1")
-    parser.add_argument("--num-chunks", type=int, default=1)
-    parser.add_argument("--chunk-idx", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--top_p", type=float, default=None)
-    parser.add_argument("--num_beams", type=int, default=1)
-    parser.add_argument("--max_new_tokens", type=int, default=128)
-    parser.add_argument("--visual-token-num", type=parse_visual_token_num, default=None,
-                        help="K visual tokens kept per image (default: all 576), or a sweep K1,K2,... answered "
-                             "in one run, one answers file per K (a '{k}' in --answers-file, else <stem>_k<K>.jsonl)")
-    parser.add_argument("--pruning-method", type=str, default="fastervlm")
-    parser.add_argument("--pruning-args", type=str, default=None, help="key=value,... options of the method")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for image preprocessing")
-    parser.add_argument("--no-resume", action="store_true", help="start the answers file afresh")
-    parser.add_argument("--device", type=str, default="auto")
-    parser.add_argument("--torch-dtype", type=str, default="auto")
-    parser.add_argument("--attn-implementation", type=str, default=None)
-    parser.add_argument("--vision-tower", type=str, default=None, help="local CLIP folder overriding mm_vision_tower")
-    parser.add_argument("--vision-attn", type=str, default="sdpa", choices=["sdpa", "eager"],
-                        help="the CLIP tower's attention: sdpa (default) or eager (bitwise equal to an eager "
-                             "CLIPVisionModel's features, to reproduce eager-tower runs exactly)")
-    parser.add_argument("--anyres-mode", type=str, default="faithful", choices=["faithful", "paper"],
-                        help="LLaVA-NeXT pruning: one budget per image over the unmodified model (faithful), "
-                             "or FasterVLM's fixed 2x2 grid with K per view (paper)")
-    parser.add_argument("--joint-sweep", action="store_true",
-                        help="a sweep generates all Ks of a batch in one call (batch-size x #K rows): faster, and "
-                             "equal to per-K generation where batching does not change answers (CPU fp32)")
-    parser.add_argument("--truncate-prompts", action="store_true",
-                        help="cut a prompt longer than the model's context (with a warning naming the question) "
-                             "instead of stopping with an error")
-    parser.add_argument("--allow-missing-weights", action="store_true",
-                        help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
-    parser.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_MIN,
-                        help="minutes a finished rank waits for the others before rank 0 merges (torchrun runs)")
-
-
-def parse_visual_token_num(text: str) -> int | tuple[int, ...]:
-    """`--visual-token-num`: one K (an int, as always) or a comma-separated sweep such as "576,144,58,29"."""
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected K or K1,K2,... (positive integers), got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"every K must be >= 1, got {text!r}")
-    if len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"a K is repeated in {text!r}")
-    return values[0] if len(values) == 1 else tuple(values)
+# The flags and the checks that need no model live in torch-free modules, so that `--help` and
+# input errors are fast; add_common_args and parse_visual_token_num are re-exported from here.
+from llava.eval.answers_writer import answered_ids, check_resume  # noqa: E402
+from llava.eval.cli_args import DTYPE_NAMES, add_common_args, check_answers_paths, parse_visual_token_num  # noqa: E402,F401
 
 
 def budgets_of(visual_token_num) -> list[int | None]:
@@ -277,6 +225,9 @@ def run_vqa(
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     sweep = not isinstance(answers_file, (str, os.PathLike))
     paths = dict(answers_file) if sweep else {"config": answers_file}
+    if resume:  # before any file is opened: a refused run writes nothing
+        for k, path in paths.items():
+            check_resume(path, {"model_id": model_id, **(metadata or {}), **({"visual_token_num": k} if sweep else {})})
     with ExitStack() as stack:
         writers = {k: stack.enter_context(AnswerWriter(path, resume=resume)) for k, path in paths.items()}
         todo = [it for it in items if any(it.key not in w for w in writers.values())]
@@ -418,6 +369,7 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
     """
     from llava.mm_utils import get_model_name_from_path
     from llava.model.builder import load_pretrained_model
+    from llava.pruning import parse_method_args
 
     device = device or args.device
     placement = {"device_map": {"": device}} if str(device).startswith("cuda:") else {}
@@ -432,7 +384,7 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
         attn_implementation=args.attn_implementation,
         visual_token_num=budgets_of(args.visual_token_num)[0],
         pruning_method=args.pruning_method,
-        pruning_args=args.pruning_args,
+        pruning_args=parse_method_args(args.pruning_args, args.pruning_method),
         vision_tower_path=args.vision_tower,
         anyres_mode=args.anyres_mode,
         vision_attn_implementation=getattr(args, "vision_attn", "sdpa"),
@@ -462,14 +414,18 @@ def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_meta
     `<answers stem>.rank{r}-of-{n}.jsonl`, and rank 0 merges them into the answers file (one per K)
     after a barrier. Returns the number of answers this process wrote.
     """
+    from llava.pruning import parse_method_args
+
     world = World.from_env()
     _check_unique(items)
     items = balanced_chunk(items, args.num_chunks, args.chunk_idx)
+    parse_method_args(args.pruning_args, args.pruning_method)  # a bad option fails before the model loads
     targets = answers_paths(args.answers_file, budgets_of(args.visual_token_num))
     if world.size == 1:
         files = targets
     else:
         files = {k: shard_path(path, world.rank, world.size) for k, path in targets.items()}
+    check_answers_paths([*targets.values(), *files.values()], _input_files(args))
     device = world.device(args.device)
     with process_group(world, device, getattr(args, "dist_timeout", DEFAULT_TIMEOUT_MIN)) as group:
         written = _answer_shard(args, world.shard(items), files, extra_metadata, device)
@@ -495,13 +451,51 @@ def _check_unique(items: Sequence[VQAItem]) -> None:
                          "remove the duplicates from the question file")
 
 
+def _input_files(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files a run reads, by flag: an answers path must be none of them (images and weights are
+    read from folders, which an answers file cannot be)."""
+    return {"--question-file": getattr(args, "question_file", None)}
+
+
+def expected_run_fields(args: argparse.Namespace, k: int | None) -> dict:
+    """What this run will record in each answer's metadata, as far as the flags tell before loading.
+
+    The dtype is left out for `--torch-dtype auto` (it depends on the device): `run_vqa` checks the
+    resolved value once the model is loaded.
+    """
+    from llava.mm_utils import get_model_name_from_path
+    from llava.pruning import parse_method_args
+
+    fields = {
+        "model_id": get_model_name_from_path(os.path.expanduser(args.model_path)),
+        "visual_token_num": k,
+        "pruning_method": args.pruning_method,
+        "pruning_args": parse_method_args(args.pruning_args, args.pruning_method),
+        "conv_mode": args.conv_mode,
+        "anyres_mode": args.anyres_mode,  # compared only with records of anyres models (they carry it)
+    }
+    if DTYPE_NAMES.get(args.torch_dtype):
+        fields["dtype"] = DTYPE_NAMES[args.torch_dtype]
+    return fields
+
+
 def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: dict | None, device: str) -> int:
-    """Answer `items` into `files` ({K: path}); the model is loaded only when something is left to answer."""
+    """Answer `items` into `files` ({K: path}); the model is loaded only when something is left to answer.
+
+    Resuming into a file written by a different run is refused before any file is opened.
+    """
+    resume = not args.no_resume
+    if resume:
+        for k, path in files.items():
+            if os.path.isfile(path) and os.path.getsize(path):
+                check_resume(path, expected_run_fields(args, k))
     left = 0
-    for path in files.values():  # also repairs a killed run's last line, and creates empty shard files
-        with AnswerWriter(path, resume=not args.no_resume) as writer:
-            left = max(left, sum(item.key not in writer for item in items))
+    for path in files.values():  # read only: a refusal after loading must leave the files as they were
+        done = answered_ids(path, skip_partial_tail=True) if resume else set()
+        left = max(left, sum(item.key not in done for item in items))
     if not left:
+        for path in files.values():  # repairs a killed run's last line, and creates empty shard files
+            AnswerWriter(path, resume=resume).close()
         print(f"nothing left to answer in {', '.join(map(str, files.values()))}", file=sys.stderr)
         return 0
     tokenizer, model, image_processor, model_name = load_model_from_args(args, device)
@@ -510,6 +504,6 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
     return run_vqa(
         model, tokenizer, image_processor, items, answers, args.conv_mode, gen, model_name,
         image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
-        resume=True, metadata={**run_metadata(model, args), **(extra_metadata or {})},
+        resume=resume, metadata={**run_metadata(model, args), **(extra_metadata or {})},
         joint_sweep=getattr(args, "joint_sweep", False), truncate_prompts=getattr(args, "truncate_prompts", False),
     )

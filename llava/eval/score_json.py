@@ -24,6 +24,24 @@ def add_save_args(parser: argparse.ArgumentParser, benchmark: str) -> None:
                        help=f"column name in the paper table (default: {benchmark or 'from --benchmark'})")
 
 
+SCORER_INPUTS = ("result_file", "answers_file", "annotation_file", "question_file", "questions", "grade_file",
+                 "mmvet_json", "gt")
+SCORER_OUTPUTS = ("save_json", "prediction_file", "output_file", "output_result", "result_upload_file", "upload_file")
+
+
+def check_scorer_paths(args: argparse.Namespace) -> None:
+    """Refuse a scorer output (--save-json, --prediction-file, ...) that is one of its input files."""
+    from .cli_args import check_outputs
+
+    inputs = {_flag(n): getattr(args, n) for n in SCORER_INPUTS if getattr(args, n, None)}
+    outputs = [(_flag(n), getattr(args, n)) for n in SCORER_OUTPUTS if getattr(args, n, None)]
+    check_outputs(outputs, inputs)
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
 def score_record(benchmark: str, metrics: dict[str, Any], headline: float, k: int | None = None) -> dict:
     """The record written by `--save-json`."""
     return {"benchmark": benchmark, "k": k, "metrics": metrics, "headline": float(headline)}

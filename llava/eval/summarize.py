@@ -168,17 +168,22 @@ def plot(table: PaperTable, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> PaperTable:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from llava.cli_errors import UserError, add_debug_arg
+    from llava.cli_help import HelpFormatter
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("results_dir", help="folder searched (recursively) for score records")
     parser.add_argument("--baseline-k", type=int, default=576, help="K of the unpruned baseline row")
     parser.add_argument("--out", default=None, help="write PREFIX.md, PREFIX.csv and PREFIX.png")
     parser.add_argument("--published", action="append", default=[], metavar="MODEL",
                         help="add MODEL's published K=576 row from the catalogue (LLaVA-1.5-7B or LLaVA-1.5-13B); "
                              "repeatable")
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     records = find_records(args.results_dir)
     if not records:
-        raise SystemExit(f"no score records (JSON with {sorted(RECORD_KEYS)}) under {args.results_dir}")
+        raise UserError(f"no score records (JSON with {sorted(RECORD_KEYS)}) under {args.results_dir}; "
+                        "run the scorers with --save-json first")
     table = build_table(records, args.baseline_k)
     for b in table.no_baseline:
         print(f"warning: no baseline (K={args.baseline_k}) score for {b}; it is left out of Avg")
@@ -199,4 +204,6 @@ def main(argv: Sequence[str] | None = None) -> PaperTable:
 
 
 if __name__ == "__main__":
-    main()
+    from llava.cli_errors import run_main
+
+    run_main(main)

@@ -82,4 +82,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from llava.cli_errors import run_main
+
+    run_main(main)

@@ -241,7 +241,7 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         method = get_method(cfg.method)
         if method.stage != "in_llm" or mm.encoded is None:
             return None
-        args = {**method.defaults, **cfg.args}
+        args = {**method.defaults, **method.check_args(dict(cfg.args))}
         if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
             return None  # no budget: nothing to prune
         unknown = set(args) - set(method.defaults)

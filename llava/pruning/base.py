@@ -7,6 +7,7 @@ computed by the vision tower only when the chosen method names them in `needs`.
 
 from __future__ import annotations
 
+import numbers
 import operator
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -95,12 +96,7 @@ class PruningMethod:
 
     def select(self, signals: VisionSignals, k: int, **kwargs) -> Selection:
         """Run the method on `signals` with budget `k` (int >= 1); `kwargs` override `defaults`."""
-        unknown = set(kwargs) - set(self.defaults)
-        if unknown:
-            raise ValueError(
-                f"pruning method {self.name!r}: unknown argument(s) {sorted(unknown)}; "
-                f"it takes {sorted(self.defaults) or 'no arguments'}"
-            )
+        kwargs = self.check_args(kwargs)
         bad_k = ValueError(f"pruning method {self.name!r}: budget k must be an int >= 1, got {k!r}")
         if isinstance(k, bool):
             raise bad_k
@@ -117,6 +113,60 @@ class PruningMethod:
                 "but they are None"
             )
         return self.fn(signals, k, **{**self.defaults, **kwargs})
+
+    def check_args(self, args: dict) -> dict:
+        """`args` checked against the method's `defaults`: the one place method options are validated.
+
+        An unknown key, or a value whose type does not fit the option (the type of its default, or
+        of its annotation when the default is None), is a ValueError naming the method, the key, the
+        value and the expected type. Ints are accepted for float options and returned as floats.
+        """
+        unknown = set(args) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"pruning method {self.name!r}: unknown argument(s) {sorted(unknown)}; "
+                f"it takes {sorted(self.defaults) or 'no arguments'}"
+            )
+        return {key: self._check_value(key, value) for key, value in args.items()}
+
+    def _check_value(self, key: str, value):
+        default = self.defaults[key]
+        expected = _option_types(self.fn, key, default)
+        if not expected or (value is None and default is None):
+            return value
+        if str in expected and value is not None and not isinstance(value, str):
+            return str(value)  # `--pruning-args name=7` parses as an int
+        is_bool = isinstance(value, bool)
+        if bool in expected and is_bool:
+            return value
+        if not is_bool and int in expected and isinstance(value, numbers.Integral):
+            return int(value)
+        if not is_bool and float in expected and isinstance(value, numbers.Real):
+            return float(value)  # ints (and numpy scalars) are fine for a float option
+        names = " or ".join(t.__name__ for t in expected) + (" or None" if default is None else "")
+        raise ValueError(
+            f"pruning method {self.name!r}: argument {key}={value!r} must be {_article(names)} {names} "
+            f"(default {default!r}); fix --pruning-args"
+        )
+
+
+_OPTION_TYPES = (bool, int, float, str)
+
+
+def _option_types(fn: Callable, key: str, default) -> list[type]:
+    """The types an option accepts: its default's, or those its annotation names when the default is None."""
+    if default is not None:
+        return [type(default)] if type(default) in _OPTION_TYPES else []
+    import inspect
+
+    param = inspect.signature(fn).parameters.get(key)
+    annotation = "" if param is None or param.annotation is inspect.Parameter.empty else str(param.annotation)
+    words = set(annotation.replace("|", " ").replace("Optional[", " ").replace("]", " ").split())
+    return [t for t in _OPTION_TYPES if t.__name__ in words]
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
 
 
 def gather_tokens(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

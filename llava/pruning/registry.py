@@ -51,11 +51,20 @@ def get_method(name: str) -> PruningMethod:
         raise ValueError(f"unknown pruning method {name!r}; available: {', '.join(list_methods())}") from None
 
 
-def parse_method_args(text: str | None) -> dict:
-    """Parse `--pruning-args "a=1,b=0.5,c=name"` into a dict of int/float/bool/str values."""
+def parse_method_args(text: str | None, method: str | None = None) -> dict:
+    """Parse `--pruning-args "a=1,b=0.5,c=name"` into a dict of int/float/bool/str values.
+
+    With `method`, the values are also checked against that method's options
+    (`PruningMethod.check_args`: unknown keys and wrong types are ValueErrors naming them).
+    """
     out: dict = {}
-    if not text:
-        return out
+    if text:
+        out = _parse_items(text)
+    return get_method(method).check_args(out) if method is not None else out
+
+
+def _parse_items(text: str) -> dict:
+    out: dict = {}
     for item in text.split(","):
         item = item.strip()
         if not item:

@@ -57,9 +57,19 @@ def test_missing_prediction_is_failed(tmp_path):
     (tmp_path / "problems.json").write_text(json.dumps({"1": {"choices": ["a", "b"], "answer": 1},
                                                         "2": {"choices": ["a", "b"], "answer": 0}}))
     (tmp_path / "pid_splits.json").write_text(json.dumps({"test": ["1", "2"]}))
-    write_jsonl(tmp_path / "ans.jsonl", [{"question_id": "1", "prompt": "<image>\nQ", "text": "B"}])
-    s = eval_science_qa.main(["--base-dir", str(tmp_path), "--result-file", str(tmp_path / "ans.jsonl"),
-                              "--output-result", str(tmp_path / "r.json")])
+    write_jsonl(tmp_path / "ans.jsonl", [{"question_id": "1", "prompt": "<image>\nQ", "text": "B"},
+                                         {"question_id": "9", "prompt": "Q", "text": "A"}])
+    args = ["--base-dir", str(tmp_path), "--result-file", str(tmp_path / "ans.jsonl"),
+            "--output-result", str(tmp_path / "r.json")]
+    with pytest.raises(ValueError) as err:  # refused by default, and nothing written
+        eval_science_qa.main(args)
+    assert str(err.value) == (
+        f"{tmp_path / 'ans.jsonl'}: 1 of 2 questions in split 'test' of {tmp_path / 'pid_splits.json'} have no "
+        f"prediction (first: '2'); 1 predictions match no question in split 'test' of {tmp_path / 'pid_splits.json'} "
+        "(first: '9'); no score over an incomplete set: answer every question, or pass --allow-incomplete to score "
+        "what is there")
+    assert not (tmp_path / "r.json").exists()
+    s = eval_science_qa.main([*args, "--allow-incomplete"])
     assert (s["correct"], s["total"], s["img_correct"], s["img_total"]) == (1, 2, 1, 1)
     r = read_json(tmp_path / "r.json")
     assert r["results"] == {"1": 1, "2": -1} and r["outputs"]["2"] == "FAILED"

@@ -19,6 +19,17 @@ ANNOTATION = {
 }
 
 
+def test_unanswered_data_type_is_not_expected(tmp_path, capsys):
+    """LLaVA answers only SEED's image questions: no video answer at all is complete, an extra id is not."""
+    (tmp_path / "seed.json").write_text(json.dumps(ANNOTATION))
+    write_jsonl(tmp_path / "a.jsonl", [{"question_id": q, "text": "A"} for q in ("101", "102", "103")])
+    res = eval_seed.main(["--annotation-file", str(tmp_path / "seed.json"), "--result-file", str(tmp_path / "a.jsonl")])
+    assert res["image_accuracy"] == pytest.approx(100 / 3) and "warning" not in capsys.readouterr().err
+    write_jsonl(tmp_path / "a.jsonl", [{"question_id": q, "text": "A"} for q in ("101", "102", "103", "999")])
+    with pytest.raises(ValueError, match=r"a.jsonl: 1 predictions match no question in .*seed.json \(first: '999'\); "):
+        eval_seed.main(["--annotation-file", str(tmp_path / "seed.json"), "--result-file", str(tmp_path / "a.jsonl")])
+
+
 def test_repeated_question_ids_match_in_order():
     annotation = {"questions": [{"question_id": "7", "question_type_id": 1, "answer": a} for a in "AB"]}
     answers = group_answers([{"question_id": 7, "text": "A"}, {"question_id": "7", "text": "B"}])
@@ -30,8 +41,15 @@ def test_small_case(tmp_path, capsys):
     (tmp_path / "seed.json").write_text(json.dumps(ANNOTATION))
     write_jsonl(tmp_path / "a.jsonl", [{"question_id": "101", "text": "A"}, {"question_id": 102, "text": "C"},
                                        {"question_id": "104", "text": " D "}])
-    res = eval_seed.main(["--annotation-file", str(tmp_path / "seed.json"), "--result-file", str(tmp_path / "a.jsonl"),
-                          "--result-upload-file", str(tmp_path / "up.jsonl")])
+    args = ["--annotation-file", str(tmp_path / "seed.json"), "--result-file", str(tmp_path / "a.jsonl"),
+            "--result-upload-file", str(tmp_path / "up.jsonl")]
+    with pytest.raises(ValueError) as err:
+        eval_seed.main(args)
+    assert str(err.value) == (
+        f"{tmp_path / 'a.jsonl'}: 1 of 4 questions in {tmp_path / 'seed.json'} have no prediction (first: '103'); "
+        "no score over an incomplete set: answer every question, or pass --allow-incomplete to score what is there")
+    assert not (tmp_path / "up.jsonl").exists()
+    res = eval_seed.main([*args, "--allow-incomplete"])
     assert res["image_accuracy"] == pytest.approx(100 / 3) and res["video_accuracy"] == pytest.approx(100.0)
     assert res["accuracy"] == pytest.approx(50.0) and res["missing"] == 1
     assert res["per_type"] == {"Scene Understanding": 50.0, "Instance Counting": 0.0, "Action Recognition": 100.0}

@@ -51,8 +51,12 @@ def test_constructed_scores(tmp_path, capsys):
 def test_unknown_question_is_an_error(tmp_path):
     ann = _annotation(tmp_path, [{"image_id": "img1", "question": "What brand?", "answers": ["a"] * 10}])
     write_jsonl(tmp_path / "ans.jsonl", [{"question_id": "img1", "prompt": "What model?" + SUFFIX, "text": "x"}])
-    with pytest.raises(ValueError, match="question img1: no annotation for image img1 with question 'what model\\?'"):
+    with pytest.raises(ValueError) as err:
         evaluate_textvqa(ann, tmp_path / "ans.jsonl")
+    assert str(err.value) == (
+        f"{tmp_path / 'ans.jsonl'}: 1 of 1 questions in {ann} have no prediction (first: 'img1: what brand?'); "
+        f"1 predictions match no question in {ann} (first: 'img1: what model?'); no score over an incomplete "
+        "set: answer every question, or pass --allow-incomplete to score what is there")
 
 
 def test_reference_prompts_match_constructed_annotations(ref13b, tmp_path):

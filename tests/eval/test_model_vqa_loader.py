@@ -92,8 +92,10 @@ def test_corrupt_image_and_bad_question_line(tiny_path, tmp_path):
         main(["--model-path", tiny_path, "--question-file", str(q), "--image-folder", str(tmp_path),
               "--answers-file", str(tmp_path / "a.jsonl"), "--device", "cpu"])
     q.write_text(json.dumps({"image": "x.png"}) + "\n")
-    with pytest.raises(ValueError, match="line 1 lacks"):
+    with pytest.raises(ValueError) as err:
         _run(tiny_path, q, tmp_path / "a.jsonl")
+    assert str(err.value) == (f"{q}:1: the question has no 'question_id'; expected a row like "
+                              '{"question_id": 1, "image": "a.jpg", "text": "What is shown?"}')
 
 
 def test_answer_writer_repairs_tail_and_refuses_duplicates(tmp_path):

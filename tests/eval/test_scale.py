@@ -222,15 +222,15 @@ def test_merge_cli(tmp_path, capsys):
     assert merge_main(["--question-file", str(qfile), "--answers-file", str(tmp_path / "a.jsonl")]) == 0
     assert [r["question_id"] for r in _read(tmp_path / "a.jsonl")] == [0, 1, 2, 3, 4]
     assert merge_main(["--question-file", str(qfile), "--answers-file", str(tmp_path / "b.jsonl"),
-                       str(tmp_path / "a.rank0-of-2.jsonl")]) == 1
+                       str(tmp_path / "a.rank0-of-2.jsonl")]) == 2
     assert "3 question(s) have no answer: ('0', 't0'), ('1', 't1'), ('2', 't2')" in capsys.readouterr().err
     # without a question file (ScienceQA / MMBench shards): rank order, duplicates still refused
     assert merge_main(["--answers-file", str(tmp_path / "c.jsonl"), str(tmp_path / "a.rank*-of-2.jsonl")]) == 0
     assert [r["question_id"] for r in _read(tmp_path / "c.jsonl")] == [3, 4, 0, 1, 2]
-    assert merge_main(["--answers-file", str(tmp_path / "c.jsonl"), *[str(tmp_path / "a.rank1-of-2.jsonl")] * 2]) == 1
+    assert merge_main(["--answers-file", str(tmp_path / "c.jsonl"), *[str(tmp_path / "a.rank1-of-2.jsonl")] * 2]) == 2
     assert "3 question(s) are answered more than once" in capsys.readouterr().err
     (tmp_path / "a.rank0-of-3.jsonl").write_text("")
-    assert merge_main(["--question-file", str(qfile), "--answers-file", str(tmp_path / "a.jsonl")]) == 1
+    assert merge_main(["--question-file", str(qfile), "--answers-file", str(tmp_path / "a.jsonl")]) == 2
     assert "several world sizes [2, 3]" in capsys.readouterr().err
 
 
@@ -242,13 +242,14 @@ def test_sweep_equals_single_runs(tiny_path, tmp_path, monkeypatch):
     qfile.write_text(json.dumps({"question_id": "text", "text": "Name a colour."}) + "\n" + qfile.read_text())
     singles = {}
     for k in (576, 58, 29):
-        main(_flags(tiny_path, qfile, tmp_path / f"one{k}.jsonl", "--visual-token-num", str(k), "--batch-size", "3"))
+        main(_flags(tiny_path, qfile, tmp_path / f"one{k}.jsonl", "--visual-token-num", str(k), "--batch-size", "3",
+                    "--allow-text-only"))
         singles[k] = _read(tmp_path / f"one{k}.jsonl")
 
     calls = []
     forward = CLIPVisionTower.forward
     monkeypatch.setattr(CLIPVisionTower, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
-    sweep = ["--visual-token-num", "576,58,29", "--batch-size", "3"]
+    sweep = ["--visual-token-num", "576,58,29", "--batch-size", "3", "--allow-text-only"]
     main(_flags(tiny_path, qfile, tmp_path / "sweep_{k}.jsonl", *sweep))
     assert len(calls) == 3  # 7 questions in 3 batches of 3: the tower runs once per batch, not once per K
     for k in (576, 58, 29):

@@ -59,3 +59,48 @@ def test_selection_accepts_int_like_budgets(make_signals):
     signals: VisionSignals = make_signals((), b=1, n=16)
     assert get_method("uniform").select(signals, np.int64(4)).indices.shape == (1, 4)
     assert get_method("uniform").select(signals, torch.tensor(4)).indices.shape == (1, 4)
+
+
+def test_static_method_names_equal_the_registry():
+    """`--help` lists methods from a torch-free tuple; it must name exactly the registered ones."""
+    from llava.cli_help import METHOD_NAMES
+
+    assert list(METHOD_NAMES) == list_methods()
+
+
+@pytest.mark.parametrize("method, text, message", [
+    ("vispruner", "important_ratio=abc",
+     "pruning method 'vispruner': argument important_ratio='abc' must be a float (default 0.5); fix --pruning-args"),
+    ("vispruner", "step=2.5", "pruning method 'vispruner': argument step=2.5 must be an int (default 8); fix --pruning-args"),
+    ("vispruner", "step=true", "pruning method 'vispruner': argument step=True must be an int (default 8); fix --pruning-args"),
+    ("visionzip", "contextual_ratio=x",
+     "pruning method 'visionzip': argument contextual_ratio='x' must be a float (default 0.15625); fix --pruning-args"),
+    ("fastv", "ratio=half",
+     "pruning method 'fastv': argument ratio='half' must be a float or None (default None); fix --pruning-args"),
+    ("random", "seed=", "pruning method 'random': argument seed='' must be an int (default 0); fix --pruning-args"),
+    ("uniform", "x=1", "pruning method 'uniform': unknown argument(s) ['x']; it takes no arguments"),
+])
+def test_method_args_are_checked_against_their_defaults(method, text, message):
+    with pytest.raises(ValueError) as err:
+        parse_method_args(text, method)
+    assert str(err.value) == message
+
+
+def test_checked_args_convert_ints_for_float_options(make_signals):
+    parsed = parse_method_args("important_ratio=1,step=4", "vispruner")
+    assert parsed == {"important_ratio": 1.0, "step": 4} and type(parsed["important_ratio"]) is float
+    assert parse_method_args("ratio=0.5,layer=3", "fastv") == {"ratio": 0.5, "layer": 3}
+    assert parse_method_args(None, "fastervlm") == {}
+    method = get_method("vispruner")
+    with pytest.raises(ValueError, match=r"argument important_ratio='0.5' must be a float"):
+        method.select(make_signals(method.needs, b=1, n=16), 4, important_ratio="0.5")  # the one check, also in select
+
+
+def test_check_args_accepts_numpy_scalars_as_python_numbers():
+    import numpy as np
+
+    checked = get_method("vispruner").check_args({"step": np.int64(4), "important_ratio": np.float32(0.25)})
+    assert checked == {"step": 4, "important_ratio": 0.25}
+    assert type(checked["step"]) is int and type(checked["important_ratio"]) is float
+    with pytest.raises(ValueError, match=r"argument step=None must be an int \(default 8\)"):
+        get_method("vispruner").check_args({"step": None})
