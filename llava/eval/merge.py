@@ -206,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise MergeError(f"no file matches {pattern!r}")
             shards += found
         if not shards:
-            from llava.eval.distributed import find_shards  # after parsing: it imports torch
-
             shards = find_shards(args.answers_file)
         check_answers_paths([args.answers_file], {"--question-file": args.question_file,
                                                   **{f"shard {n}": s for n, s in enumerate(shards)}})
