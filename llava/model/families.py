@@ -33,19 +33,25 @@ class LoadOptions:
 
 @dataclass(frozen=True)
 class Family:
+    """A registered family. tiny(out_dir) -> folder writes a small random checkpoint of this layout
+    with the libraries' own save functions (the registry-parametrised tests load it)."""
+
     name: str
     detect: Callable[[dict], bool]
     load: Callable[[str, dict, LoadOptions], Any]
+    tiny: Callable[[Any], Any]
     description: str
 
 
-def register_family(name: str, detect: Callable[[dict], bool], description: str = "") -> Callable:
+def register_family(name: str, detect: Callable[[dict], bool], tiny: Callable[[Any], Any],
+                    description: str = "") -> Callable:
     """Decorator registering `load(path, raw_config, options) -> LlavaForPruning` as family `name`."""
 
     def wrap(load: Callable) -> Callable:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is registered twice")
-        _FAMILIES[name] = Family(name, detect, load, description or (load.__doc__ or "").strip().split("\n")[0])
+        doc = description or (load.__doc__ or "").strip().split("\n")[0]
+        _FAMILIES[name] = Family(name, detect, load, tiny, doc)
         return load
 
     return wrap

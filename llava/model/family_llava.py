@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
@@ -20,7 +21,7 @@ from .checkpoint import checkpoint_tensors, strip_prefix
 from .checkpoint_checks import CheckpointError, check_files, check_loading_info, load_with_info
 from .families import LoadOptions, register_family
 from .multimodal import LlavaForPruning
-from .multimodal_encoder.clip_encoder import CLIPVisionTower
+from .multimodal_encoder.registry import vision_adapter
 
 # The LLM behind each original LLaVA architecture name.
 LLM_TYPES = {"LlavaLlamaForCausalLM": "llama", "LlavaMistralForCausalLM": "mistral",
@@ -128,7 +129,20 @@ def _install_mm_parts(model: LlavaForPruning, projector: dict, newline: torch.Te
             model.image_newline.data = newline.to(device=model.device, dtype=model.dtype)
 
 
-@register_family("llava", detect=is_original_llava_config)
+def _tiny_original(out_dir) -> str:
+    from .tiny import save_tiny_checkpoint
+
+    return str(save_tiny_checkpoint(out_dir))
+
+
+def _tiny_hf(out_dir) -> str:
+    from .tiny import HF_DIR, save_tiny_checkpoint
+
+    save_tiny_checkpoint(out_dir, hf_layout=True)
+    return str(Path(out_dir) / HF_DIR)
+
+
+@register_family("llava", detect=is_original_llava_config, tiny=_tiny_original)
 def load_original(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     """LLaVA-1.5/1.6 in the original layout (liuhaotian/llava-v1.5-*): LLM weights plus model.mm_projector.*."""
     config = llm_config(raw, llm_type_of(raw))
@@ -153,7 +167,7 @@ def load_original(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     return model
 
 
-@register_family("llava-hf", detect=is_hf_llava_config)
+@register_family("llava-hf", detect=is_hf_llava_config, tiny=_tiny_hf)
 def load_hf(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     """llava-hf's LlavaForConditionalGeneration / LlavaNextForConditionalGeneration layout."""
     fields, llm_type = hf_fields(raw)
@@ -169,9 +183,10 @@ def load_hf(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
             if key.startswith(hf):
                 projector[ours + key[len(hf):]] = value
     _install_mm_parts(model, projector, found.get("image_newline"), fit)
-    tower = CLIPVisionTower.from_config(fields["vision_config"], model.config.mm_vision_select_layer,
-                                        model.config.mm_vision_select_feature,
-                                        attn_implementation=opts.vision_attn_implementation)
+    adapter = vision_adapter(fields["vision_config"].get("model_type", "clip_vision_model"))
+    tower = adapter.from_config(fields["vision_config"], model.config.mm_vision_select_layer,
+                                model.config.mm_vision_select_feature,
+                                attn_implementation=opts.vision_attn_implementation)
     tower_state = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v
                    for k, v in strip_prefix(found, "vision_tower.").items()}
     missing, unexpected = tower.vision_tower.load_state_dict(tower_state, strict=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .clip_encoder import CLIPVisionTower
+from .registry import vision_adapter_for_folder
 
 
 def resolve_pretrained_dir(name_or_path: str, base_dir: str | None = None) -> str:
@@ -30,7 +30,6 @@ def resolve_pretrained_dir(name_or_path: str, base_dir: str | None = None) -> st
 
 # A full CLIPModel checkpoint (as openai/clip-vit-large-patch14-336 is published) also holds the text
 # half; the vision tower legitimately leaves those weights unused.
-CLIP_TEXT_KEYS = (r"^text_model\.", r"^text_projection\.", r"^visual_projection\.", r"^logit_scale$")
 
 
 def build_vision_tower(
@@ -40,20 +39,11 @@ def build_vision_tower(
     base_dir: str | None = None,
     allow_missing_weights: bool = False,
     **load_kwargs,
-) -> CLIPVisionTower:
-    """Load the CLIP tower (weights + image processor) for `mm_vision_tower`.
-
-    Weights the tower needs but the folder lacks are a CheckpointError naming the folder, unless
-    `allow_missing_weights`; the text half of a full CLIP checkpoint is ignored.
-    """
-    from transformers import CLIPVisionModel
-
-    from llava.mm_utils import load_image_processor
-    from llava.model.checkpoint_checks import load_weights
-
+):
+    """Load the tower named by `mm_vision_tower` (weights + image processor) with its registered adapter."""
     path = resolve_pretrained_dir(name_or_path, base_dir)
     if not (Path(path) / "config.json").exists():
         raise ValueError(f"vision tower {name_or_path!r} ({path}) has no config.json")
-    clip = load_weights(CLIPVisionModel, path, allow_missing_weights, ignore=CLIP_TEXT_KEYS,
-                        what="the CLIP vision tower", **load_kwargs)
-    return CLIPVisionTower(clip, select_layer, select_feature, load_image_processor(path), name=str(path))
+    adapter = vision_adapter_for_folder(path)
+    return adapter.from_pretrained(path, select_layer, select_feature, allow_missing_weights=allow_missing_weights,
+                                   **load_kwargs)

@@ -20,6 +20,8 @@ from llava.probe import HeadGeometry, QKProbe
 from llava.pruning.base import VisionSignals
 from llava.pruning.signals import compute_signals, tower_plan
 
+from .registry import register_vision_adapter
+
 
 def resolve_hidden_state_index(select_layer: int, num_layers: int) -> int:
     """Index into CLIP's `hidden_states` tuple (0 = embeddings, i = output of layer i-1)."""
@@ -29,6 +31,11 @@ def resolve_hidden_state_index(select_layer: int, num_layers: int) -> int:
     return idx
 
 
+# A full CLIP checkpoint (openai/clip-vit-large-patch14-336) also holds the text tower and projections.
+CLIP_TEXT_KEYS = (r"^text_model\.", r"^text_projection\.", r"^visual_projection\.", r"^logit_scale$")
+
+
+@register_vision_adapter("clip_vision_model", "clip")
 class CLIPVisionTower(nn.Module):
     """LLaVA's CLIP vision tower, truncated at the selected layer, with on-demand pruning signals."""
 
@@ -53,13 +60,20 @@ class CLIPVisionTower(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, path: str, select_layer: int = -2, select_feature: str = "patch", **load_kwargs
+        cls, path: str, select_layer: int = -2, select_feature: str = "patch", allow_missing_weights: bool = False,
+        **load_kwargs,
     ) -> "CLIPVisionTower":
-        """Load CLIP weights and its image processor from a local dir (or a cached hub id)."""
-        from llava.mm_utils import load_image_processor
+        """CLIP weights and the image processor from a local folder (a CLIPVisionModel or a full CLIP).
 
-        model = CLIPVisionModel.from_pretrained(path, **load_kwargs)
-        return cls(model, select_layer, select_feature, load_image_processor(path), name=str(path))
+        Weights the tower needs but the folder lacks are a CheckpointError naming the folder, unless
+        `allow_missing_weights`; the text half of a full CLIP checkpoint is ignored.
+        """
+        from llava.mm_utils import load_image_processor
+        from llava.model.checkpoint_checks import load_weights
+
+        clip = load_weights(CLIPVisionModel, path, allow_missing_weights, ignore=CLIP_TEXT_KEYS,
+                            what="the CLIP vision tower", **load_kwargs)
+        return cls(clip, select_layer, select_feature, load_image_processor(path), name=str(path))
 
     @classmethod
     def from_config(cls, config: CLIPVisionConfig | dict, select_layer: int = -2, select_feature: str = "patch",
