@@ -87,6 +87,17 @@ def cache_length(cache, layer_idx: int) -> int:
     return int(cache.get_seq_length(layer_idx))
 
 
+def cache_tensors(cache) -> list[torch.Tensor]:
+    """Every key and value tensor a dynamic cache holds (per-layer `keys`/`values` in 5.x releases)."""
+    out = []
+    for layer in getattr(cache, "layers", None) or []:
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if torch.is_tensor(t):
+                out.append(t)
+    return out
+
+
 def attention_implementation(config) -> str:
     """The attention implementation a model config runs with ('sdpa', 'eager', 'flash_attention_2', ...)."""
     return getattr(config, "_attn_implementation", None) or "eager"

@@ -88,6 +88,7 @@ def test_new_cache_stores_per_layer_lengths():
     cache.update(torch.zeros(1, 2, 5, 8), torch.zeros(1, 2, 5, 8), 0)
     cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8), 1)
     assert [compat.cache_length(cache, i) for i in range(2)] == [5, 3]
+    assert sorted(t.shape[2] for t in compat.cache_tensors(cache)) == [3, 3, 5, 5]  # keys and values
 
 
 def test_layer_masks_per_implementation():

@@ -65,13 +65,7 @@ class PassResult:
 
 def cache_bytes(cache) -> int:
     """Bytes of every key and value tensor held by a transformers cache."""
-    total = 0
-    for layer in getattr(cache, "layers", []):
-        for name in ("keys", "values"):
-            t = getattr(layer, name, None)
-            if torch.is_tensor(t):
-                total += t.numel() * t.element_size()
-    return total
+    return sum(t.numel() * t.element_size() for t in compat.cache_tensors(cache))
 
 
 class SignalTimer:
