@@ -65,9 +65,6 @@ def _hatch(draw: ImageDraw.ImageDraw, box: tuple, step: int = 10) -> None:
             draw.line([start, (start[0] + length, start[1] + length)], fill=HATCH, width=1)
     draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=HATCH, width=1)
 
-if TYPE_CHECKING:
-    import torch
-
 
 def model_view(image: Image.Image, image_processor, image_aspect_ratio: str = "pad", size: int = 336) -> Image.Image:
     """The square the vision tower sees: padded to square (LLaVA-1.5 'pad') or resized and center-cropped."""

@@ -1,7 +1,7 @@
 """A multimodal LLM as a composition: vision adapter, projector, splice and an Auto-loaded LLM.
 
     images --vision adapter (tower up to the selected layer + signals)--> select --projector (kept
-    tokens only)--> splice at the placeholders --> LLM (any transformers causal LM: LLaMA/Vicuna,
+    tokens only)--> splice at the placeholders (`llava.model.splice`) --> LLM (any transformers causal LM: LLaMA/Vicuna,
     Mistral, Qwen2/2.5/3) --> text
 
 Each part is its own module and can be replaced on its own; the glue between them (encode, select,
@@ -29,6 +29,7 @@ from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
 from .multimodal_encoder.clip_encoder import CLIPVisionTower
 from .multimodal_projector.builder import build_vision_projector
+from .splice import splice_image_tokens
 
 MM_DEFAULTS = dict(
     mm_vision_tower=None,
@@ -89,6 +90,7 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
             if hasattr(config, key) and config is not self.config:
                 setattr(self.config, key, getattr(config, key))
         self.vision_tower = vision_tower
+        self.splice = splice_image_tokens  # placeholders -> visual tokens; a family may bring its own
         ref = self.llm.get_input_embeddings().weight  # parts live with the token embeddings
         cfg = self.config
         self.mm_projector = None
