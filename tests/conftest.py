@@ -40,3 +40,20 @@ def sample_images():
     from PIL import Image
 
     return [Image.open(SAMPLES / name).convert("RGB") for name in ("shapes.png", "stripes.png", "scene.png")]
+
+
+@pytest.fixture(scope="session")
+def next_path(tiny_dir) -> str:
+    """The tiny LLaVA-1.6 (anyres) checkpoint, original layout, beside the 1.5 one."""
+    from llava.model.tiny import save_tiny_next_checkpoint
+
+    return str(save_tiny_next_checkpoint(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def next_model(next_path):
+    """(tokenizer, model, image_processor, context_len) of the tiny LLaVA-1.6, fp32 CPU."""
+    from llava.model.builder import load_pretrained_model
+
+    torch.set_num_threads(2)
+    return load_pretrained_model(next_path, device="cpu")

@@ -12,7 +12,7 @@ from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.hf_layout import to_hf_model
-from llava.model.tiny import NEXT_PINPOINTS, save_tiny_next_checkpoint
+from llava.model.tiny import NEXT_PINPOINTS
 from llava.pruning import PruningConfig
 from oracle import REPO, require_oracle, run_oracle
 
@@ -25,17 +25,6 @@ GRID_TABLE = {
     (400, 300): (2, 1), (300, 500): (1, 2), (1000, 320): (3, 1), (336, 336): (1, 2),
     (250, 900): (1, 3), (2000, 1000): (2, 1), (640, 640): (2, 2), (320, 1100): (1, 3), (1300, 1200): (2, 2),
 }
-
-
-@pytest.fixture(scope="module")
-def next_path(tiny_dir) -> str:
-    return str(save_tiny_next_checkpoint(tiny_dir))
-
-
-@pytest.fixture(scope="module")
-def next_model(next_path):
-    torch.set_num_threads(2)
-    return load_pretrained_model(next_path, device="cpu")
 
 
 def _prompt(tokenizer, question="What is in the image?"):

@@ -29,9 +29,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.pruning import PruningConfig
-from llava.model.builder import load_pretrained_model
 from llava.model.hf_layout import to_hf_model
-from llava.model.tiny import save_tiny_next_checkpoint
 from oracle import REPO
 
 SCENE = REPO / "assets" / "samples" / "scene.png"
@@ -49,17 +47,6 @@ class HFReference(NamedTuple):
 
     model: object  # LlavaNextForConditionalGeneration (SDPA)
     eager_tower: object  # CLIPVisionModel (eager), the same weights
-
-
-@pytest.fixture(scope="module")
-def next_path(tiny_dir) -> str:
-    return str(save_tiny_next_checkpoint(tiny_dir))
-
-
-@pytest.fixture(scope="module")
-def next_model(next_path):
-    torch.set_num_threads(2)
-    return load_pretrained_model(next_path, device="cpu")
 
 
 @pytest.fixture(scope="module")
