@@ -6,6 +6,7 @@
 #   4. prints the answers and draws the kept patches for several K into outputs/quickstart/.
 # Random weights give meaningless text; the same commands with a real checkpoint do the real job.
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore  # pip run as root (containers) need not warn on every install
 cd "$(dirname "$0")/.."
 out=outputs/quickstart
 mkdir -p "$out"
