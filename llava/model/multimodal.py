@@ -84,11 +84,6 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         # Older releases kept pruning settings in config.json: take them once, then drop them.
         legacy = {key: self.config.__dict__.pop(key) for key in LEGACY_CONFIG_KEYS if key in self.config.__dict__}
         self.pruning = PruningConfig.from_legacy(legacy) if legacy else PruningConfig()
-        for key in ("mm_vision_tower", "mm_hidden_size", "mm_vision_select_layer", "mm_vision_select_feature",
-                    "mm_projector_type", "image_aspect_ratio", "mm_patch_merge_type", "image_grid_pinpoints",
-                    "tokenizer_model_max_length", "tokenizer_padding_side", "unfreeze_mm_vision_tower"):
-            if hasattr(config, key) and config is not self.config:
-                setattr(self.config, key, getattr(config, key))
         self.vision_tower = vision_tower
         self.splice = splice_image_tokens  # placeholders -> visual tokens; a family may bring its own
         ref = self.llm.get_input_embeddings().weight  # parts live with the token embeddings
