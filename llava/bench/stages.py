@@ -28,9 +28,10 @@ import torch
 from transformers import CLIPVisionModel
 
 from llava import compat
-from llava.model.llava_arch import EncodedImages
+from llava.model.llava_arch import EncodedImages, add_projected, tower_needs
 from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig, gather_tokens
+from llava.pruning.signals import signal_spec
 
 from .measure import Clock, OtherLoad, PeakMemory
 from .models import BenchBatch
@@ -76,7 +77,9 @@ class SignalTimer:
     """
 
     def __init__(self, tower, needs) -> None:
-        self.tower, self.needs = tower, frozenset(needs)
+        # Signals read from the hidden states ([CLS] feature) are slices, and `projected` is timed as selection.
+        self.tower = tower
+        self.needs = frozenset(n for n in tower_needs(needs) if not signal_spec(n).from_hidden)
         self.probe = tower.signal_probe(self.needs)
 
     def capturing(self):
@@ -199,20 +202,25 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
     # The timer's probe holds the scored layers' q/k until the pass ends, so the memory pass goes without it.
     timer = SignalTimer(tower, needs if memory is None else frozenset())
     with timer.capturing():
-        signals = tower(batch.images, needs=needs)  # features [B, N, D] (+ cls_attn [B, N] ...)
+        signals = tower(batch.images, needs=tower_needs(needs))  # features [B, N, D] (+ cls_attn [B, N] ...)
     t1 = clock.now()
     if memory:
         memory.mark("vision")
     kept = None
     tokens = signals.features
+    projected = None
     if prune:
+        signals = add_projected(signals, projector, needs)  # DivPrune: all N projected before selecting
         selection = method.select(signals, k, **method_args)  # indices [B, K]
         kept = selection.indices
         tokens = selection.tokens if selection.tokens is not None else gather_tokens(signals.features, kept)
+        if selection.tokens is None and signals.projected is not None:
+            projected = gather_tokens(signals.projected, kept)  # [B, N, H] -> [B, K, H]
     t2 = clock.now()
     if memory:
         memory.mark("select")
-    projected = projector(tokens.to(proj_dtype))  # [B, K, D] -> [B, K, H]
+    if projected is None:
+        projected = projector(tokens.to(proj_dtype))  # [B, K, D] -> [B, K, H]
     t3 = clock.now()
     if memory:
         memory.mark("projector")

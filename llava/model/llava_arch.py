@@ -19,7 +19,7 @@ import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.pruning import get_method
-from llava.pruning.base import VisionSignals, gather_tokens
+from llava.pruning.base import SIGNAL_PROJECTED, VisionSignals, gather_tokens
 from llava.pruning.config import PruningConfig, check_visual_token_num
 
 from .splice import MultimodalInputs
@@ -43,11 +43,29 @@ def expand_budgets(visual_token_num: VisualTokenNum, num_images: int) -> list[in
     return budgets
 
 
+def tower_needs(needs: frozenset[str]) -> frozenset[str]:
+    """The signals of `needs` that the vision tower computes (the model fills in `projected` itself)."""
+    return frozenset(needs) - {SIGNAL_PROJECTED}
+
+
+def add_projected(signals: VisionSignals, projector, needs: frozenset[str]) -> VisionSignals:
+    """`signals` with the `projected` signal ([B, N, H]: every patch through the projector) when `needs` names it.
+
+    DivPrune measures the LLM-input embeddings, so its candidates are all projected before selection.
+    """
+    if SIGNAL_PROJECTED not in needs or signals.projected is not None:
+        return signals
+    weight = next(projector.parameters(), None)
+    dtype = weight.dtype if weight is not None else signals.features.dtype
+    return signals.with_values(projected=projector(signals.features.to(dtype)))  # [B, N, D] -> [B, N, H]
+
+
 @dataclass
 class EncodedImages:
     """Projected visual tokens per image and what was kept.
 
-    features: n_img x [K_i, H]; kept_indices: n_img x ([K_i] long raster positions, or None when all kept).
+    features: n_img x [K_i, H]; kept_indices: n_img x ([M_i] long raster positions, or None when all kept).
+    M_i = K_i except for tokens that stand at no patch (VisionZip's [CLS] token: M_i = K_i - 1).
     """
 
     features: list[torch.Tensor]
@@ -137,7 +155,9 @@ class LlavaMetaForCausalLM:
             images = torch.cat([im if im.ndim == 4 else im[None] for im in images])  # anyres: all views
         elif images.ndim == 5:
             images = images.flatten(0, 1)
-        return self.get_vision_tower()(images, needs=self.pruning_needs(pruning) if needs is None else needs)
+        needs = self.pruning_needs(pruning) if needs is None else frozenset(needs)
+        signals = self.get_vision_tower()(images, needs=tower_needs(needs))
+        return add_projected(signals, self.mm_projector, needs)
 
     @torch.no_grad()
     def encode_images(
@@ -166,9 +186,11 @@ class LlavaMetaForCausalLM:
             raise ValueError("pruning needs mm_vision_select_feature='patch' (no LLaVA-1.5/1.6 checkpoint uses 'cls_patch')")
         if method.stage == "in_llm":  # all tokens enter the LLM; the method prunes inside it
             prune = [False] * len(budgets)
+        needs = method.needs if any(prune) else frozenset()
         if signals is None:
-            signals = tower(images, needs=method.needs if any(prune) else frozenset())
+            signals = tower(images, needs=tower_needs(needs))
         projector = self.mm_projector
+        signals = add_projected(signals, projector, needs)
         weight = next(projector.parameters(), None)
         proj_dtype = weight.dtype if weight is not None else signals.features.dtype
         method_args = cfg.args
@@ -179,8 +201,12 @@ class LlavaMetaForCausalLM:
             rows = [i for i, (kk, p) in enumerate(zip(budgets, prune)) if p and kk == k]
             sub = signals.index(rows)
             selection = method.select(sub, k, **method_args)
-            tokens = selection.tokens if selection.tokens is not None else gather_tokens(sub.features, selection.indices)
-            projected = projector(tokens.to(proj_dtype))  # [b, K, D] -> [b, K, H]
+            if selection.tokens is None and sub.projected is not None:  # already projected (DivPrune)
+                projected = gather_tokens(sub.projected, selection.indices)  # [b, N, H] -> [b, K, H]
+            else:
+                tokens = selection.tokens if selection.tokens is not None else gather_tokens(sub.features,
+                                                                                            selection.indices)
+                projected = projector(tokens.to(proj_dtype))  # [b, K, D] -> [b, K, H]
             for j, i in enumerate(rows):
                 features[i], kept[i] = projected[j], selection.indices[j]
         full_rows = [i for i, p in enumerate(prune) if not p]
@@ -228,12 +254,13 @@ class LlavaMetaForCausalLM:
         paper = cfg.anyres_mode == "paper"
         pinpoints = anyres_pinpoints(self.config, crop, cfg.anyres_mode)
         counts = [views_per_image(tuple(size), pinpoints, crop) for size in image_sizes]
+        needs = method.needs if from_ratio or any(k is not None for k in budgets) else frozenset()
         if signals is None:
             if views.shape[0] != sum(counts):
                 raise ValueError(f"expected {sum(counts)} anyres views for image sizes {list(image_sizes)}, "
                                  f"got {views.shape[0]}")
-            needs = method.needs if from_ratio or any(k is not None for k in budgets) else frozenset()
-            signals = tower(views, needs=needs)  # [V, N, D] for all views at once
+            signals = tower(views, needs=tower_needs(needs))  # [V, N, D] for all views at once
+        signals = add_projected(signals, self.mm_projector, needs)
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         unpad = "unpad" in merge and not paper
         side = tower.num_patches_per_side
@@ -260,31 +287,36 @@ class LlavaMetaForCausalLM:
             slot_ids = torch.nonzero(is_token).flatten()
             if from_ratio:  # K per view in 'paper' mode, per image over its candidates otherwise
                 k = budgets[i] = cfg.budget(side * side if paper else len(slot_ids))
-            keep_slots, merged = self._select_anyres(
+            keep_slots, merged, extra = self._select_anyres(
                 method, method_args, view_sig, layout, slot_ids, k, paper, side
             )
             layout_kept = layout.subset(keep_slots)
             token_mask = layout_kept.crop != NEWLINE
             dev = view_sig.features.device
+            at = (layout_kept.crop[token_mask].to(dev), layout_kept.patch[token_mask].to(dev))
             if merged is not None:
-                tokens = merged  # [M, D] in kept order
+                projected = projector(merged.to(dtype))  # [M, D] in kept order -> [M, H]
+            elif view_sig.projected is not None:  # all candidates already projected (DivPrune)
+                projected = view_sig.projected[at]  # [M, H]
             else:
-                tokens = view_sig.features[layout_kept.crop[token_mask].to(dev), layout_kept.patch[token_mask].to(dev)]
-            projected = projector(tokens.to(dtype))  # [M, D] -> [M, H]
+                projected = projector(view_sig.features[at].to(dtype))  # [M, D] -> [M, H]
             out = projected.new_empty(len(layout_kept), projected.shape[-1])
             out[token_mask.to(dev)] = projected
             if (~token_mask).any():
                 out[~token_mask.to(dev)] = self.image_newline.to(out.dtype)
+            if extra is not None and len(extra):  # tokens at no slot ([CLS]) lead the image's tokens
+                out = torch.cat([projector(extra.to(dtype)), out])
             features.append(out)
             kept_slots.append(keep_slots if k is not None else None)
         return EncodedImages(features=features, kept_indices=kept_slots, num_patches=side * side, budgets=budgets)
 
     def _select_anyres(self, method, method_args, view_sig, layout, slot_ids, k, paper, side):
-        """Kept layout slots (sorted) and, for merging methods, their new tokens."""
+        """Kept layout slots (sorted), for merging methods their new tokens in slot order, and the tokens
+        that stand at no slot ([E, D], VisionZip's [CLS]; None when there are none)."""
         from llava.anyres import NEWLINE
 
         if k is None:
-            return torch.arange(len(layout)), None
+            return torch.arange(len(layout)), None, None
         if paper:  # K per view, each view scored by its own [CLS] row
             keep = torch.zeros(len(view_sig.features), side * side, dtype=torch.bool)
             if k >= side * side:
@@ -293,9 +325,9 @@ class LlavaMetaForCausalLM:
                 selection = method.select(view_sig, k, **method_args)  # [V, K]
                 keep.scatter_(1, selection.indices.cpu(), True)
             slot_keep = keep[layout.crop.clamp(min=0), layout.patch.clamp(min=0)] & (layout.crop != NEWLINE)
-            return torch.nonzero(slot_keep).flatten(), None
+            return torch.nonzero(slot_keep).flatten(), None, None
         if k >= len(slot_ids):
-            return torch.arange(len(layout)), None
+            return torch.arange(len(layout)), None, None
         crop_idx, patch_idx = layout.crop[slot_ids], layout.patch[slot_ids]
         cand = view_sig.gather(crop_idx, patch_idx)  # candidates of all views: a batch of 1
         selection = method.select(cand, k, **method_args)  # indices into the candidates, [1, K]
@@ -304,8 +336,11 @@ class LlavaMetaForCausalLM:
         newline = torch.nonzero((layout.crop == NEWLINE) & torch.tensor(
             [r in rows or r == -1 for r in layout.row.tolist()])).flatten()
         keep = torch.cat([chosen, newline]).sort().values
-        # Candidate indices are ascending, so merged tokens are already in the order of their slots.
-        return keep, None if selection.tokens is None else selection.tokens[0]
+        if selection.tokens is None:
+            return keep, None, None
+        # Candidate indices are ascending, so tokens in patch order are in the order of their slots.
+        extra, at_patches = selection.tokens_in_patch_order()
+        return keep, at_patches[0], extra[0]
 
     # ---- splice -------------------------------------------------------------------------------
     def prepare_multimodal_inputs(

@@ -22,6 +22,8 @@ SIGNAL_CLS_ATTN_LAYERS = "cls_attn_layers"  # [B, L, N] the same row for every l
 SIGNAL_KEYS = "keys"  # [B, N, Dh] head-mean keys of the patches at the selected layer
 SIGNAL_MEAN_ATTN = "mean_attn"  # [B, N] attention each patch receives from all queries (no [CLS] needed)
 SIGNAL_SCORES = "scores"  # [B, N] scores computed outside the tower (FastV inside the LLM)
+SIGNAL_CLS_FEATURE = "cls_feature"  # [B, D] the [CLS] token's feature at the selected layer
+SIGNAL_PROJECTED = "projected"  # [B, N, H] the projector's output for every patch (filled in by the model)
 
 
 class VisionSignals:
@@ -54,10 +56,16 @@ class VisionSignals:
         """The signals of a subset of the batch (rows along dim 0)."""
         return VisionSignals(self.features[rows], **{n: v[rows] for n, v in self.values.items()})
 
+    def with_values(self, **values: torch.Tensor) -> "VisionSignals":
+        """A new bundle with `values` added (or replaced); `self` is left as it is."""
+        return VisionSignals(self.features, **{**self.values, **values})
+
     def gather(self, image: torch.Tensor, patch: torch.Tensor) -> "VisionSignals":
         """One candidate set from several images: the (image[m], patch[m]) pairs -> a batch of 1 of M patches."""
 
-        def pick(t: torch.Tensor, axis: int) -> torch.Tensor:
+        def pick(t: torch.Tensor, axis: int | None) -> torch.Tensor:
+            if axis is None:  # a per-image signal: the first gathered image's value
+                return t[image[:1].to(t.device)]
             moved = t.movedim(axis, 1)  # [B, N, ...]
             return moved[image.to(t.device), patch.to(t.device)].unsqueeze(0).movedim(1, axis)
 
@@ -69,13 +77,35 @@ class VisionSignals:
 class Selection:
     """A selector's answer for B images and budget K.
 
-    indices: [B, K] long, sorted ascending, unique, in [0, N): the raster positions kept.
-    tokens:  [B, K, D] or None. Merging methods put their new tokens here (in the order of
-             `indices`); when None, the kept features are `features` gathered at `indices`.
+    indices: [B, M] long, sorted ascending, unique, in [0, N): the raster positions kept (the
+             kept-patch map). M = K, less the tokens that stand at no patch (see `token_patch`).
+    tokens:  [B, K, D] or None. Merging methods put their new tokens here, in the order they enter
+             the LLM; when None, the kept features are `features` gathered at `indices`.
+    token_patch: [B, K] long or None: the patch each token of `tokens` stands at, -1 for a token
+             that stands at none (VisionZip's [CLS] token). None: the tokens follow `indices`.
     """
 
     indices: torch.Tensor
     tokens: torch.Tensor | None = None
+    token_patch: torch.Tensor | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """K: the visual tokens per image this selection hands to the projector."""
+        return self.indices.shape[1] if self.tokens is None else self.tokens.shape[1]
+
+    def tokens_in_patch_order(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens at no patch [B, K - M, D], tokens at `indices` in raster order [B, M, D]); needs `tokens`.
+
+        For layouts that place every token at its patch's slot (LLaVA-NeXT's anyres grid).
+        """
+        if self.token_patch is None:
+            return self.tokens[:, :0], self.tokens
+        extra = int((self.token_patch[0] < 0).sum())
+        # -1 sorts first; a stable sort keeps the no-patch tokens in their own order.
+        order = self.token_patch.argsort(dim=-1, stable=True)  # [B, K]
+        ordered = gather_tokens(self.tokens, order)
+        return ordered[:, :extra], ordered[:, extra:]
 
 
 class SelectFn(Protocol):
@@ -134,8 +164,8 @@ class PruningMethod:
         expected = _option_types(self.fn, key, default)
         if not expected or (value is None and default is None):
             return value
-        if str in expected and value is not None and not isinstance(value, str):
-            return str(value)  # `--pruning-args name=7` parses as an int
+        if str in expected and value is not None:
+            return value if isinstance(value, str) else str(value)  # `--pruning-args name=7` parses as an int
         is_bool = isinstance(value, bool)
         if bool in expected and is_bool:
             return value

@@ -6,7 +6,9 @@ layers those signals ask for and computes nothing else. A new signal is one `@re
 function here and its test.
 
 Outputs have the batch first and one patch axis (`patch_axis`), so bundles can be subset by image
-and gathered by patch without knowing what each signal is.
+and gathered by patch without knowing what each signal is. A per-image signal without a patch axis
+(`patch_axis=None`, e.g. the [CLS] feature) is subset by image; a gather across images takes the
+first gathered image's value.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ class SignalInputs:
     """What a signal function reads: the captured layers of one tower run.
 
     captured: tower layer -> Captured (q rows per the signal's `q_rows`, k [B, T, Hkv*Dh]);
-    last: the selected layer (the last one run); prefix: tokens before the patches ([CLS]: 1, none: 0).
+    last: the selected layer (the last one run); prefix: tokens before the patches ([CLS]: 1, none: 0);
+    hidden: [B, T, D] the selected layer's output, prefix tokens included (None when not handed over).
     """
 
     captured: dict[int, Captured]
     geometry: HeadGeometry
     last: int
     prefix: int
+    hidden: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,10 @@ class SignalSpec:
     fn: Callable[[SignalInputs], torch.Tensor] | None
     layers: Callable[[int], list[int]]
     q_rows: str
-    patch_axis: int
+    patch_axis: int | None
     needs_prefix: bool
     description: str
+    from_hidden: bool = False  # reads `SignalInputs.hidden` (a slice: free to compute)
 
 
 _SIGNALS: dict[str, SignalSpec] = {}
@@ -56,11 +61,16 @@ def register_signal(
     *,
     layers: Callable[[int], list[int]] = lambda last: [last],
     q_rows: str = Q_PREFIX,
-    patch_axis: int = 1,
+    patch_axis: int | None = 1,
     needs_prefix: bool = False,
     external: bool = False,
+    from_hidden: bool = False,
 ) -> Callable:
-    """Decorator registering `fn(SignalInputs) -> Tensor` (batch first) as the signal `name`."""
+    """Decorator registering `fn(SignalInputs) -> Tensor` (batch first) as the signal `name`.
+
+    external: computed outside the tower (the tower refuses it); from_hidden: reads the selected
+    layer's hidden states rather than the probe's q/k.
+    """
     if q_rows not in (Q_NONE, Q_PREFIX, Q_ALL):
         raise ValueError(f"signal {name!r}: q_rows must be one of {(Q_NONE, Q_PREFIX, Q_ALL)}")
 
@@ -68,7 +78,8 @@ def register_signal(
         if name in _SIGNALS:
             raise ValueError(f"vision signal {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        _SIGNALS[name] = SignalSpec(name, None if external else fn, layers, q_rows, patch_axis, needs_prefix, doc)
+        _SIGNALS[name] = SignalSpec(name, None if external else fn, layers, q_rows, patch_axis, needs_prefix, doc,
+                                    from_hidden)
         return fn
 
     return wrap
@@ -123,6 +134,22 @@ def scores(x: SignalInputs) -> torch.Tensor:
     raise NotImplementedError  # external: never computed by a tower
 
 
+@register_signal("cls_feature", layers=lambda last: [], q_rows=Q_NONE, patch_axis=None, needs_prefix=True,
+                 from_hidden=True)
+def cls_feature(x: SignalInputs) -> torch.Tensor:
+    """[B, D] the [CLS] token's feature at the selected layer (VisionZip keeps it as a visual token)."""
+    if x.hidden is None:
+        raise ValueError("vision signal 'cls_feature' needs the selected layer's hidden states "
+                         "(pass hidden= to compute_signals)")
+    return x.hidden[:, 0]  # [B, T, D] -> [B, D]
+
+
+@register_signal("projected", q_rows=Q_NONE, external=True)
+def projected(x: SignalInputs) -> torch.Tensor:
+    """[B, N, H] the projector's output for every patch: the LLM-input embeddings (DivPrune selects on them)."""
+    raise NotImplementedError  # external: the model projects the features (see `llava_arch.add_projected`)
+
+
 def tower_plan(needs: frozenset[str] | set[str], last: int, prefix: int) -> tuple[list[int], slice | None, bool]:
     """The tower layers to probe, the q rows to keep (None = all) and whether q is needed at all."""
     specs = [signal_spec(n) for n in sorted(needs)]
@@ -138,7 +165,8 @@ def tower_plan(needs: frozenset[str] | set[str], last: int, prefix: int) -> tupl
     return layers, rows, bool(modes - {Q_NONE})
 
 
-def compute_signals(needs, captured: dict[int, Captured], geometry: HeadGeometry, last: int, prefix: int) -> dict:
-    """{name: tensor} for the signals in `needs` from one tower run's captured layers."""
-    inputs = SignalInputs(captured, geometry, last, prefix)
+def compute_signals(needs, captured: dict[int, Captured], geometry: HeadGeometry, last: int, prefix: int,
+                    hidden: torch.Tensor | None = None) -> dict:
+    """{name: tensor} for the signals in `needs` from one tower run's captured layers (and its output `hidden`)."""
+    inputs = SignalInputs(captured, geometry, last, prefix, hidden)
     return {name: signal_spec(name).fn(inputs) for name in sorted(needs)}

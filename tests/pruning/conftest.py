@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from llava.pruning import VisionSignals
-from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_KEYS
+from llava.pruning.base import (
+    SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_CLS_FEATURE, SIGNAL_KEYS, SIGNAL_PROJECTED,
+)
 
 NUM_LAYERS = 23  # CLIP ViT-L/14 rows 0..22: LLaVA's penultimate-layer features
 KEY_DIM = 8
+PROJECTED_DIM = 24  # the LLM's hidden size for the `projected` signal
 
 
 def cls_rows(gen: torch.Generator, *lead: int, n: int) -> torch.Tensor:
@@ -35,8 +38,15 @@ def build_signals(
     cls_attn = cls_rows(gen, b, n=n) if SIGNAL_CLS_ATTN in needs else None
     layers = cls_rows(gen, b, NUM_LAYERS, n=n) if SIGNAL_CLS_ATTN_LAYERS in needs else None
     keys = torch.randn(b, n, KEY_DIM, generator=gen) if SIGNAL_KEYS in needs else None
+    cls = torch.randn(b, d, generator=gen) if SIGNAL_CLS_FEATURE in needs else None
+    # A fixed random two-layer map stands in for the projector: the LLM-input embeddings.
+    projected = None
+    if SIGNAL_PROJECTED in needs:
+        w1, w2 = torch.randn(d, PROJECTED_DIM, generator=gen), torch.randn(PROJECTED_DIM, PROJECTED_DIM, generator=gen)
+        projected = torch.nn.functional.gelu(features @ w1) @ w2
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    return VisionSignals(cast(features), cls_attn=cast(cls_attn), cls_attn_layers=cast(layers), keys=cast(keys))
+    return VisionSignals(cast(features), cls_attn=cast(cls_attn), cls_attn_layers=cast(layers), keys=cast(keys),
+                         cls_feature=cast(cls), projected=cast(projected))
 
 
 @pytest.fixture

@@ -16,12 +16,26 @@ def run(name: str, signals: VisionSignals, k: int):
 
 
 def check_indices(sel, b: int, n: int, k: int) -> None:
+    """Exactly min(k, N) tokens; `indices` sorted unique in range, one per token that stands at a patch."""
     kk = min(k, n)
     idx = sel.indices
     assert idx.dtype == torch.long
-    assert idx.shape == (b, kk)
+    assert sel.num_tokens == kk
+    extra = 0
+    if sel.token_patch is None:
+        assert idx.shape == (b, kk)
+    else:
+        assert sel.tokens is not None and sel.token_patch.dtype == torch.long
+        assert sel.token_patch.shape == (b, kk)
+        assert (sel.token_patch >= -1).all()
+        at_none = sel.token_patch < 0
+        extra = int(at_none[0].sum())
+        assert (at_none.sum(dim=1) == extra).all()
+        # The tokens standing at patches are exactly the kept patches.
+        assert torch.equal(sel.token_patch[~at_none].view(b, kk - extra).sort(dim=-1).values, idx)
+    assert idx.shape == (b, kk - extra)
     assert (idx >= 0).all() and (idx < n).all()
-    if kk > 1:
+    if idx.shape[1] > 1:
         assert (idx[:, 1:] > idx[:, :-1]).all(), "indices must be sorted ascending and unique"
 
 
@@ -67,6 +81,7 @@ def test_identity_when_budget_covers_all(name, k, make_signals):
     sel = run(name, signals, k)
     assert torch.equal(sel.indices, torch.arange(N).expand(2, N))
     assert sel.tokens is None or torch.equal(sel.tokens, signals.features)
+    assert sel.token_patch is None
 
 
 @pytest.mark.parametrize("name", PRE_LLM)
@@ -78,6 +93,9 @@ def test_batch_equals_one_by_one(name, k, make_signals):
         single = run(name, signals.index(slice(i, i + 1)), k)
         assert torch.equal(batch.indices[i : i + 1], single.indices), f"row {i}"
         assert (batch.tokens is None) == (single.tokens is None)
+        assert (batch.token_patch is None) == (single.token_patch is None)
+        if batch.token_patch is not None:
+            assert torch.equal(batch.token_patch[i : i + 1], single.token_patch), f"row {i}"
         if batch.tokens is not None:
             torch.testing.assert_close(batch.tokens[i : i + 1], single.tokens, rtol=1e-5, atol=1e-6)
 

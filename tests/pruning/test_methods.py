@@ -109,6 +109,10 @@ def test_vispruner_diverse_tokens_cover_more_clusters_than_attention():
 
 
 # --- visionzip -------------------------------------------------------------------------------------
+# The official rule is checked against a loop re-derivation in test_official_rules.py; here: the budget
+# split, a hand example of the default, and the named variants.
+
+OLD_VARIANT = {"cls_token": False, "contextual_merge": "mean_all", "order": "raster"}
 
 
 def test_visionzip_budget_split():
@@ -120,16 +124,40 @@ def test_visionzip_budget_split():
     assert split_budget(64, contextual=4) == (60, 4)
 
 
-def test_visionzip_merged_tokens_by_hand():
-    """3 x 3 patches, K = 4 with 2 contextual: dominants 4 and 7; centres 0 and 3 (stride 7 // 2 = 3)."""
+def hand_signals() -> VisionSignals:
+    """3 x 3 patches with features [i, i^2], a [CLS] feature [100, 200]; patch 4 then 7 lead the attention."""
     feats = torch.tensor([[float(i), float(i * i)] for i in range(9)])[None]  # [1, 9, 2]
     attn = torch.full((1, 9), 0.05)
     attn[0, 4], attn[0, 7] = 0.4, 0.3
     keys = torch.tensor(
         [[1.0, 0.0], [1.0, 0.1], [0.9, 0.2], [0.0, 1.0], [5.0, 5.0], [0.1, 1.0], [0.2, 0.8], [-3.0, 3.0], [0.0, 1.0]]
     )[None]
-    sel = get_method("visionzip").select(VisionSignals(feats, cls_attn=attn, keys=keys), 4, contextual=2)
-    assert sel.indices.tolist() == [[0, 3, 4, 7]]
+    return VisionSignals(feats, cls_attn=attn, keys=keys, cls_feature=torch.tensor([[100.0, 200.0]]))
+
+
+def test_visionzip_official_tokens_by_hand():
+    """K = 4, 2 contextual: [CLS] + patch 4 dominant; R = 8 others, centres 0 and 5 (stride 8 // 2 = 4)."""
+    sel = get_method("visionzip").select(hand_signals(), 4, contextual=2)
+    assert sel.indices.tolist() == [[0, 4, 5]]  # [CLS] is no patch
+    assert sel.token_patch.tolist() == [[-1, 4, 0, 5]]
+    expected = torch.tensor(
+        [
+            [100.0, 200.0],  # [CLS] first
+            [4.0, 16.0],  # the dominant patch
+            [0 + (1 + 2) / 2, 0 + (1 + 4) / 2],  # centre 0 plus the mean of patches 1, 2
+            [5 + (3 + 6 + 7 + 8) / 4, 25 + (9 + 36 + 49 + 64) / 4],  # centre 5 plus the mean of 3, 6, 7, 8
+        ]
+    )[None]
+    torch.testing.assert_close(sel.tokens, expected)
+    extra, at_patches = sel.tokens_in_patch_order()
+    torch.testing.assert_close(extra, expected[:, :1])
+    torch.testing.assert_close(at_patches, expected[:, [2, 1, 3]])  # patches 0, 4, 5
+
+
+def test_visionzip_variants_by_hand():
+    """The earlier variant: no [CLS] slot, plain means, raster order (dominants 4 and 7, centres 0 and 3)."""
+    sel = get_method("visionzip").select(hand_signals(), 4, contextual=2, **OLD_VARIANT)
+    assert sel.indices.tolist() == [[0, 3, 4, 7]] and sel.token_patch.tolist() == [[0, 3, 4, 7]]
     expected = torch.tensor(
         [
             [(0 + 1 + 2) / 3, (0 + 1 + 4) / 3],  # centre 0 with patches 1, 2
@@ -139,10 +167,26 @@ def test_visionzip_merged_tokens_by_hand():
         ]
     )[None]
     torch.testing.assert_close(sel.tokens, expected)
+    # Each option alone: the official order puts the contextual tokens last; mean_all divides by 1 + n.
+    sel = get_method("visionzip").select(hand_signals(), 4, contextual=2, cls_token=False, contextual_merge="mean_all")
+    assert sel.token_patch.tolist() == [[4, 7, 0, 3]]
+    torch.testing.assert_close(sel.tokens, expected[:, [2, 3, 0, 1]])
+    sel = get_method("visionzip").select(hand_signals(), 4, contextual=2, order="raster")
+    assert sel.token_patch.tolist() == [[-1, 0, 4, 5]]
 
 
-def reference_visionzip(feats, attn, keys, k):
-    """A loop version of the rule, one image: feats [N, D], attn [N], keys [N, Dh]."""
+def test_visionzip_rejects_unknown_variants():
+    for key, value in (("contextual_merge", "sum"), ("order", "random")):
+        try:
+            get_method("visionzip").select(hand_signals(), 4, **{key: value})
+        except ValueError as err:
+            assert str(err).startswith(f"pruning method 'visionzip': {key}={value!r} must be one of")
+        else:
+            raise AssertionError(f"{key}={value} was accepted")
+
+
+def reference_old_visionzip(feats, attn, keys, k):
+    """A loop version of the earlier variant, one image: feats [N, D], attn [N], keys [N, Dh]."""
     n = feats.shape[0]
     n_dom, n_ctx = split_budget(k)
     dominant = sorted(torch.topk(attn, n_dom).indices.tolist())
@@ -162,11 +206,11 @@ def reference_visionzip(feats, attn, keys, k):
     return order, torch.stack([out[i] for i in order])
 
 
-def test_visionzip_matches_loop_reference(make_signals):
-    signals = make_signals({"cls_attn", "keys"}, b=2, n=144, d=6, seed=7)
-    sel = get_method("visionzip").select(signals, 32)
+def test_visionzip_old_variant_matches_loop_reference(make_signals):
+    signals = make_signals(get_method("visionzip").needs, b=2, n=144, d=6, seed=7)
+    sel = get_method("visionzip").select(signals, 32, **OLD_VARIANT)
     for row in range(2):
-        idx, toks = reference_visionzip(signals.features[row], signals.cls_attn[row], signals.keys[row], 32)
+        idx, toks = reference_old_visionzip(signals.features[row], signals.cls_attn[row], signals.keys[row], 32)
         assert sel.indices[row].tolist() == idx
         torch.testing.assert_close(sel.tokens[row], toks)
 
@@ -176,7 +220,7 @@ def test_visionzip_matches_loop_reference(make_signals):
 
 def test_divprune_hand_example():
     """Three near-copies of e1, two of e2, one lone e3 (index 4): K = 3 takes one of each, e3 first."""
-    feats = torch.tensor(
+    emb = torch.tensor(
         [
             [1.0, 0.01, 0.0],
             [1.0, 0.0, 0.02],
@@ -186,10 +230,14 @@ def test_divprune_hand_example():
             [0.0, 1.0, 0.01],
         ]
     )[None]
-    sel = get_method("divprune").select(VisionSignals(feats), 3).indices[0].tolist()
+    feats = torch.randn(1, 6, 2, generator=torch.Generator().manual_seed(0))  # not what DivPrune measures
+    sel = get_method("divprune").select(VisionSignals(feats, projected=emb), 3).indices[0].tolist()
     assert 4 in sel
     assert len({0, 1, 3} & set(sel)) == 1 and len({2, 5} & set(sel)) == 1
     assert sel == sorted(sel)
+    # space=features measures the pre-projector features instead.
+    same = get_method("divprune").select(VisionSignals(emb, projected=feats), 3, space="features").indices
+    assert same[0].tolist() == sel
 
 
 def reference_max_min(feats: torch.Tensor, k: int) -> list[int]:
@@ -205,11 +253,21 @@ def reference_max_min(feats: torch.Tensor, k: int) -> list[int]:
     return picks
 
 
-def test_divprune_is_greedy_max_min(make_signals):
-    signals = make_signals((), b=2, n=40, d=5, seed=11)
-    sel = get_method("divprune").select(signals, 9).indices
+def test_divprune_features_variant_is_greedy_max_min(make_signals):
+    signals = make_signals(get_method("divprune").needs, b=2, n=40, d=5, seed=11)
+    sel = get_method("divprune").select(signals, 9, space="features").indices
     for row in range(2):
         assert sel[row].tolist() == sorted(reference_max_min(signals.features[row], 9))
+
+
+def test_divprune_rejects_unknown_space(make_signals):
+    signals = make_signals(get_method("divprune").needs, b=1, n=16)
+    try:
+        get_method("divprune").select(signals, 4, space="keys")
+    except ValueError as err:
+        assert str(err).startswith("pruning method 'divprune': space='keys' must be one of")
+    else:
+        raise AssertionError("space=keys was accepted")
 
 
 # --- random and uniform ----------------------------------------------------------------------------

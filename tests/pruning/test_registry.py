@@ -22,7 +22,7 @@ def test_unknown_argument_lists_accepted(make_signals):
     assert "importance" in str(err.value)
     assert "important_ratio" in str(err.value) and "step" in str(err.value)
     with pytest.raises(ValueError, match="no arguments"):
-        get_method("divprune").select(make_signals((), b=1, n=16), 4, seed=1)
+        get_method("uniform").select(make_signals((), b=1, n=16), 4, seed=1)
 
 
 def test_register_rejects_duplicates_and_unknown_signals():

@@ -98,3 +98,29 @@ def test_a_new_signal_is_one_registered_function(tower_and_pixels):
     assert sig.values[name].shape == (2, tower.num_patches)
     assert signal_spec(name).description.startswith("[B, N] L2 norm")
     assert keys.keys.shape[:2] == sig.values[name].shape
+
+
+def test_cls_feature_is_the_selected_layers_cls_row_and_probes_nothing(tower_and_pixels, eager_attentions):
+    tower, pixels = tower_and_pixels
+    assert tower_plan({"cls_feature"}, tower.num_run_layers - 1, prefix=1) == ([], slice(0, 1), False)
+    sig = tower(pixels, needs=frozenset({"cls_feature"}))
+    full = tower.vision_tower(pixels, output_hidden_states=True).hidden_states[tower.num_run_layers]
+    torch.testing.assert_close(sig.cls_feature, full[:, 0], atol=0, rtol=0)
+    _, hidden = eager_attentions
+    torch.testing.assert_close(sig.cls_feature, hidden[tower.num_run_layers][:, 0], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="'cls_feature' needs a \\[CLS\\] token"):
+        tower_plan({"cls_feature"}, 3, prefix=0)
+
+
+def test_per_image_signals_subset_by_image_and_gather_from_the_first_image():
+    feats = torch.arange(2 * 4 * 3.0).view(2, 4, 3)
+    cls = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # [B, D]: no patch axis
+    sig = VisionSignals(feats, cls_feature=cls)
+    assert torch.equal(sig.index([1]).cls_feature, cls[1:])
+    assert torch.equal(sig.gather(torch.tensor([1, 0]), torch.tensor([0, 3])).cls_feature, cls[1:])
+    assert torch.equal(sig.with_values(projected=feats * 2).projected, feats * 2) and sig.projected is None
+
+
+def test_projected_is_filled_in_by_the_model_not_the_tower():
+    with pytest.raises(ValueError, match="'projected' is computed outside the vision tower"):
+        tower_plan({"projected"}, 3, prefix=1)

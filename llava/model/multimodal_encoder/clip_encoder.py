@@ -119,11 +119,15 @@ class CLIPVisionTower(nn.Module):
         encoder = self.vision_tower.encoder
         return QKProbe({i: encoder.layers[i].self_attn for i in layers}, q_rows=q_rows, keep_q=keep_q)
 
-    def signals_from(self, needs: frozenset[str] | set[str], captured: dict) -> dict[str, torch.Tensor]:
-        """The signals in `needs` from what `signal_probe(needs)` captured during a tower run."""
+    def signals_from(self, needs: frozenset[str] | set[str], captured: dict,
+                     hidden: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The signals in `needs` from what `signal_probe(needs)` captured during a tower run.
+
+        hidden: [B, T, D] the selected layer's output ([CLS] first), for signals that read it (`cls_feature`).
+        """
         last = self.num_run_layers - 1
         geometry = HeadGeometry.of(self.vision_tower.encoder.layers[last].self_attn)
-        return compute_signals(needs, captured, geometry, last, prefix=1)
+        return compute_signals(needs, captured, geometry, last, prefix=1, hidden=hidden)
 
     # ---- forward -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -131,8 +135,8 @@ class CLIPVisionTower(nn.Module):
         """Encode B images [B, 3, S, S] into the selected layer's features plus the requested signals.
 
         Returns VisionSignals with features [B, N, D] (N = patches, +1 with 'cls_patch'),
-        and cls_attn [B, N_patches] / cls_attn_layers [B, L_run, N_patches] / keys [B, N_patches, Dh]
-        when named in `needs`.
+        and cls_attn [B, N_patches] / cls_attn_layers [B, L_run, N_patches] / keys [B, N_patches, Dh] /
+        cls_feature [B, D] (the [CLS] token's output of the selected layer) when named in `needs`.
         """
         probe = self.signal_probe(needs)
         vm = self.vision_tower
@@ -145,4 +149,4 @@ class CLIPVisionTower(nn.Module):
         features = hidden[:, 1:] if self.select_feature == "patch" else hidden  # [B, T, D] -> [B, N, D]
         if not needs:
             return VisionSignals(features)
-        return VisionSignals(features, **self.signals_from(needs, probe.captured))
+        return VisionSignals(features, **self.signals_from(needs, probe.captured, hidden))
