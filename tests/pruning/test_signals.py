@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import CLIPVisionModel
@@ -20,9 +22,9 @@ def tower_and_pixels(tiny, sample_images):
 @pytest.fixture(scope="module")
 def eager_attentions(tower_and_pixels):
     tower, pixels = tower_and_pixels
-    eager = CLIPVisionModel(tower.config).eval()
+    eager = CLIPVisionModel._from_config(copy.deepcopy(tower.config), attn_implementation="eager").eval()
     eager.load_state_dict(tower.vision_tower.state_dict())
-    eager.config._attn_implementation = "eager"
+    assert tower.config._attn_implementation == "sdpa"  # the session model is left as it was
     with torch.no_grad():
         out = eager(pixels, output_attentions=True, output_hidden_states=True)
     return out.attentions, out.hidden_states  # L x [B, H, T, T]
