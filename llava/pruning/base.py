@@ -134,7 +134,9 @@ class PruningMethod:
         expected = _option_types(self.fn, key, default)
         if not expected or (value is None and default is None):
             return value
-        if str in expected and value is not None and not isinstance(value, str):
+        if str in expected and isinstance(value, str):
+            return value
+        if str in expected and value is not None:
             return str(value)  # `--pruning-args name=7` parses as an int
         is_bool = isinstance(value, bool)
         if bool in expected and is_bool:
