@@ -37,7 +37,7 @@ def _subset(state: LoopState, keep: list[torch.Tensor]) -> LoopState:
     take = lambda t: t.gather(1, index if t.ndim == 2 else index[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
     origin = take(state.origin).masked_fill(~valid, -1)
     return LoopState(take(state.hidden), take(state.position_ids), valid & take(state.valid), origin,
-                     tuple(take(r) for r in state.rope))
+                     tuple(take(r) for r in state.rope), state.final_norm)
 
 
 def _renumbered(state: LoopState) -> torch.Tensor:
@@ -98,7 +98,7 @@ class LLMLoop:
         b, t, _ = inputs_embeds.shape
         valid = attention_mask.bool()
         origin = torch.arange(t, device=valid.device).expand(b, t).masked_fill(~valid, -1)
-        state = LoopState(inputs_embeds, position_ids, valid, origin, rope_tables(self.rotary, position_ids))
+        state = LoopState(inputs_embeds, position_ids, valid, origin, rope_tables(self.rotary, position_ids), self.norm)
         rope = self.rotary(inputs_embeds, position_ids)  # in the model dtype, as the stock model runs
         drops = set(self.dropper.drop_layers) if self.dropper else set()
         probe_at = self.dropper.probe_layers if self.dropper else ()

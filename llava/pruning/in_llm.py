@@ -9,7 +9,7 @@ states, so the layers after a drop really run on fewer tokens and store fewer ke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -22,7 +22,9 @@ class LoopState:
 
     hidden: [B, T, H]; position_ids: [B, T] (kept tokens keep their unpruned positions);
     valid: [B, T] bool (False: padding); origin: [B, T] long, each token's index in the prefill
-    sequence (-1 for padding); rope: float32 (cos, sin) [B, T, Dh] of these positions.
+    sequence (-1 for padding); rope: float32 (cos, sin) [B, T, Dh] of these positions;
+    final_norm: the LLM's final norm (hidden [.., H] -> [.., H]), for methods that compare hidden
+    states as the output head sees them (DART).
     """
 
     hidden: torch.Tensor
@@ -30,6 +32,7 @@ class LoopState:
     valid: torch.Tensor
     origin: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor]
+    final_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def last_index(self) -> torch.Tensor:
         """[B] index of each row's last real token (the rows are left-padded)."""
