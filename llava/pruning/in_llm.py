@@ -1,4 +1,4 @@
-"""The contract between the LLM loop and in-LLM pruning methods (FastV today).
+"""The contract between the LLM loop and in-LLM pruning methods (FastV, PyramidDrop, DART).
 
 An in-LLM method says before which decoder layers it drops tokens and which layers' q/k it wants
 to read; at each drop layer the loop hands it the current tokens (`LoopState`) and what the probe
@@ -44,8 +44,11 @@ class TokenDropper(Protocol):
     """One batch's in-LLM pruning plan."""
 
     drop_layers: tuple[int, ...]  # tokens are dropped before these decoder layers
-    probe_layers: tuple[int, ...]  # layers whose q/k the method reads during the prefill
+    probe_layers: tuple[int, ...]  # layers whose q/k the method reads during the prefill; a drop layer
+    # listed here is probed on the tokens entering it, before the drop (PyramidDrop scores that way)
     q_rows: slice | None  # query rows the probe keeps (None: all)
+    # optional: renumber_positions = True gives the survivors of each drop consecutive positions
+    # (PyramidDrop's official code); by default kept tokens keep their positions
 
     def keep(self, layer: int, state: LoopState, captured: dict[int, Captured],
              geometry: HeadGeometry) -> list[torch.Tensor]:
