@@ -71,12 +71,13 @@ class PyramidDropDropper:
     """PyramidDrop for one batch, run by the LLM loop (`llava.model.llm_loop`).
 
     spans: per row, the [start, end) prefill positions of each image's tokens; budgets: K per image,
-    which must cover the image (the schedule is in `ratios`); num_layers: the LLM's depth. After the
+    None or one that covers the image (the schedule is in `ratios`); num_layers: the LLM's depth. After the
     prefill, `kept` holds per image the finally kept positions within the image (raster order) and
     `stages` per image the kept positions after each stage.
     """
 
     q_rows = slice(-1, None)  # the last prompt token (rows are left-padded)
+    needs_budget = False  # the schedule is in the arguments: no --visual-token-num runs it too
 
     def __init__(self, spans, budgets, num_layers: int, layers=(8, 16, 24), ratios=None, positions="renumber",
                  **kwargs):

@@ -208,6 +208,10 @@ def test_batch_equals_single_determinism_and_accounting(tiny, sample_images):
         single = model.generate(row, images=pixels[b:b + 1], max_new_tokens=6, do_sample=False, pruning=config())
         assert batched[b].tolist() == single[0].tolist()
         assert model.last_multimodal.kept_indices[0].tolist() == kept[b]
+    # no --visual-token-num: the schedule still runs (it is in the arguments)
+    model.generate(ids[0][mask[0].bool()][None], images=pixels[:1], max_new_tokens=2, do_sample=False,
+                   pruning=PruningConfig("pdrop", method_args={"layers": LAYERS}))
+    assert model.last_multimodal.in_llm["kept_per_stage"] == [COUNTS]
     # no pruning when every stage keeps everything: the stock model's answer
     full = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=6, do_sample=False,
                           pruning=PruningConfig())
