@@ -3,7 +3,7 @@
 
 - an explicit-removal forward of the stock layers, eager attention, renumbered positions
   (the official default), for the prefill and for the decode steps;
-- a key-blocking formulation through transformers' own `generate`, for `positions=keep`;
+- a key-blocking formulation through transformers' own `generate` (positions renumbered or kept);
 - the KV cache shrinking per stage, the accounting, batch = singles, and the argument parsing.
 """
 
@@ -121,24 +121,27 @@ class KeyBlockingPDrop:
     """PyramidDrop as key blocking in transformers' own generate (eager, nothing removed): before each
     stage layer L, layer L's own attention on its input, with the keys blocked so far hidden, scores
     the image tokens; from layer L on, the dropped ones are hidden as keys through the attention mask.
-    Positions stay unpruned, so this is the `positions=keep` variant."""
+    With `renumber` (the official default) the tokens still seen by a layer take consecutive positions
+    there (the rotary tables handed to the layer are rebuilt), and decode positions drop by the tokens
+    removed before that layer."""
 
-    def __init__(self, model, spans, ratios, layers=LAYERS):
+    def __init__(self, model, spans, valid, ratios, layers=LAYERS, renumber=True):
         self.lm = model.get_model()
-        self.spans, self.ratios, self.layers = spans, ratios, layers
+        self.spans, self.valid, self.ratios, self.layers = spans, valid.bool(), ratios, layers  # valid: [B, T]
+        self.renumber = renumber
         self.blocked: dict[int, torch.Tensor] = {}  # stage layer -> [B, T_prefill] bool
 
     def _hook(self, index):
         def pre(layer, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
-            mask = kwargs["attention_mask"]  # eager: additive float [B, 1, Q, KV]
+            mask, rope, pos = kwargs["attention_mask"], kwargs["position_embeddings"], kwargs["position_ids"]
             if hidden.shape[1] > 1 and index in self.layers:  # prefill: score, then block
-                self._block_into(kwargs, mask, self._so_far(index))
+                self._apply(kwargs, hidden, mask, rope, pos, self._so_far(index))
                 _, weights = layer.self_attn(layer.input_layernorm(hidden), attention_mask=kwargs["attention_mask"],
                                              position_embeddings=kwargs["position_embeddings"])
                 row = weights[:, :, -1].mean(dim=1)  # [B, T]
-                blocked = self._so_far(index).clone() if self._so_far(index) is not None else \
-                    torch.zeros(row.shape, dtype=torch.bool)
+                before = self._so_far(index)
+                blocked = torch.zeros(row.shape, dtype=torch.bool) if before is None else before.clone()
                 stage = self.layers.index(index)
                 for b, ((start, end),) in enumerate(self.spans):
                     alive = start + torch.nonzero(~blocked[b, start:end]).flatten()
@@ -146,7 +149,7 @@ class KeyBlockingPDrop:
                     blocked[b, start:end] = True
                     blocked[b, keep] = False
                 self.blocked[index] = blocked
-            self._block_into(kwargs, mask, self._so_far(index + 1))
+            self._apply(kwargs, hidden, mask, rope, pos, self._so_far(index + 1))
             return args, kwargs
         return pre
 
@@ -154,14 +157,22 @@ class KeyBlockingPDrop:
         done = [layer for layer in self.blocked if layer < index]
         return self.blocked[max(done)] if done else None
 
-    @staticmethod
-    def _block_into(kwargs, mask, blocked):
+    def _apply(self, kwargs, hidden, mask, rope, pos, blocked):
+        """The layer's mask (blocked keys hidden) and, when renumbering, its positions and rotary tables."""
+        kwargs["attention_mask"], kwargs["position_embeddings"], kwargs["position_ids"] = mask, rope, pos
         if blocked is None:
-            kwargs["attention_mask"] = mask
             return
         extra = torch.zeros(mask.shape[0], mask.shape[-1] - blocked.shape[1], dtype=torch.bool)
         block = torch.cat([blocked, extra], dim=1)[:, None, None, :]
         kwargs["attention_mask"] = mask.masked_fill(block, torch.finfo(mask.dtype).min)
+        if self.renumber:
+            seen = self.valid & ~blocked  # [B, T] prefill tokens this layer still sees
+            if hidden.shape[1] > 1:
+                new = (seen.long().cumsum(dim=1) - 1).clamp(min=0)
+            else:
+                new = pos - (self.valid & blocked).sum(dim=1, keepdim=True)
+            kwargs["position_ids"] = new
+            kwargs["position_embeddings"] = self.lm.rotary_emb(hidden, new)
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:
         handles = [lay.register_forward_pre_hook(self._hook(i), with_kwargs=True) for i, lay in enumerate(self.lm.layers)]
@@ -173,17 +184,19 @@ class KeyBlockingPDrop:
                 h.remove()
 
 
+@pytest.mark.parametrize("positions", ["renumber", "keep"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_greedy_answers_equal_the_key_blocking_reference(tiny, eager, sample_images, batch):
+def test_greedy_answers_equal_the_key_blocking_reference(tiny, eager, sample_images, batch, positions):
     tokenizer, model, processor, _ = tiny
     ids, mask = left_padded(tokenizer, QUESTIONS[:batch])
     pixels = process_images([sample_images[i % 3] for i in range(batch)], processor, model.config)
     ours = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0,
-                          pruning=config(positions="keep"))
+                          pruning=config(positions=positions))
     assert model.last_multimodal.in_llm["kept_per_stage"] == [COUNTS] * batch
 
     mm = eager.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=PruningConfig())
-    blocking = KeyBlockingPDrop(eager, mm.image_spans, (0.5, 0.25, 0.125))
+    blocking = KeyBlockingPDrop(eager, mm.image_spans, mm.attention_mask, (0.5, 0.25, 0.125),
+                                renumber=positions == "renumber")
     ref = blocking.generate(eager, mm, 10)
     assert [int(blocking.blocked[i].sum()) for i in LAYERS] == [batch * (576 - c) for c in COUNTS]
     assert ours.tolist() == ref.tolist()
