@@ -199,7 +199,8 @@ def test_dart_through_model_vqa_loader(tiny_path, tmp_path):
     q.write_text(json.dumps({"question_id": 1, "image": "shapes.png", "text": "What?"}) + "\n")
     main(["--model-path", tiny_path, "--question-file", str(q), "--image-folder", str(samples),
           "--answers-file", str(tmp_path / "a.jsonl"), "--temperature", "0", "--max_new_tokens", "3",
-          "--device", "cpu", "--visual-token-num", "128", "--pruning-method", "dart", "--pruning-args", "layer=2,pivots=4"])
+          "--device", "cpu", "--visual-token-num", "128", "--pruning-method", "dart",
+          "--pruning-args", "layer=2,pivots=4"])
     meta = json.loads((tmp_path / "a.jsonl").read_text())["metadata"]
     assert meta["pruning_method"] == "dart" and meta["visual_tokens"] == 576
     assert meta["visual_tokens_after_layer"] == 132 and meta["prune_layer"] == 2

@@ -66,7 +66,8 @@ def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, 
     kept_stages = []
 
     def causal(t):
-        return torch.zeros(1, 1, t, t).masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), torch.finfo(torch.float32).min)
+        future = ~torch.ones(t, t, dtype=torch.bool).tril()
+        return torch.zeros(1, 1, t, t).masked_fill(future, torch.finfo(torch.float32).min)
 
     for i, layer in enumerate(lm.layers):
         if i in layers:
@@ -175,7 +176,8 @@ class KeyBlockingPDrop:
             kwargs["position_embeddings"] = self.lm.rotary_emb(hidden, new)
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:
-        handles = [lay.register_forward_pre_hook(self._hook(i), with_kwargs=True) for i, lay in enumerate(self.lm.layers)]
+        handles = [lay.register_forward_pre_hook(self._hook(i), with_kwargs=True)
+                   for i, lay in enumerate(self.lm.layers)]
         try:
             return model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
