@@ -63,6 +63,21 @@ def call_decoder_layer(
     return out[0] if isinstance(out, tuple) else out  # releases before 5.0 returned a tuple
 
 
+def project_queries_keys(layer: nn.Module, hidden: torch.Tensor) -> None:
+    """Run a decoder layer's input norm and its q/k projections on hidden [B, T, H], and nothing else.
+
+    The outputs are for a `QKProbe` attached to `layer.self_attn` to capture: the q/k this layer
+    would compute on these tokens, without running its attention (used to score tokens before a drop).
+    """
+    attn = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    if hasattr(attn, "q_proj"):
+        attn.q_proj(normed)
+        attn.k_proj(normed)
+    else:
+        attn.qkv(normed)
+
+
 def new_cache(config) -> Any:
     """An empty dynamic KV cache for a model with this (text) config."""
     from transformers import DynamicCache

@@ -350,6 +350,9 @@ def _visual_token_report(encoded) -> list[dict]:
         for rep, after, avg in zip(reports, encoded.in_llm["kept_after_layer"], encoded.in_llm["layer_averaged"]):
             rep.update(prune_layer=encoded.in_llm["layer"], visual_tokens_after_layer=after,
                        layer_averaged_visual_tokens=avg)
+        if "layers" in encoded.in_llm:  # staged methods (pdrop): every pruning layer and the count after it
+            for rep, stages in zip(reports, encoded.in_llm["kept_per_stage"]):
+                rep.update(prune_layers=list(encoded.in_llm["layers"]), visual_tokens_after_layers=list(stages))
     return reports
 
 

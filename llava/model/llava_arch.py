@@ -72,7 +72,8 @@ class EncodedImages:
     kept_indices: list[torch.Tensor | None]
     num_patches: int
     budgets: list[int | None] = field(default_factory=list)  # the K asked for, per image
-    in_llm: dict | None = None  # in-LLM methods: {"layer", "kept_after_layer", "layer_averaged"}
+    # in-LLM methods: {"layer", "kept_after_layer", "layer_averaged"}, staged ones also "layers", "kept_per_stage"
+    in_llm: dict | None = None
 
     @property
     def token_counts(self) -> list[int]:

@@ -4,7 +4,10 @@ With no in-LLM pruning the stock model runs (`generate` of transformers). With a
 this loop runs the same decoder layers, but between layers it removes the tokens the method drops
 from the hidden states, so later layers compute on fewer tokens and store fewer keys: every layer
 keeps its own KV length, and each decode step masks each layer against its own keys. Kept tokens
-keep their unpruned positions. Layers are called through `llava.compat`.
+keep their unpruned positions, unless the method renumbers them (`renumber_positions`, as
+PyramidDrop's official code does): then the survivors take consecutive positions and the decode
+steps of the later layers continue from there. A method may score a drop layer's own q/k on the
+tokens entering it (a probe layer that is also a drop layer). Layers are called through `llava.compat`.
 
 Shapes: B rows (left-padded), T prefill tokens, H hidden width, V vocabulary.
 """
@@ -34,15 +37,27 @@ def _subset(state: LoopState, keep: list[torch.Tensor]) -> LoopState:
     take = lambda t: t.gather(1, index if t.ndim == 2 else index[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
     origin = take(state.origin).masked_fill(~valid, -1)
     return LoopState(take(state.hidden), take(state.position_ids), valid & take(state.valid), origin,
-                     tuple(take(r) for r in state.rope))
+                     tuple(take(r) for r in state.rope), state.final_norm)
+
+
+def _renumbered(state: LoopState) -> torch.Tensor:
+    """[B, T] consecutive positions for the valid tokens, from each row's first position on."""
+    big = torch.iinfo(state.position_ids.dtype).max
+    first = state.position_ids.masked_fill(~state.valid, big).min(dim=1, keepdim=True).values  # [B, 1]
+    first = first.masked_fill(first == big, 0)
+    return (first + state.valid.long().cumsum(dim=1) - 1).clamp(min=0)  # padding keeps a harmless value
 
 
 @dataclass
 class _Segment:
-    """Layers [first, last) share one token set; valid: [B, KV] bool keys they hold."""
+    """Layers [first, last) share one token set; valid: [B, KV] bool keys they hold.
+
+    shift: [B, 1] how far these layers' positions sit below the unpruned ones (0 unless renumbered).
+    """
 
     first: int
     valid: torch.Tensor
+    shift: torch.Tensor | None = None
 
 
 class LLMLoop:
@@ -83,33 +98,49 @@ class LLMLoop:
         b, t, _ = inputs_embeds.shape
         valid = attention_mask.bool()
         origin = torch.arange(t, device=valid.device).expand(b, t).masked_fill(~valid, -1)
-        state = LoopState(inputs_embeds, position_ids, valid, origin, rope_tables(self.rotary, position_ids))
+        state = LoopState(inputs_embeds, position_ids, valid, origin, rope_tables(self.rotary, position_ids), self.norm)
         rope = self.rotary(inputs_embeds, position_ids)  # in the model dtype, as the stock model runs
         drops = set(self.dropper.drop_layers) if self.dropper else set()
         probe_at = self.dropper.probe_layers if self.dropper else ()
-        probe = QKProbe({i: self.layers[i].self_attn for i in probe_at},
-                        q_rows=self.dropper.q_rows if self.dropper else None)
+        q_rows = self.dropper.q_rows if self.dropper else None
+        renumber = bool(getattr(self.dropper, "renumber_positions", False))
+        ahead = {i for i in probe_at if i in drops}  # scored on the tokens entering the drop layer
+        probe = QKProbe({i: self.layers[i].self_attn for i in probe_at if i not in ahead}, q_rows=q_rows)
         geometry = HeadGeometry.of(self.layers[0].self_attn)
-        self.segments = [_Segment(0, state.valid)]
+        zero = torch.zeros(b, 1, dtype=torch.long, device=valid.device)
+        self.segments = [_Segment(0, state.valid, zero)]
+        next_position = position_ids.masked_fill(~valid, -1).max(dim=1, keepdim=True).values + 1  # [B, 1]
         mask = self._mask(state.valid, t, inputs_embeds.dtype)
         with probe.attached():
             for i, layer in enumerate(self.layers):
                 if i in drops:
-                    state = _subset(state, self.dropper.keep(i, state, probe.captured, geometry))
+                    captured = dict(probe.captured)
+                    if i in ahead:
+                        look = QKProbe({i: layer.self_attn}, q_rows=q_rows)
+                        with look.attached():
+                            compat.project_queries_keys(layer, state.hidden)
+                        captured[i] = look.captured[i]
+                    state = _subset(state, self.dropper.keep(i, state, captured, geometry))
+                    shift = self.segments[-1].shift
+                    if renumber:
+                        state.position_ids = _renumbered(state)
+                        state.rope = rope_tables(self.rotary, state.position_ids)
+                        last = state.position_ids.masked_fill(~state.valid, -1).max(dim=1, keepdim=True).values
+                        shift = next_position - (last + 1)
                     rope = self.rotary(state.hidden, state.position_ids)
-                    self.segments.append(_Segment(i, state.valid))
+                    self.segments.append(_Segment(i, state.valid, shift))
                     mask = self._mask(state.valid, state.valid.shape[1], inputs_embeds.dtype)
                 state.hidden = compat.call_decoder_layer(
                     layer, state.hidden, attention_mask=mask, position_ids=state.position_ids,
                     position_embeddings=rope, cache=self.cache)
-        self.next_position = (position_ids.masked_fill(~valid, -1).max(dim=1, keepdim=True).values + 1)
+        self.next_position = next_position
         return self.lm_head(self.norm(state.hidden[:, -1]))  # [B, H] -> [B, V]
 
     @torch.no_grad()
     def step(self, token_embeds: torch.Tensor) -> torch.Tensor:
         """One decode step for every row: token_embeds [B, 1, H] -> logits [B, V]."""
         pos = self.next_position
-        rope = self.rotary(token_embeds, pos)
+        ropes: dict[int, tuple] = {}  # segment -> its rotary tables (segments differ only when renumbered)
         ones = torch.ones(pos.shape[0], 1, dtype=torch.bool, device=pos.device)
         for seg in self.segments:
             seg.valid = torch.cat([seg.valid, ones], dim=1)
@@ -117,10 +148,13 @@ class LLMLoop:
         for i, layer in enumerate(self.layers):
             while seg_idx + 1 < len(self.segments) and self.segments[seg_idx + 1].first <= i:
                 seg_idx += 1
-            mask = compat.layer_attention_mask(self.segments[seg_idx].valid[:, None, None, :], self.impl,
-                                               token_embeds.dtype)
-            hidden = compat.call_decoder_layer(layer, hidden, attention_mask=mask, position_ids=pos,
-                                               position_embeddings=rope, cache=self.cache)
+            seg = self.segments[seg_idx]
+            seg_pos = pos - seg.shift  # [B, 1]
+            if seg_idx not in ropes:
+                ropes[seg_idx] = self.rotary(token_embeds, seg_pos)
+            mask = compat.layer_attention_mask(seg.valid[:, None, None, :], self.impl, token_embeds.dtype)
+            hidden = compat.call_decoder_layer(layer, hidden, attention_mask=mask, position_ids=seg_pos,
+                                               position_embeddings=ropes[seg_idx], cache=self.cache)
         self.next_position = pos + 1
         return self.lm_head(self.norm(hidden[:, -1]))
 

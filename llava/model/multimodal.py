@@ -239,7 +239,8 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         if method.stage != "in_llm" or mm.encoded is None:
             return None
         args = {**method.defaults, **method.check_args(dict(cfg.args))}
-        if all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
+        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
+        if not scheduled and all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
             return None  # no budget: nothing to prune
         unknown = set(args) - set(method.defaults)
         if unknown:

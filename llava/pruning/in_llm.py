@@ -1,4 +1,4 @@
-"""The contract between the LLM loop and in-LLM pruning methods (FastV today).
+"""The contract between the LLM loop and in-LLM pruning methods (FastV, PyramidDrop, DART).
 
 An in-LLM method says before which decoder layers it drops tokens and which layers' q/k it wants
 to read; at each drop layer the loop hands it the current tokens (`LoopState`) and what the probe
@@ -9,7 +9,7 @@ states, so the layers after a drop really run on fewer tokens and store fewer ke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -22,7 +22,9 @@ class LoopState:
 
     hidden: [B, T, H]; position_ids: [B, T] (kept tokens keep their unpruned positions);
     valid: [B, T] bool (False: padding); origin: [B, T] long, each token's index in the prefill
-    sequence (-1 for padding); rope: float32 (cos, sin) [B, T, Dh] of these positions.
+    sequence (-1 for padding); rope: float32 (cos, sin) [B, T, Dh] of these positions;
+    final_norm: the LLM's final norm (hidden [.., H] -> [.., H]), for methods that compare hidden
+    states as the output head sees them (DART).
     """
 
     hidden: torch.Tensor
@@ -30,6 +32,7 @@ class LoopState:
     valid: torch.Tensor
     origin: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor]
+    final_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def last_index(self) -> torch.Tensor:
         """[B] index of each row's last real token (the rows are left-padded)."""
@@ -41,8 +44,11 @@ class TokenDropper(Protocol):
     """One batch's in-LLM pruning plan."""
 
     drop_layers: tuple[int, ...]  # tokens are dropped before these decoder layers
-    probe_layers: tuple[int, ...]  # layers whose q/k the method reads during the prefill
+    probe_layers: tuple[int, ...]  # layers whose q/k the method reads during the prefill; a drop layer
+    # listed here is probed on the tokens entering it, before the drop (PyramidDrop scores that way)
     q_rows: slice | None  # query rows the probe keeps (None: all)
+    # optional: renumber_positions = True gives the survivors of each drop consecutive positions
+    # (PyramidDrop's official code); by default kept tokens keep their positions
 
     def keep(self, layer: int, state: LoopState, captured: dict[int, Captured],
              geometry: HeadGeometry) -> list[torch.Tensor]:

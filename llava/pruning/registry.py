@@ -52,7 +52,10 @@ def get_method(name: str) -> PruningMethod:
 
 
 def parse_method_args(text: str | None, method: str | None = None) -> dict:
-    """Parse `--pruning-args "a=1,b=0.5,c=name"` into a dict of int/float/bool/str values.
+    """Parse `--pruning-args "a=1,b=0.5,c=name,d=8:16:24"` into a dict of int/float/bool/str values.
+
+    A value of ':'-separated numbers is a list option and parses to a tuple (`8:16:24` -> (8, 16, 24));
+    any other value holding ':' (a path, a time) stays a string.
 
     With `method`, the values are also checked against that method's options
     (`PruningMethod.check_args`: unknown keys and wrong types are ValueErrors naming them).
@@ -72,8 +75,16 @@ def _parse_items(text: str) -> dict:
         if "=" not in item:
             raise ValueError(f"--pruning-args item {item!r} is not of the form key=value")
         key, value = (s.strip() for s in item.split("=", 1))
-        out[key] = _parse_scalar(value)
+        out[key] = _parse_value(value)
     return out
+
+
+def _parse_value(value: str):
+    if ":" in value:
+        parts = [_parse_scalar(v.strip()) for v in value.split(":")]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts)
+        return tuple(parts) if numbers else value
+    return _parse_scalar(value)
 
 
 def _parse_scalar(value: str):

@@ -1,4 +1,5 @@
-"""The selector contract, checked for every registered pre-LLM method (new ones are picked up)."""
+"""The selector contract, checked for every registered method (new ones are picked up): pre-LLM ones
+on random signals, in-LLM ones through the LLM loop of the tiny model."""
 
 from __future__ import annotations
 
@@ -138,3 +139,121 @@ def test_missing_signal_is_reported(name, make_signals):
     signals = make_signals((), b=1, n=16)
     with pytest.raises(ValueError, match="needs the signal"):
         run(name, signals, 4)
+
+
+# ---- in-LLM methods: the same contract, run through the LLM loop of the tiny model ----------------
+IN_LLM = [name for name in list_methods() if get_method(name).stage == "in_llm"]
+# A method's budget and args for a pruning run on the 4-layer tiny LLM, where its defaults do not fit;
+# pdrop takes its schedule from its args and its budget is the image's 576 tokens.
+TINY_RUN = {"pdrop": (576, {"layers": (1, 2, 3)})}
+# ... and for a run that must prune nothing (default: K >= N).
+TINY_IDENTITY = {"pdrop": (576, {"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)})}
+QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.")
+
+
+def test_builtin_in_llm_methods_are_registered():
+    assert {"fastv", "pdrop", "dart"} <= set(IN_LLM)
+
+
+@pytest.fixture(scope="module")
+def llm_inputs(tiny, sample_images):
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.eval.runner import build_prompt
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    tokenizer, model, processor, _ = tiny
+    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX) for q in QUESTIONS]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask, process_images(sample_images[:2], processor, model.config)
+
+
+def in_llm_config(name: str, table=TINY_RUN, k: int = 64):
+    from llava.pruning import PruningConfig
+
+    k, args = table.get(name, (k, {}))
+    return PruningConfig(name, k, method_args=args)
+
+
+def stage_counts(report: dict, image: int) -> list[tuple[int, int]]:
+    """(layer, image tokens from that layer on) for one image, from a method's report."""
+    layers = report.get("layers", [report["layer"]])
+    counts = report["kept_per_stage"][image] if "kept_per_stage" in report else [report["kept_after_layer"][image]]
+    return list(zip(layers, counts))
+
+
+@pytest.mark.parametrize("name", IN_LLM)
+def test_in_llm_exact_counts_per_layer(name, tiny, llm_inputs):
+    from llava.model.llm_loop import LLMLoop
+
+    model = tiny[1]
+    ids, mask, pixels = llm_inputs
+    cfg = in_llm_config(name)
+    mm = model.prepare_multimodal_inputs(ids, pixels, mask, padding_side="left", pruning=cfg)
+    dropper = model.in_llm_pruner(mm, cfg)
+    loop = LLMLoop(model.get_model(), model.lm_head, dropper)
+    loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
+    report = dropper.report()
+    n_layers = model.config.num_hidden_layers
+    for b, ((start, end),) in enumerate(mm.image_spans):
+        stages = stage_counts(report, b)
+        counts = [c for _, c in stages]
+        assert all(0 < c < N for c in counts) and counts == sorted(counts, reverse=True)
+        kept = dropper.kept[b]
+        assert kept.dtype == torch.long and len(kept) == counts[-1]
+        assert (kept >= 0).all() and (kept < N).all() and (kept[1:] > kept[:-1]).all()
+        text = int(mask[b].sum()) - 1  # the row's text tokens (its <image> placeholder became the image)
+        per_layer = [N + text] * n_layers
+        for layer, c in stages:
+            per_layer[layer:] = [c + text] * (n_layers - layer)
+        expected_avg = sum(p - text for p in per_layer) / n_layers
+        assert report["layer_averaged"][b] == pytest.approx(expected_avg)
+    # every row's keys per layer: the longest row sets the padded width the cache holds
+    width = [max(int(mask[b].sum()) - 1 + seen_at(stage_counts(report, b), i) for b in range(2))
+             for i in range(n_layers)]
+    assert loop.kv_lengths() == width
+
+
+def seen_at(stages: list[tuple[int, int]], layer: int) -> int:
+    """Image tokens a layer sees, from (layer, count) stages."""
+    seen = N
+    for first, count in stages:
+        if layer >= first:
+            seen = count
+    return seen
+
+
+@pytest.mark.parametrize("name", IN_LLM)
+def test_in_llm_deterministic_and_batch_equals_singles(name, tiny, llm_inputs):
+    model = tiny[1]
+    ids, mask, pixels = llm_inputs
+    cfg = in_llm_config(name)
+    run = lambda i, m, p: model.generate(i, images=p, attention_mask=m, max_new_tokens=4, do_sample=False,  # noqa: E731
+                                         pad_token_id=0, pruning=cfg)
+    first = run(ids, mask, pixels)
+    kept = [k.tolist() for k in model.last_multimodal.kept_indices]
+    second = run(ids, mask, pixels)
+    assert torch.equal(first, second) and [k.tolist() for k in model.last_multimodal.kept_indices] == kept
+    for b in range(2):
+        single = run(ids[b][mask[b].bool()][None], None, pixels[b:b + 1])
+        assert single[0].tolist() == first[b][:single.shape[1]].tolist(), f"row {b}"
+        assert model.last_multimodal.kept_indices[0].tolist() == kept[b]
+
+
+@pytest.mark.parametrize("name", IN_LLM)
+@pytest.mark.parametrize("k", [N, N + 1])
+def test_in_llm_no_pruning_when_budget_covers_all(name, k, tiny, llm_inputs):
+    model = tiny[1]
+    ids, mask, pixels = llm_inputs
+    from llava.pruning import PruningConfig
+
+    full = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0,
+                          pruning=PruningConfig())
+    cfg = in_llm_config(name, TINY_IDENTITY, k)
+    ours = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0,
+                          pruning=cfg)
+    report = model.last_multimodal.in_llm
+    assert report is not None
+    assert all(c == N for b in range(2) for _, c in stage_counts(report, b))
+    assert ours.tolist() == full.tolist()
