@@ -191,7 +191,10 @@ def test_unknown_method_is_an_argparse_error(tiny_path, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         model_vqa_loader.main(_flags(tiny_path, q, tmp_path / "a.jsonl", "--pruning-method", "nope"))
     assert exit_.value.code == 2
-    assert "argument --pruning-method: invalid choice: 'nope' (choose from 'divprune', 'fastervlm', " in capsys.readouterr().err
+    from llava.cli_help import METHOD_NAMES
+
+    choices = ", ".join(repr(name) for name in METHOD_NAMES)
+    assert f"argument --pruning-method: invalid choice: 'nope' (choose from {choices})" in capsys.readouterr().err
 
 
 def test_science_keeps_text_only_problems_and_refuses_bad_files(tiny_path, tmp_path):
