@@ -53,3 +53,11 @@ def build_signals(
 def make_signals() -> Callable[..., VisionSignals]:
     """The `build_signals` builder, as a fixture."""
     return build_signals
+
+
+@pytest.fixture(scope="session")
+def eager(tiny_path):
+    """The tiny model loaded with eager attention (its weights are the session tiny model's)."""
+    from llava.model.builder import load_pretrained_model
+
+    return load_pretrained_model(tiny_path, device="cpu", attn_implementation="eager")[1]

@@ -14,25 +14,16 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from llava.constants import IMAGE_TOKEN_INDEX
-from llava.eval.runner import build_prompt
-from llava.mm_utils import process_images, tokenizer_image_token
+from llava.mm_utils import process_images
 from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig
 from llava.pruning.dart import DARTDropper, dart_topk
 from llava.pruning.fastv import layer_averaged_tokens
 
+from in_llm_helpers import hide_keys, left_padded
+
 LAYER = 2
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?")
-
-
-def left_padded(tokenizer, questions):
-    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
-            for q in questions]
-    width = max(map(len, rows))
-    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
 
 
 @torch.no_grad()
@@ -123,9 +114,7 @@ class KeyBlocking:
 
     def _block(self, _module, args, kwargs):
         mask = kwargs["attention_mask"]  # eager: additive float [B, 1, Q, KV]
-        extra = torch.zeros(mask.shape[0], mask.shape[-1] - self.blocked.shape[1], dtype=torch.bool)
-        block = torch.cat([self.blocked, extra], dim=1)[:, None, None, :]
-        kwargs["attention_mask"] = mask.masked_fill(block, torch.finfo(mask.dtype).min)
+        kwargs["attention_mask"] = hide_keys(mask, self.blocked)
         return args, kwargs
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:

@@ -10,26 +10,16 @@ import pytest
 import torch
 
 from llava import compat
-from llava.constants import IMAGE_TOKEN_INDEX
-from llava.eval.runner import build_prompt
-from llava.mm_utils import process_images, tokenizer_image_token
-from llava.model.builder import load_pretrained_model
+from llava.mm_utils import process_images
 from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig
 from llava.pruning.fastv import FastVDropper, fastv_budget, layer_averaged_tokens
 
+from in_llm_helpers import hide_keys, left_padded
+
 LAYER = 2
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?",
              "How many stripes can you count in this image?")
-
-
-def left_padded(tokenizer, questions):
-    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
-            for q in questions]
-    width = max(map(len, rows))
-    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +27,6 @@ def inputs(tiny, sample_images):
     tokenizer, model, processor, _ = tiny
     ids, mask = left_padded(tokenizer, QUESTIONS[:2])
     return ids, mask, process_images(sample_images[:2], processor, model.config)
-
-
-@pytest.fixture(scope="module")
-def eager(tiny_path):
-    return load_pretrained_model(tiny_path, device="cpu", attn_implementation="eager")[1]
 
 
 def test_scores_and_kept_tokens_equal_eager_attention(tiny, inputs, eager):
@@ -136,9 +121,7 @@ class KeyBlockingFastV:
         if self.blocked is None:
             return None
         mask = kwargs["attention_mask"]  # eager: additive float [B, 1, Q, KV]
-        extra = torch.zeros(mask.shape[0], mask.shape[-1] - self.blocked.shape[1], dtype=torch.bool)
-        block = torch.cat([self.blocked, extra], dim=1)[:, None, None, :]
-        kwargs["attention_mask"] = mask.masked_fill(block, torch.finfo(mask.dtype).min)
+        kwargs["attention_mask"] = hide_keys(mask, self.blocked)
         return args, kwargs
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:

@@ -15,31 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava.eval.runner import build_prompt
-from llava.mm_utils import process_images, tokenizer_image_token
-from llava.constants import IMAGE_TOKEN_INDEX
-from llava.model.builder import load_pretrained_model
+from llava.mm_utils import process_images
 from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig, parse_method_args
 from llava.pruning.pdrop import PyramidDropDropper, pdrop_schedule, stage_counts, stage_layer_average
 
+from in_llm_helpers import left_padded
+
 LAYERS = (1, 2, 3)  # the tiny LLM has 4 layers
 COUNTS = [288, 144, 72]  # int(576 * 0.5 ** s)
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?")
-
-
-def left_padded(tokenizer, questions):
-    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
-            for q in questions]
-    width = max(map(len, rows))
-    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
-
-
-@pytest.fixture(scope="module")
-def eager(tiny_path):
-    return load_pretrained_model(tiny_path, device="cpu", attn_implementation="eager")[1]
 
 
 def config(**args) -> PruningConfig:

@@ -1,0 +1,29 @@
+"""Shared pieces of the in-LLM method tests: left-padded prompts and FastV-style key blocking."""
+
+from __future__ import annotations
+
+import torch
+
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.eval.runner import build_prompt
+from llava.mm_utils import tokenizer_image_token
+
+
+def left_padded(tokenizer, questions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids [B, L], attention_mask [B, L]) of LLaVA-1.5 prompts with one image each, left-padded."""
+    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
+            for q in questions]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def hide_keys(mask: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    """An eager layer's additive mask [B, 1, Q, KV] with the prefill keys in `blocked` [B, T] hidden.
+
+    Keys past the prefill (the decoded tokens) stay visible.
+    """
+    extra = torch.zeros(mask.shape[0], mask.shape[-1] - blocked.shape[1], dtype=torch.bool)
+    block = torch.cat([blocked, extra], dim=1)[:, None, None, :]
+    return mask.masked_fill(block, torch.finfo(mask.dtype).min)
