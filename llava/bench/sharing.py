@@ -1,9 +1,9 @@
-"""Questions/s of the evaluation runner, plain path against shared prefix, side by side in one run.
+"""Questions/s of the evaluation runner, plain path against shared work, side by side in one run.
 
 Question files shaped like the benchmarks (questions per image: GQA 32, POPE 18, MME 2, and 1 as the
 no-sharing control; short answers) go through `llava.eval.runner.run_vqa` twice per K: the plain path
-(every question's whole prompt prefilled, at each batch size given; the best counts) and the shared
-path (one vision pass and one prefix prefill per image). Reports questions/s, the speedup, the share
+(every question runs the tower on its image and prefills its whole prompt, at each batch size
+given; the best counts) and the shared path (one vision pass and one prefix prefill per image). Reports questions/s, the speedup, the share
 of answers equal to the plain path's, and the process's peak RSS. Random weights, no download:
 
     python -m llava.bench.sharing --arch llava-v1.5-7b --llm-layers 2 --dtype bfloat16 --visual-token-num 576,64
@@ -46,7 +46,7 @@ def _time_run(model, tok, proc, items, folder: Path, name: str, *, share: bool, 
     for _ in range(repeats):
         start = time.perf_counter()
         run_vqa(model, tok, proc, items, str(path), "vicuna_v1", gen, "bench", image_folder=str(folder),
-                batch_size=batch_size, resume=False, share_prefix=share)
+                batch_size=batch_size, resume=False, share_prefix=share, vision_cache_size=64 if share else 0)
         seconds = min(seconds, time.perf_counter() - start)
     answers = {r["question_id"]: r["text"] for r in map(json.loads, path.read_text().splitlines())}
     return seconds, answers

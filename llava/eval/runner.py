@@ -390,6 +390,8 @@ class VisionCache:
 
         if images is None:
             return None
+        if not self.size:  # no cache: every question runs the tower on its own images (the plain path)
+            keys = [None] * len(keys)
         per_item, compute = {}, []
         for r, key in enumerate(keys):
             if not spans[r]:

@@ -135,6 +135,10 @@ def test_one_vision_pass_per_image(tiny, tmp_path, monkeypatch):
                            share=True, batch_size=2)
     assert len(answers) == 18 and {a["metadata"]["visual_tokens"] for a in answers} == {58, 24}
     assert sum(calls) == 3  # three distinct images, whatever the batches and budgets
+    calls.clear()
+    with model.pruning_config(PruningConfig(method="fastervlm", visual_token_num=58)):
+        _answers(model, tok, proc, items, tmp_path / "nocache.jsonl", share=False, batch_size=2, vision_cache_size=0)
+    assert sum(calls) == 9  # --vision-cache-size 0: every question runs the tower on its image
 
 
 def test_in_llm_methods_take_the_plain_path(tiny, tmp_path):
