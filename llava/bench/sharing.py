@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         model = build_tiny_model(len(tok)).to(dtype=dtype).eval()
     else:
-        model = build_random_model(args.arch, args.llm_layers, dtype, "cpu")
+        model = build_random_model(args.arch, args.llm_layers, dtype, "cpu", vocab_size=len(tok))
     rss0 = rss_bytes()
     with torch.inference_mode():
         rows = run(model, tok, random_image_processor(), shapes=shapes, images=args.images,
