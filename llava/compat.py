@@ -162,3 +162,18 @@ def own_load_report() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(flt)
+
+
+def batch_prefix_cache(config, caches: list, rows: list[int], length: int) -> Any:
+    """A new dynamic cache whose row b is the first `length` tokens of `caches[rows[b]]` (each of batch 1).
+
+    The prefix caches stay untouched, so one image's prefix serves every batch of its questions.
+    Reads the per-layer `keys`/`values` of 5.x caches and writes through the public `update`.
+    """
+    out = new_cache(config)
+    n_layers = len(caches[0].layers)
+    for layer_idx in range(n_layers):
+        keys = torch.cat([caches[i].layers[layer_idx].keys[:, :, :length] for i in rows])  # [B, h, P, d]
+        values = torch.cat([caches[i].layers[layer_idx].values[:, :, :length] for i in rows])
+        out.update(keys, values, layer_idx)
+    return out

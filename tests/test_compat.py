@@ -104,3 +104,18 @@ def test_layer_masks_per_implementation():
 def test_decoder_parts_refuses_other_modules():
     with pytest.raises(TypeError, match="not a decoder-only transformers model"):
         compat.decoder_parts(nn.Linear(2, 2))
+
+
+def test_batch_prefix_cache_picks_rows_and_cuts_length():
+    config = LlamaConfig(hidden_size=16, num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=2,
+                         intermediate_size=32, vocab_size=50)
+    model = LlamaModel(config).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    singles = [compat.output_cache(model(input_ids=ids[b:b + 1], use_cache=True)) for b in range(2)]
+    batched = compat.output_cache(model(input_ids=ids, use_cache=True))
+    out = compat.batch_prefix_cache(config, singles, [1, 0, 1], 3)
+    assert compat.cache_length(out, 0) == 3 and compat.cache_length(out, 1) == 3
+    got, want = compat.cache_tensors(out), compat.cache_tensors(batched)
+    for g, w in zip(got, want, strict=True):  # [3, h, 3, d] rows 1, 0, 1 of the batched [2, h, 5, d]
+        torch.testing.assert_close(g, w[[1, 0, 1], :, :3])
+    assert compat.cache_length(singles[0], 0) == 5  # the sources are left as they were

@@ -76,6 +76,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add("--truncate-prompts", action="store_true",
         help="cut a prompt longer than the model's context (with a warning naming the question) "
              "instead of stopping with an error")
+    add("--no-share-prefix", action="store_true",
+        help="prefill every question's whole prompt (by default, questions about one image continue from "
+             "one cached prefix of system prompt + visual tokens, for question-independent methods)")
+    add("--vision-cache-size", type=int, default=64,
+        help="images whose vision-tower outputs are kept in memory (LRU) for reuse by later questions and Ks")
     add("--allow-missing-weights", action="store_true",
         help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
     add("--dist-timeout", type=float, default=DIST_TIMEOUT_MIN,

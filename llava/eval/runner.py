@@ -18,8 +18,10 @@ import argparse
 import os
 import sys
 import warnings
+from collections import OrderedDict
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import shortuuid
@@ -210,6 +212,8 @@ def run_vqa(
     on_answer: Callable[[dict], None] | None = None,
     joint_sweep: bool = False,
     truncate_prompts: bool = False,
+    share_prefix: bool = True,
+    vision_cache_size: int = 64,
 ) -> int:
     """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
 
@@ -220,7 +224,16 @@ def run_vqa(
     one generate call of batch x K rows. A text-only question is answered once per batch and its
     answer reused for every K (without an image, K cannot change it). A prompt longer than the model's
     context stops the run naming the question, unless `truncate_prompts` (then a warning names it).
+
+    The work is ordered by image (first appearance; `group_by_image`). Each distinct image goes
+    through the tower once per run: its signals are kept in an LRU of `vision_cache_size` images,
+    keyed by image path and preprocessing settings, and serve every K and every later batch. With
+    `share_prefix` and a question-independent method (stage 'pre_llm', greedy or sampling without
+    beams), each image's prompt prefix is prefilled once per K and every question continues from it
+    (`llava.model.shared_prefix`); records say so in `metadata["shared_prefix"]`.
     """
+    from llava.model.shared_prefix import PrefixStore, generate_shared
+
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     sweep = not isinstance(answers_file, (str, os.PathLike))
@@ -230,7 +243,7 @@ def run_vqa(
             check_resume(path, {"model_id": model_id, **(metadata or {}), **({"visual_token_num": k} if sweep else {})})
     with ExitStack() as stack:
         writers = {k: stack.enter_context(AnswerWriter(path, resume=resume)) for k, path in paths.items()}
-        todo = [it for it in items if any(it.key not in w for w in writers.values())]
+        todo = group_by_image([it for it in items if any(it.key not in w for w in writers.values())])
         if not todo:
             return 0
         check_images_exist(todo, image_folder)
@@ -240,16 +253,22 @@ def run_vqa(
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate(pad_id))
         device = model.get_model().embed_tokens.weight.device
         dtype = model.get_vision_tower().dtype
-        needs = model.pruning_needs() if sweep else None
+        needs = model.pruning_needs()
+        shared = share_prefix and _shares_prefix(model, gen)
+        vision_cache = VisionCache(vision_cache_size)
+        prefixes = PrefixStore(size=2 * len(paths) * max(1, batch_size))
+        settings = (getattr(model.config, "image_aspect_ratio", None), model.pruning.anyres_mode, needs)
         written = 0
         for idx, input_ids, mask, images, sizes, counts, spans in tqdm(
             loader, desc=os.path.basename(str(next(iter(paths.values())))), unit="batch"
         ):
             images = images.to(device=device, dtype=dtype) if images is not None else None
-            # [n_rows, 3, S, S] -> VisionSignals with n_rows rows (one per image, or per anyres view)
-            vision = model.vision_signals(images, needs=needs) if sweep and images is not None else images
             first_image = [sum(counts[:r]) for r in range(len(idx))]
             first_row = [sum(spans[:r]) for r in range(len(idx))]
+            image_keys = [_image_key(todo[i]) for i in idx]
+            # [n_rows, 3, S, S] -> VisionSignals with n_rows rows (one per image, or per anyres view)
+            vision = vision_cache.signals(model, images, needs, [None if key is None else (key, settings)
+                                                                 for key in image_keys], first_row, spans)
             need = {k: [r for r, i in enumerate(idx) if todo[i].key not in w] for k, w in writers.items()}
             # one generate call per K, or one for all; each job is (row of the batch, K)
             if joint_sweep:
@@ -274,13 +293,20 @@ def run_vqa(
                 if tensor_rows == list(range(sum(spans))):
                     picked = vision
                 elif tensor_rows:
-                    picked = vision.index(tensor_rows) if sweep else vision[tensor_rows]
+                    picked = vision.index(tensor_rows)
                 else:
                     picked = None
-                kwargs = dict(visual_token_num=[k for r, k in jobs for _ in range(counts[r])],
-                              vision_signals=picked) if sweep else dict(images=picked)
+                kwargs = dict(vision_signals=picked)
+                if sweep:
+                    kwargs["visual_token_num"] = [k for r, k in jobs for _ in range(counts[r])]
+                if shared:
+                    generate = partial(generate_shared, model, prefix_keys=[
+                        (image_keys[r], k) if image_keys[r] is not None and counts[r] else None for r, k in jobs],
+                        store=prefixes)
+                else:
+                    generate = model.generate
                 with _named_context_overflow([todo[idx[r]].question_id for r in rows], truncate_prompts):
-                    out = model.generate(
+                    out = generate(
                         input_ids[rows].to(device),
                         image_sizes=[sizes[j] for r in rows for j in range(first_image[r], first_image[r] + counts[r])],
                         attention_mask=mask[rows].to(device),
@@ -306,13 +332,94 @@ def run_vqa(
                         "answer_id": shortuuid.uuid(),
                         "model_id": model_id,
                         **item.extra,
-                        "metadata": {**run_meta, **_merge_reports(reports)},
+                        "metadata": {**run_meta, **_merge_reports(reports), "shared_prefix": shared},
                     }
                     writer.write(record)
                     written += 1
                     if on_answer:
                         on_answer(record)
         return written
+
+
+def _image_key(item: VQAItem) -> tuple[str, ...] | None:
+    """The images of a question as a hashable key (their paths), or None when they are not files."""
+    if item.images and all(isinstance(im, str) for im in item.images):
+        return tuple(item.images)
+    return None
+
+
+def group_by_image(items: Sequence[VQAItem]) -> list[VQAItem]:
+    """The items ordered by image (in order of first appearance), each image's questions in their order.
+
+    Questions whose images are not files (PIL images, lazy decoders) and text-only questions keep
+    their own place in the order of first appearance.
+    """
+    first: dict[Any, int] = {}
+    order = []
+    for pos, item in enumerate(items):
+        key = _image_key(item)
+        key = ("own", pos) if key is None else key
+        order.append((first.setdefault(key, pos), pos))
+    return [items[pos] for _, pos in sorted(order)]
+
+
+def _shares_prefix(model, gen: GenerationArgs) -> bool:
+    """Whether this run's questions about one image may continue from one prefix cache.
+
+    Only for question-independent methods: every pre-LLM method (and no pruning). In-LLM methods
+    (fastv) choose tokens from the question's attention and take the plain path.
+    """
+    from llava.pruning import get_method
+
+    return get_method(model.pruning.method).stage == "pre_llm" and gen.num_beams == 1
+
+
+class VisionCache:
+    """A bounded LRU of per-question VisionSignals (the rows of its images), keyed by image paths and settings."""
+
+    def __init__(self, size: int = 64) -> None:
+        if size < 0:
+            raise ValueError(f"--vision-cache-size must be >= 0, got {size}")
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self.tower_rows = 0  # image rows (views) the tower ran on, for tests and the bench
+
+    def signals(self, model, images, needs, keys, first_row, spans):
+        """VisionSignals for the batch's images [n_rows, 3, S, S], running the tower only on rows not cached."""
+        from llava.pruning.base import VisionSignals
+
+        if images is None:
+            return None
+        if not self.size:  # no cache: every question runs the tower on its own images (the plain path)
+            keys = [None] * len(keys)
+        per_item, compute = {}, []
+        for r, key in enumerate(keys):
+            if not spans[r]:
+                continue
+            hit = self._items.get(key) if key is not None else None
+            if hit is not None:
+                self._items.move_to_end(key)
+                per_item[r] = hit
+            elif key is None or key not in [keys[c] for c in compute]:
+                compute.append(r)
+        if compute:
+            rows = [j for r in compute for j in range(first_row[r], first_row[r] + spans[r])]
+            fresh = model.vision_signals(images[rows], needs=needs)
+            self.tower_rows += len(rows)
+            start = 0
+            for r in compute:
+                per_item[r] = fresh.index(slice(start, start + spans[r]))
+                start += spans[r]
+                if keys[r] is not None and self.size:
+                    self._items[keys[r]] = per_item[r]
+                    while len(self._items) > self.size:
+                        self._items.popitem(last=False)
+        parts = [per_item[r] if r in per_item else per_item[next(c for c in compute if keys[c] == keys[r])]
+                 for r in range(len(keys)) if spans[r]]
+        if len(parts) == 1:
+            return parts[0]
+        return VisionSignals(torch.cat([p.features for p in parts]),
+                             **{n: torch.cat([p.values[n] for p in parts]) for n in parts[0].values})
 
 
 @contextmanager
@@ -509,4 +616,6 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
         image_folder=args.image_folder, batch_size=args.batch_size, num_workers=args.num_workers,
         resume=resume, metadata={**run_metadata(model, args), **(extra_metadata or {})},
         joint_sweep=getattr(args, "joint_sweep", False), truncate_prompts=getattr(args, "truncate_prompts", False),
+        share_prefix=not getattr(args, "no_share_prefix", False),
+        vision_cache_size=getattr(args, "vision_cache_size", 64),
     )

@@ -34,12 +34,14 @@ def test_batch_size_does_not_change_answers(tiny_path, tmp_path):
     one = _run(tiny_path, q, tmp_path / "b1.jsonl", "--visual-token-num", "58")
     three = _run(tiny_path, q, tmp_path / "b3.jsonl", "--visual-token-num", "58", "--batch-size", "3")
     assert [a["text"] for a in one] == [a["text"] for a in three]
-    assert [a["question_id"] for a in one] == [f"q{i}" for i in range(5)]
+    # written grouped by image (shapes, stripes, scene), in question order within each image
+    assert [a["question_id"] for a in one] == ["q0", "q3", "q1", "q4", "q2"]
     rec = one[0]
     assert list(rec)[:5] == ["question_id", "prompt", "text", "answer_id", "model_id"]
     assert rec["prompt"] == "Question number 0?" and rec["model_id"] == "llava-v1.5-tiny"
     assert rec["metadata"]["visual_token_num"] == 58 and rec["metadata"]["visual_tokens"] == 58
     assert rec["metadata"]["pruning_method"] == "fastervlm" and rec["metadata"]["vision_attn"] == "sdpa"
+    assert rec["metadata"]["shared_prefix"] is True
 
 
 def test_eager_vision_attention_is_recorded(tiny_path, tmp_path):

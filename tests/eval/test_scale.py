@@ -72,13 +72,20 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def reference(tiny_path, tmp_path_factory):
-    """The questions and single-process answers at K = 58 and K = 29."""
+    """The questions and single-process answers at K = 58 and K = 29, in question order.
+
+    One process writes its answers grouped by image (the runner's order); the merge of several ranks
+    writes them in question order, so the reference is put in question order here.
+    """
     root = tmp_path_factory.mktemp("scale_ref")
     questions = _write_questions(root / "q.jsonl")
+    order = [(r["question_id"], r["text"]) for r in _read(questions)]
     answers = {}
     for k in (58, 29):
         main(_flags(tiny_path, questions, root / f"k{k}.jsonl", "--visual-token-num", str(k)))
-        answers[k] = _read(root / f"k{k}.jsonl")
+        written = _read(root / f"k{k}.jsonl")
+        assert [r["question_id"] for r in written] == ["q0", "q1", "q3", "q2", "count/scene.png", "count/scene.png"]
+        answers[k] = sorted(written, key=lambda r: order.index((r["question_id"], r["prompt"])))
     return questions, answers
 
 
@@ -248,10 +255,14 @@ def test_sweep_equals_single_runs(tiny_path, tmp_path, monkeypatch):
 
     calls = []
     forward = CLIPVisionTower.forward
-    monkeypatch.setattr(CLIPVisionTower, "forward", lambda self, *a, **kw: calls.append(1) or forward(self, *a, **kw))
+    # the tower's image rows per call
+    monkeypatch.setattr(CLIPVisionTower, "forward",
+                        lambda self, images, **kw: calls.append(images.shape[0]) or forward(self, images, **kw))
     sweep = ["--visual-token-num", "576,58,29", "--batch-size", "3", "--allow-text-only"]
     main(_flags(tiny_path, qfile, tmp_path / "sweep_{k}.jsonl", *sweep))
-    assert len(calls) == 3  # 7 questions in 3 batches of 3: the tower runs once per batch, not once per K
+    # 7 questions (grouped: text, shapes, stripes x2, scene x3) in 3 batches of 3: each of the 3 images
+    # goes through the tower once, for every K and every batch (the third batch is all cached)
+    assert calls == [2, 1]
     for k in (576, 58, 29):
         got = _read(tmp_path / f"sweep_{k}.jsonl")
         assert _texts(got) == _texts(singles[k])
@@ -267,7 +278,7 @@ def test_sweep_equals_single_runs(tiny_path, tmp_path, monkeypatch):
     k29.write_text("".join(lines29[:-1]))
     calls.clear()
     main(_flags(tiny_path, qfile, tmp_path / "sweep_{k}.jsonl", *sweep))
-    assert len(calls) == 1  # the two questions left form one batch, encoded once for both Ks
+    assert calls == [1]  # the two questions left (both on scene.png) form one batch, encoded once for both Ks
     assert _texts(_read(k58)) == _texts(singles[58]) and k58.read_text().startswith("".join(lines58[:-2]))
     assert _texts(_read(k29)) == _texts(singles[29]) and k29.read_text().startswith("".join(lines29[:-1]))
     assert k576.read_text() == full576
@@ -275,7 +286,7 @@ def test_sweep_equals_single_runs(tiny_path, tmp_path, monkeypatch):
     # --joint-sweep: each batch's Ks in one generate call; on CPU fp32 the same answers again
     calls.clear()
     main(_flags(tiny_path, qfile, tmp_path / "joint_{k}.jsonl", *sweep, "--joint-sweep"))
-    assert len(calls) == 3
+    assert calls == [2, 1]
     for k in (576, 58, 29):
         got = _read(tmp_path / f"joint_{k}.jsonl")
         assert _texts(got) == _texts(singles[k]) and [r["metadata"] for r in got] == [r["metadata"] for r in singles[k]]
