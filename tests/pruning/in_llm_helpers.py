@@ -27,3 +27,20 @@ def hide_keys(mask: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
     extra = torch.zeros(mask.shape[0], mask.shape[-1] - blocked.shape[1], dtype=torch.bool)
     block = torch.cat([blocked, extra], dim=1)[:, None, None, :]
     return mask.masked_fill(block, torch.finfo(mask.dtype).min)
+
+
+def answer_metadata(tiny_path: str, tmp_path, method: str, k: int, pruning_args: str) -> dict:
+    """Answer one sample question with `model_vqa_loader` (3 greedy tokens) and return its metadata."""
+    import json
+    from pathlib import Path
+
+    from llava.eval.model_vqa_loader import main
+
+    samples = Path(__file__).resolve().parents[2] / "assets" / "samples"
+    q = Path(tmp_path) / "q.jsonl"
+    q.write_text(json.dumps({"question_id": 1, "image": "shapes.png", "text": "What?"}) + "\n")
+    answers = Path(tmp_path) / "a.jsonl"
+    main(["--model-path", tiny_path, "--question-file", str(q), "--image-folder", str(samples),
+          "--answers-file", str(answers), "--temperature", "0", "--max_new_tokens", "3", "--device", "cpu",
+          "--visual-token-num", str(k), "--pruning-method", method, "--pruning-args", pruning_args])
+    return json.loads(answers.read_text())["metadata"]

@@ -6,9 +6,7 @@ generate for the greedy answers; the cache shrinking; counts, determinism and ba
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from llava.pruning import PruningConfig
 from llava.pruning.dart import DARTDropper, dart_topk
 from llava.pruning.fastv import layer_averaged_tokens
 
-from in_llm_helpers import hide_keys, left_padded
+from in_llm_helpers import answer_metadata, hide_keys, left_padded
 
 LAYER = 2
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?")
@@ -181,16 +179,7 @@ def test_budget_covering_the_image_prunes_nothing_and_accounting(tiny, sample_im
 
 
 def test_dart_through_model_vqa_loader(tiny_path, tmp_path):
-    from llava.eval.model_vqa_loader import main
-
-    samples = Path(__file__).resolve().parents[2] / "assets" / "samples"
-    q = tmp_path / "q.jsonl"
-    q.write_text(json.dumps({"question_id": 1, "image": "shapes.png", "text": "What?"}) + "\n")
-    main(["--model-path", tiny_path, "--question-file", str(q), "--image-folder", str(samples),
-          "--answers-file", str(tmp_path / "a.jsonl"), "--temperature", "0", "--max_new_tokens", "3",
-          "--device", "cpu", "--visual-token-num", "128", "--pruning-method", "dart",
-          "--pruning-args", "layer=2,pivots=4"])
-    meta = json.loads((tmp_path / "a.jsonl").read_text())["metadata"]
+    meta = answer_metadata(tiny_path, tmp_path, "dart", 128, "layer=2,pivots=4")
     assert meta["pruning_method"] == "dart" and meta["visual_tokens"] == 576
     assert meta["visual_tokens_after_layer"] == 132 and meta["prune_layer"] == 2
     assert meta["layer_averaged_visual_tokens"] == pytest.approx((2 * 576 + 2 * 132) / 4)

@@ -3,8 +3,6 @@ own key-blocking formulation, the KV cache really shrinks, and the accounting is
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig
 from llava.pruning.fastv import FastVDropper, fastv_budget, layer_averaged_tokens
 
-from in_llm_helpers import hide_keys, left_padded
+from in_llm_helpers import answer_metadata, hide_keys, left_padded
 
 LAYER = 2
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?",
@@ -193,15 +191,7 @@ def test_fastv_budget_and_errors(tiny, inputs):
 
 
 def test_fastv_through_model_vqa_loader(tiny_path, tmp_path):
-    from llava.eval.model_vqa_loader import main
-
-    samples = Path(__file__).resolve().parents[2] / "assets" / "samples"
-    q = tmp_path / "q.jsonl"
-    q.write_text(json.dumps({"question_id": 1, "image": "shapes.png", "text": "What?"}) + "\n")
-    main(["--model-path", tiny_path, "--question-file", str(q), "--image-folder", str(samples),
-          "--answers-file", str(tmp_path / "a.jsonl"), "--temperature", "0", "--max_new_tokens", "3",
-          "--device", "cpu", "--visual-token-num", "58", "--pruning-method", "fastv", "--pruning-args", "layer=2"])
-    meta = json.loads((tmp_path / "a.jsonl").read_text())["metadata"]
+    meta = answer_metadata(tiny_path, tmp_path, "fastv", 58, "layer=2")
     assert meta["pruning_method"] == "fastv" and meta["visual_tokens"] == 576
     assert meta["visual_tokens_after_layer"] == 58 and meta["prune_layer"] == 2
     assert meta["layer_averaged_visual_tokens"] == pytest.approx((2 * 576 + 2 * 58) / 4)

@@ -16,7 +16,7 @@ import torch
 from transformers import CLIPVisionModel
 
 from llava.mm_utils import process_images
-from llava.pruning import PruningConfig, VisionSignals, get_method
+from llava.pruning import PruningConfig, get_method
 from llava.pruning.methods.visionzip import split_budget
 
 

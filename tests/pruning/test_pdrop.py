@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig, parse_method_args
 from llava.pruning.pdrop import PyramidDropDropper, pdrop_schedule, stage_counts, stage_layer_average
 
-from in_llm_helpers import left_padded
+from in_llm_helpers import answer_metadata, left_padded
 
 LAYERS = (1, 2, 3)  # the tiny LLM has 4 layers
 COUNTS = [288, 144, 72]  # int(576 * 0.5 ** s)
@@ -246,16 +244,7 @@ def test_schedule_arguments_and_errors():
 
 
 def test_pdrop_through_model_vqa_loader(tiny_path, tmp_path):
-    from llava.eval.model_vqa_loader import main
-
-    samples = Path(__file__).resolve().parents[2] / "assets" / "samples"
-    q = tmp_path / "q.jsonl"
-    q.write_text(json.dumps({"question_id": 1, "image": "shapes.png", "text": "What?"}) + "\n")
-    main(["--model-path", tiny_path, "--question-file", str(q), "--image-folder", str(samples),
-          "--answers-file", str(tmp_path / "a.jsonl"), "--temperature", "0", "--max_new_tokens", "3",
-          "--device", "cpu", "--visual-token-num", "576", "--pruning-method", "pdrop",
-          "--pruning-args", "layers=1:2:3,lambda=0.5"])
-    meta = json.loads((tmp_path / "a.jsonl").read_text())["metadata"]
+    meta = answer_metadata(tiny_path, tmp_path, "pdrop", 576, "layers=1:2:3,lambda=0.5")
     assert meta["pruning_method"] == "pdrop" and meta["visual_tokens"] == 576
     assert meta["prune_layer"] == 1 and meta["visual_tokens_after_layer"] == 288
     assert meta["prune_layers"] == [1, 2, 3] and meta["visual_tokens_after_layers"] == COUNTS
