@@ -12,11 +12,15 @@ import argparse
 import base64
 import math
 from functools import partial
+from typing import TYPE_CHECKING
 
 from llava.cli_errors import run_main
 from llava.cli_help import HelpFormatter
 from llava.eval.cli_args import add_common_args, check_driver_inputs
 from llava.eval.questions import check_file_not_empty
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 EPILOG = """example (MMBench dev, English, K=58):
   python -m llava.eval.model_vqa_mmbench --model-path liuhaotian/llava-v1.5-7b \\
