@@ -44,3 +44,31 @@ def answer_metadata(tiny_path: str, tmp_path, method: str, k: int, pruning_args:
           "--answers-file", str(answers), "--temperature", "0", "--max_new_tokens", "3", "--device", "cpu",
           "--visual-token-num", str(k), "--pruning-method", method, "--pruning-args", pruning_args])
     return json.loads(answers.read_text())["metadata"]
+
+
+def greedy_with_hooks(model, mm, hooks, max_new_tokens: int) -> torch.Tensor:
+    """Greedy `generate` of transformers on the spliced inputs `mm`, with `hooks` installed meanwhile.
+
+    hooks: (module, kind, fn) with kind "pre" (a forward pre-hook taking kwargs) or "post" (a forward hook).
+    """
+    handles = [module.register_forward_pre_hook(fn, with_kwargs=True) if kind == "pre"
+               else module.register_forward_hook(fn) for module, kind, fn in hooks]
+    try:
+        return model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
+                              max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def loop_greedy(model, mm, dropper, steps: int):
+    """The LLM loop's prefill and `steps` greedy decode steps -> (loop, logits per step, tokens fed)."""
+    from llava.model.llm_loop import LLMLoop
+
+    loop = LLMLoop(model.get_model(), model.lm_head, dropper)
+    logits = [loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)]
+    tokens = []
+    for _ in range(steps):
+        tokens.append(logits[-1].argmax(-1))
+        logits.append(loop.step(model.get_model().embed_tokens(tokens[-1])[:, None]))
+    return loop, logits, tokens

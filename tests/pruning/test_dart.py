@@ -13,12 +13,11 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from llava.mm_utils import process_images
-from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig
 from llava.pruning.dart import DARTDropper, dart_topk
 from llava.pruning.fastv import layer_averaged_tokens
 
-from in_llm_helpers import answer_metadata, hide_keys, left_padded
+from in_llm_helpers import answer_metadata, greedy_with_hooks, hide_keys, left_padded, loop_greedy
 
 LAYER = 2
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?")
@@ -70,12 +69,7 @@ def test_kept_set_logits_and_cache_equal_the_explicit_reference(tiny, sample_ima
     (start, end), = mm.image_spans[0]
     n_layers = model.config.num_hidden_layers
     dropper = DARTDropper(mm.image_spans, [128], n_layers, layer=LAYER)
-    loop = LLMLoop(model.get_model(), model.lm_head, dropper)
-    ours = [loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)]
-    tokens = []
-    for _ in range(3):
-        tokens.append(ours[-1].argmax(-1))
-        ours.append(loop.step(model.get_model().embed_tokens(tokens[-1])[:, None]))
+    loop, ours, tokens = loop_greedy(model, mm, dropper, 3)
 
     kept = official_kept(model, mm.inputs_embeds, (start, end), 128)
     assert len(kept) == 4 + 8 * 16 == 132
@@ -116,13 +110,8 @@ class KeyBlocking:
         return args, kwargs
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:
-        handles = [lay.register_forward_pre_hook(self._block, with_kwargs=True) for lay in self.layers[self.layer:]]
-        try:
-            return model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
-                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
-        finally:
-            for h in handles:
-                h.remove()
+        return greedy_with_hooks(model, mm, [(lay, "pre", self._block) for lay in self.layers[self.layer:]],
+                                 max_new_tokens)
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -13,7 +13,7 @@ from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig
 from llava.pruning.fastv import FastVDropper, fastv_budget, layer_averaged_tokens
 
-from in_llm_helpers import answer_metadata, hide_keys, left_padded
+from in_llm_helpers import answer_metadata, greedy_with_hooks, hide_keys, left_padded
 
 LAYER = 2
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?",
@@ -123,14 +123,9 @@ class KeyBlockingFastV:
         return args, kwargs
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:
-        handles = [self.layers[self.layer - 1].self_attn.register_forward_hook(self._score)]
-        handles += [lay.register_forward_pre_hook(self._block, with_kwargs=True) for lay in self.layers[self.layer:]]
-        try:
-            return model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
-                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
-        finally:
-            for h in handles:
-                h.remove()
+        hooks = [(self.layers[self.layer - 1].self_attn, "post", self._score)]
+        hooks += [(lay, "pre", self._block) for lay in self.layers[self.layer:]]
+        return greedy_with_hooks(model, mm, hooks, max_new_tokens)
 
 
 @pytest.mark.parametrize("batch", [1, 4])

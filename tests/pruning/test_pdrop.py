@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from llava.mm_utils import process_images
-from llava.model.llm_loop import LLMLoop
 from llava.pruning import PruningConfig, parse_method_args
 from llava.pruning.pdrop import PyramidDropDropper, pdrop_schedule, stage_counts, stage_layer_average
 
-from in_llm_helpers import answer_metadata, left_padded
+from in_llm_helpers import answer_metadata, greedy_with_hooks, left_padded, loop_greedy
 
 LAYERS = (1, 2, 3)  # the tiny LLM has 4 layers
 COUNTS = [288, 144, 72]  # int(576 * 0.5 ** s)
@@ -82,12 +81,7 @@ def test_prefill_and_decode_equal_the_explicit_reference(tiny, eager, sample_ima
     mm = model.prepare_multimodal_inputs(ids, pixels, padding_side="left", pruning=PruningConfig())
     dropper = PyramidDropDropper(mm.image_spans, [576], model.config.num_hidden_layers, layers=LAYERS,
                                  positions="renumber" if renumber else "keep")
-    loop = LLMLoop(model.get_model(), model.lm_head, dropper)
-    ours = [loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)]
-    tokens = []
-    for _ in range(4):
-        tokens.append(ours[-1].argmax(-1))
-        ours.append(loop.step(model.get_model().embed_tokens(tokens[-1])[:, None]))
+    loop, ours, tokens = loop_greedy(model, mm, dropper, 4)
     t = mm.inputs_embeds.shape[1]
     full = torch.cat([mm.inputs_embeds, model.get_model().embed_tokens(torch.stack(tokens, 1))], dim=1)
     ref, stages = reference(eager, full, mm.image_spans[0][0], t, (0.5, 0.25, 0.125), renumber=renumber)
@@ -159,14 +153,8 @@ class KeyBlockingPDrop:
             kwargs["position_embeddings"] = self.lm.rotary_emb(hidden, new)
 
     def generate(self, model, mm, max_new_tokens: int) -> torch.Tensor:
-        handles = [lay.register_forward_pre_hook(self._hook(i), with_kwargs=True)
-                   for i, lay in enumerate(self.lm.layers)]
-        try:
-            return model.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
-                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
-        finally:
-            for h in handles:
-                h.remove()
+        return greedy_with_hooks(model, mm, [(lay, "pre", self._hook(i)) for i, lay in enumerate(self.lm.layers)],
+                                 max_new_tokens)
 
 
 @pytest.mark.parametrize("positions", ["renumber", "keep"])
