@@ -98,7 +98,8 @@ class LLMLoop:
         b, t, _ = inputs_embeds.shape
         valid = attention_mask.bool()
         origin = torch.arange(t, device=valid.device).expand(b, t).masked_fill(~valid, -1)
-        state = LoopState(inputs_embeds, position_ids, valid, origin, rope_tables(self.rotary, position_ids), self.norm)
+        rope32 = rope_tables(self.rotary, position_ids) if self.dropper is not None else None  # for the probe only
+        state = LoopState(inputs_embeds, position_ids, valid, origin, rope32, self.norm)
         rope = self.rotary(inputs_embeds, position_ids)  # in the model dtype, as the stock model runs
         drops = set(self.dropper.drop_layers) if self.dropper else set()
         probe_at = self.dropper.probe_layers if self.dropper else ()

@@ -31,7 +31,7 @@ class LoopState:
     position_ids: torch.Tensor
     valid: torch.Tensor
     origin: torch.Tensor
-    rope: tuple[torch.Tensor, torch.Tensor]
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # None when no method reads it (no dropper)
     final_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def last_index(self) -> torch.Tensor:
