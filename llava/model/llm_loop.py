@@ -7,7 +7,9 @@ keeps its own KV length, and each decode step masks each layer against its own k
 keep their unpruned positions, unless the method renumbers them (`renumber_positions`, as
 PyramidDrop's official code does): then the survivors take consecutive positions and the decode
 steps of the later layers continue from there. A method may score a drop layer's own q/k on the
-tokens entering it (a probe layer that is also a drop layer). Layers are called through `llava.compat`.
+tokens entering it (a probe layer that is also a drop layer), and may add tokens at a drop
+(`inserted`, SparseVLM's recycling): they join the hidden states, so the later layers compute on
+them and cache them. Layers are called through `llava.compat`.
 
 Shapes: B rows (left-padded), T prefill tokens, H hidden width, V vocabulary.
 """
@@ -21,7 +23,7 @@ from torch import nn
 
 from llava import compat
 from llava.probe import HeadGeometry, QKProbe, rope_tables
-from llava.pruning.in_llm import LoopState, TokenDropper
+from llava.pruning.in_llm import INSERTED, Inserted, LoopState, TokenDropper
 
 
 def _subset(state: LoopState, keep: list[torch.Tensor]) -> LoopState:
@@ -38,6 +40,45 @@ def _subset(state: LoopState, keep: list[torch.Tensor]) -> LoopState:
     origin = take(state.origin).masked_fill(~valid, -1)
     return LoopState(take(state.hidden), take(state.position_ids), valid & take(state.valid), origin,
                      tuple(take(r) for r in state.rope), state.final_norm)
+
+
+def _spliced(state: LoopState, keep: list[torch.Tensor], added: list[Inserted | None]) -> LoopState:
+    """`_subset`, with row b's `added[b]` tokens placed among its kept ones (their origin: INSERTED or the tag given).
+
+    rope is left None: the caller rebuilds it from the new positions.
+    """
+    rows = []
+    for b, k in enumerate(keep):
+        k = k.to(state.hidden.device)
+        ins = added[b]
+        m = 0 if ins is None else len(ins.hidden)
+        if ins is not None and ins.position_ids is None:  # a placeholder the caller renumbers (never below the row's)
+            pos_new = state.position_ids[b, k].max().expand(m) if len(k) else state.position_ids.new_zeros(m)
+        else:
+            pos_new = None if ins is None else ins.position_ids.to(k.device, state.position_ids.dtype)
+        hidden = state.hidden[b, k] if ins is None else torch.cat([state.hidden[b, k], ins.hidden.to(state.hidden)])
+        pos = state.position_ids[b, k] if ins is None else torch.cat([state.position_ids[b, k], pos_new])
+        origin = state.origin[b, k] if ins is None else torch.cat(
+            [state.origin[b, k], torch.as_tensor(ins.origin, dtype=state.origin.dtype, device=k.device).expand(m).clamp(max=INSERTED)])
+        valid = state.valid[b, k] if ins is None else torch.cat(
+            [state.valid[b, k], torch.ones(m, dtype=torch.bool, device=k.device)])
+        # kept token j sorts at 2j + 1, an added token before kept token s at 2s: a stable sort interleaves them
+        order_key = torch.arange(len(k), device=k.device) * 2 + 1
+        if ins is not None:
+            order_key = torch.cat([order_key, ins.slot.to(k.device) * 2])
+        order = torch.sort(order_key, stable=True).indices
+        rows.append((hidden[order], pos[order], origin[order], valid[order]))
+    width = max(len(r[0]) for r in rows)
+    b, _, h = state.hidden.shape
+    hidden = state.hidden.new_zeros(b, width, h)
+    position_ids = state.position_ids.new_zeros(b, width)
+    origin = state.origin.new_full((b, width), -1)
+    valid = torch.zeros(b, width, dtype=torch.bool, device=state.valid.device)
+    for row, (hid, pos, org, val) in enumerate(rows):  # left-padded to the longest row
+        n = len(hid)
+        hidden[row, width - n:], position_ids[row, width - n:] = hid, pos
+        origin[row, width - n:], valid[row, width - n:] = org, val
+    return LoopState(hidden, position_ids, valid, origin.masked_fill(~valid, -1), None, state.final_norm)
 
 
 def _renumbered(state: LoopState) -> torch.Tensor:
@@ -100,6 +141,8 @@ class LLMLoop:
         origin = torch.arange(t, device=valid.device).expand(b, t).masked_fill(~valid, -1)
         rope32 = rope_tables(self.rotary, position_ids) if self.dropper is not None else None  # for the probe only
         state = LoopState(inputs_embeds, position_ids, valid, origin, rope32, self.norm)
+        if self.dropper is not None and hasattr(self.dropper, "begin"):
+            self.dropper.begin(state)
         rope = self.rotary(inputs_embeds, position_ids)  # in the model dtype, as the stock model runs
         drops = set(self.dropper.drop_layers) if self.dropper else set()
         probe_at = self.dropper.probe_layers if self.dropper else ()
@@ -121,7 +164,17 @@ class LLMLoop:
                         with look.attached():
                             compat.project_queries_keys(layer, state.hidden)
                         captured[i] = look.captured[i]
-                    state = _subset(state, self.dropper.keep(i, state, captured, geometry))
+                    keep = self.dropper.keep(i, state, captured, geometry)
+                    added = self.dropper.inserted(i, state) if hasattr(self.dropper, "inserted") else None
+                    if added is None or all(a is None for a in added):
+                        state = _subset(state, keep)
+                    else:  # tokens the method adds (SparseVLM's recycling) enter the hidden states here
+                        if not renumber and any(a is not None and a.position_ids is None for a in added):
+                            raise ValueError("an in-LLM method added tokens without position ids while keeping "
+                                             "positions (give Inserted.position_ids or renumber_positions = True)")
+                        state = _spliced(state, keep, added)
+                        if not renumber:
+                            state.rope = rope_tables(self.rotary, state.position_ids)
                     shift = self.segments[-1].shift
                     if renumber:
                         state.position_ids = _renumbered(state)
