@@ -12,7 +12,7 @@ The rule, as the official inference runs it (v1):
 - After each sparse layer L (default 2, 6, 15), layer L's own attention (causal softmax over all
   keys, float32 here), averaged over heads and over the rater rows, scores the current visual
   tokens. The top k_s stay in their order (k_s from the schedule of the budget K:
-  64 -> 66/30/17, 128 -> 303/110/36, 192 -> 300/200/110).
+  64 -> 66/30/17, 96 -> 238/48/26, 128 -> 303/110/36, 192 -> 300/200/110).
 - Recycling (merge): of the pruned tokens, the top 30 % + 1 by score (in descending score order)
   are clustered into int(M / 10) + 1 tokens by density-peak clustering on their hidden states
   leaving layer L (`cluster_merge`); each cluster token is the mean of its members. They go
@@ -35,8 +35,9 @@ from .in_llm import INSERTED, Inserted, LoopState
 from .pdrop import as_tuple, stage_layer_average
 from .registry import register_method
 
-# The official schedules (score.py, `sparse_token_dict`): visual tokens kept at layers 2, 6, 15.
-OFFICIAL_SCHEDULES = {64: (66, 30, 17), 128: (303, 110, 36), 192: (300, 200, 110)}
+# The official v1 schedules: visual tokens kept at layers 2, 6, 15 per retained-token budget
+# (score.py `sparse_token_dict`: 64/128/192 at tag v1.5; the main branch's v1 mode adds 96).
+OFFICIAL_SCHEDULES = {64: (66, 30, 17), 96: (238, 48, 26), 128: (303, 110, 36), 192: (300, 200, 110)}
 RECYCLED_SHARE = 0.3  # top 30 % (+1) of the pruned tokens are recycled
 CLUSTER_DIVISOR = 10  # into int(M / 10) + 1 clusters
 
@@ -44,13 +45,13 @@ CLUSTER_DIVISOR = 10  # into int(M / 10) + 1 clusters
 def schedule_for(k: int) -> tuple[int, ...]:
     """Visual tokens kept at each sparse layer for the budget K.
 
-    64/128/192: the official table. Other budgets (the official code has none): the schedule of
-    the nearest official budget (64 below 96, 128 below 160, else 192) scaled by K / K_official,
-    rounded, at least 1, so the schedule's shape is kept and its layer average moves with K.
+    An official budget: its schedule. Another (the official code has none and fails): the schedule
+    of the nearest official budget (ties: the smaller) scaled by K / K_official, rounded, at least 1,
+    so the schedule keeps its shape and its layer average moves with K.
     """
     if k in OFFICIAL_SCHEDULES:
         return OFFICIAL_SCHEDULES[k]
-    ref = 64 if k < 96 else 128 if k < 160 else 192
+    ref = min(OFFICIAL_SCHEDULES, key=lambda r: (abs(r - k), r))
     return tuple(max(1, round(c * k / ref)) for c in OFFICIAL_SCHEDULES[ref])
 
 

@@ -144,15 +144,17 @@ def test_missing_signal_is_reported(name, make_signals):
 # ---- in-LLM methods: the same contract, run through the LLM loop of the tiny model ----------------
 IN_LLM = [name for name in list_methods() if get_method(name).stage == "in_llm"]
 # A method's budget and args for a pruning run on the 4-layer tiny LLM, where its defaults do not fit;
-# pdrop takes its schedule from its args and its budget is the image's 576 tokens.
-TINY_RUN = {"pdrop": (576, {"layers": (1, 2, 3)})}
+# pdrop takes its schedule from its args and its budget is the image's 576 tokens; sparsevlm's
+# layers (tokens leave after 0 and 2) need their keep counts.
+TINY_RUN = {"pdrop": (576, {"layers": (1, 2, 3)}), "sparsevlm": (64, {"layers": (0, 2), "keep": (66, 30)})}
 # ... and for a run that must prune nothing (default: K >= N).
-TINY_IDENTITY = {"pdrop": (576, {"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)})}
+TINY_IDENTITY = {"pdrop": (576, {"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)}),
+                 "sparsevlm": (576, {"layers": (0, 2), "keep": (66, 30)})}
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.")
 
 
 def test_builtin_in_llm_methods_are_registered():
-    assert {"fastv", "pdrop", "dart"} <= set(IN_LLM)
+    assert {"fastv", "pdrop", "dart", "sparsevlm"} <= set(IN_LLM)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +203,8 @@ def test_in_llm_exact_counts_per_layer(name, tiny, llm_inputs):
         counts = [c for _, c in stages]
         assert all(0 < c < N for c in counts) and counts == sorted(counts, reverse=True)
         kept = dropper.kept[b]
-        assert kept.dtype == torch.long and len(kept) == counts[-1]
+        recycled = report["recycled_per_stage"][b][-1] if "recycled_per_stage" in report else 0  # sparsevlm
+        assert kept.dtype == torch.long and len(kept) + recycled == counts[-1]
         assert (kept >= 0).all() and (kept < N).all() and (kept[1:] > kept[:-1]).all()
         text = int(mask[b].sum()) - 1  # the row's text tokens (its <image> placeholder became the image)
         per_layer = [N + text] * n_layers

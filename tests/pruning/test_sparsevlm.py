@@ -191,9 +191,11 @@ def test_no_pruning_at_full_budget_and_keep_alone(tiny, sample_images):
 
 
 def test_schedules_and_arguments():
-    assert OFFICIAL_SCHEDULES == {64: (66, 30, 17), 128: (303, 110, 36), 192: (300, 200, 110)}
-    assert [schedule_for(k) for k in (64, 128, 192)] == [(66, 30, 17), (303, 110, 36), (300, 200, 110)]
+    assert OFFICIAL_SCHEDULES == {64: (66, 30, 17), 96: (238, 48, 26), 128: (303, 110, 36), 192: (300, 200, 110)}
+    assert [schedule_for(k) for k in (64, 96, 128, 192)] == [(66, 30, 17), (238, 48, 26), (303, 110, 36),
+                                                             (300, 200, 110)]
     # other budgets: the nearest official schedule scaled by K / K_official
+    assert schedule_for(100) == (248, 50, 27) and schedule_for(80) == (82, 38, 21)
     assert schedule_for(288) == (450, 300, 165) and schedule_for(432) == (675, 450, 248)
     assert schedule_for(144) == (341, 124, 40) and schedule_for(58) == (60, 27, 15) and schedule_for(29) == (30, 14, 8)
     assert parse_method_args("layers=2:6:15,keep=300:200:110,merge=false,version=1", "sparsevlm") == \
