@@ -22,13 +22,18 @@ The rule, as the official inference runs it (v1):
 The loop drops before layer L + 1 what the official code removes from layer L's output, so layer
 L itself still runs on (and caches) every token, as there. Budgets the official table lacks get a
 derived schedule (`schedule_for`), and K >= N prunes nothing; see docs/METHODS.md.
+
+`version=2` is SparseVLM+ (the main branch's `USE_VERSION=2_0`): the same raters, but each score is
+divided by the RoPE-only attention logit of its query/key positions (`rope_gravity`), only the
+`heads` heads (14) with the most rater-to-image attention are averaged, nothing is recycled, the
+survivors keep their positions, and its own schedules apply.
 """
 
 from __future__ import annotations
 
 import torch
 
-from llava.probe import Captured, HeadGeometry, attention_rows, head_mean_rows
+from llava.probe import Captured, HeadGeometry, apply_rope, attention_rows
 
 from .base import Selection, VisionSignals
 from .in_llm import INSERTED, Inserted, LoopState
@@ -38,21 +43,24 @@ from .registry import register_method
 # The official v1 schedules: visual tokens kept at layers 2, 6, 15 per retained-token budget
 # (score.py `sparse_token_dict`: 64/128/192 at tag v1.5; the main branch's v1 mode adds 96).
 OFFICIAL_SCHEDULES = {64: (66, 30, 17), 96: (238, 48, 26), 128: (303, 110, 36), 192: (300, 200, 110)}
+# SparseVLM+ (main branch score.py with USE_VERSION=2_0).
+OFFICIAL_SCHEDULES_V2 = {64: (66, 34, 20), 96: (246, 54, 28), 128: (238, 108, 60), 192: (300, 200, 118)}
 RECYCLED_SHARE = 0.3  # top 30 % (+1) of the pruned tokens are recycled
 CLUSTER_DIVISOR = 10  # into int(M / 10) + 1 clusters
 
 
-def schedule_for(k: int) -> tuple[int, ...]:
+def schedule_for(k: int, version: int = 1) -> tuple[int, ...]:
     """Visual tokens kept at each sparse layer for the budget K.
 
     An official budget: its schedule. Another (the official code has none and fails): the schedule
     of the nearest official budget (ties: the smaller) scaled by K / K_official, rounded, at least 1,
     so the schedule keeps its shape and its layer average moves with K.
     """
-    if k in OFFICIAL_SCHEDULES:
-        return OFFICIAL_SCHEDULES[k]
-    ref = min(OFFICIAL_SCHEDULES, key=lambda r: (abs(r - k), r))
-    return tuple(max(1, round(c * k / ref)) for c in OFFICIAL_SCHEDULES[ref])
+    table = OFFICIAL_SCHEDULES if version == 1 else OFFICIAL_SCHEDULES_V2
+    if k in table:
+        return table[k]
+    ref = min(table, key=lambda r: (abs(r - k), r))
+    return tuple(max(1, round(c * k / ref)) for c in table[ref])
 
 
 def text_raters(visual: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -99,6 +107,16 @@ def cluster_merge(x: torch.Tensor, clusters: int) -> torch.Tensor:
     return merged.to(x.dtype)
 
 
+def rope_gravity(rope: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor, scale: float) -> torch.Tensor:
+    """SparseVLM+'s gravity term: the attention logit an all-ones query and key would have at these
+    positions (RoPE only). rope: float32 (cos, sin) [1, T, Dh] of the row; rows: [R] query indices.
+    -> [R, T] (the same for every head)."""
+    cos, sin = rope
+    ones = torch.ones(1, 1, cos.shape[1], cos.shape[2], device=cos.device)  # [1, 1, T, Dh]
+    roped = apply_rope(ones, cos, sin)[0, 0]  # [T, Dh]
+    return (roped[rows] @ roped.T) * scale
+
+
 def check_layers(layers, num_layers: int) -> tuple[int, ...]:
     layers = as_tuple(layers, "layers", int)
     if (list(layers) != sorted(set(layers)) or not all(0 <= l < num_layers - 1 for l in layers)
@@ -114,20 +132,29 @@ class SparseVLMDropper:
     spans: per row, the [start, end) prefill positions of each image's tokens; budgets: K per image
     (the retained-token budget the schedule is derived from; K >= N prunes nothing); num_layers:
     the LLM's depth. layers: the sparse layers (tokens leave after each); keep: visual tokens kept
-    at each (default: from K); merge: recycle pruned tokens into cluster tokens. After the prefill,
+    at each (default: from K); merge: recycle pruned tokens into cluster tokens (default: for
+    version 1); version: 1 (SparseVLM) or 2 (SparseVLM+); heads: SparseVLM+'s heads. After the prefill,
     `kept` holds per image the kept positions within the image (raster order, recycled tokens aside)
     and `stages` per image the visual tokens after each sparse layer (recycled ones included).
     """
 
     q_rows = None  # the raters' rows are picked per row after the capture
-    renumber_positions = True  # the official code renumbers the survivors
     needs_budget = False  # keep= alone runs it too
 
-    def __init__(self, spans, budgets, num_layers: int, layers=(2, 6, 15), keep=None, merge: bool = True,
-                 version: int = 1):
-        if version != 1:
-            raise ValueError(f"sparsevlm version={version!r} is not implemented (SparseVLM v2 / SparseVLM+ is not "
-                             "available here); use version=1, the default")
+    def __init__(self, spans, budgets, num_layers: int, layers=(2, 6, 15), keep=None, merge: bool | None = None,
+                 version: int = 1, heads: int = 14):
+        if version not in (1, 2):
+            raise ValueError(f"sparsevlm version={version!r} is not one of 1 (SparseVLM, the default) or 2 (SparseVLM+)")
+        if merge is not None and not isinstance(merge, bool):
+            raise ValueError(f"sparsevlm merge={merge!r} must be true or false")
+        if not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"sparsevlm heads={heads!r} must be a positive int (SparseVLM+'s attention heads)")
+        self.version, self.heads = version, heads
+        merge = version == 1 if merge is None else merge  # v1 recycles; v2 does not
+        if merge and version == 2:
+            raise ValueError("sparsevlm merge=true recycles into renumbered positions (version=1); SparseVLM+ "
+                             "(version=2) keeps positions and does not recycle")
+        self.renumber_positions = version == 1  # v1 renumbers the survivors, v2 keeps their positions
         self.layers = check_layers(layers, num_layers)
         self.drop_layers = tuple(l + 1 for l in self.layers)  # the official code prunes layer L's output
         self.probe_layers = self.layers
@@ -151,7 +178,7 @@ class SparseVLMDropper:
                 raise ValueError(f"sparsevlm derives {len(OFFICIAL_SCHEDULES[64])} keep counts from the budget, but "
                                  f"layers={list(self.layers)}: give keep= with one count per layer")
             else:
-                self.schedules.append(schedule_for(k))
+                self.schedules.append(schedule_for(k, version))
         self.raters: list[torch.Tensor] = []  # per row: prefill positions of the rater tokens
         self.stages: list[list[int]] = [[] for _ in self.sizes]
         self.recycled: list[list[int]] = [[] for _ in self.sizes]
@@ -196,8 +223,15 @@ class SparseVLMDropper:
             if any(self.schedules[image_id + j] is not None for j in range(len(row))):
                 rows = torch.nonzero(torch.isin(origin, self.raters[b].to(origin.device))).flatten()  # [R]
                 rope = tuple(r[b:b + 1] for r in state.rope)
-                scores = head_mean_rows(cap.q[b:b + 1, rows], cap.k[b:b + 1], geometry, q_positions=rows, rope=rope,
-                                        key_mask=state.valid[b:b + 1], causal=True)[0].mean(dim=0)  # [R, T] -> [T]
+                attn = attention_rows(cap.q[b:b + 1, rows], cap.k[b:b + 1], geometry, q_positions=rows, rope=rope,
+                                      key_mask=state.valid[b:b + 1], causal=True)[0]  # [H, R, T]
+                if self.version == 2:
+                    if self.heads > attn.shape[0]:
+                        raise ValueError(f"sparsevlm heads={self.heads} exceeds the LLM's {attn.shape[0]} attention "
+                                         "heads (lower heads=)")
+                    attn = attn / rope_gravity(rope, rows, geometry.scale)  # [H, R, T] / [R, T]
+                else:
+                    scores = attn.mean(dim=(0, 1))  # [T]: mean over heads, then over the raters
             for start, end in row:
                 schedule = self.schedules[image_id]
                 if schedule is None:
@@ -206,6 +240,9 @@ class SparseVLMDropper:
                     image_id += 1
                     continue
                 region = self._region(origin, image_id, start, end)  # [V]
+                if self.version == 2:  # the heads that look at this image most, then their mean
+                    top_heads = _descending(attn[:, :, region].sum(dim=(1, 2)), self.heads)
+                    scores = attn[top_heads].mean(dim=(0, 1))  # [T]
                 v, k = len(region), schedule[stage]
                 if k >= v:  # nothing to prune at this stage
                     chosen = region
@@ -269,7 +306,7 @@ class SparseVLMDropper:
 
 
 @register_method("sparsevlm", stage="in_llm",
-                 defaults={"layers": (2, 6, 15), "keep": None, "merge": True, "version": 1},
+                 defaults={"layers": (2, 6, 15), "keep": None, "merge": None, "version": 1, "heads": 14},
                  llm_pruner=SparseVLMDropper)
 def sparsevlm(signals: VisionSignals, k: int, **kwargs) -> Selection:
     """SparseVLM: text-rated progressive pruning with token recycling inside the LLM (no pre-LLM rule)."""

@@ -16,6 +16,7 @@ import torch
 from llava.mm_utils import process_images
 from llava.pruning import PruningConfig, parse_method_args
 from llava.pruning.sparsevlm import OFFICIAL_SCHEDULES, SparseVLMDropper, cluster_merge, schedule_for
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from in_llm_helpers import answer_metadata, left_padded, loop_greedy
 
@@ -54,8 +55,11 @@ def top(values: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, layers=SPARSE, keep=KEEP,
-              merge: bool = True):
-    """The official v1 forward on one unpadded row, with the stock layers and eager attention weights.
+              merge: bool = True, version: int = 1, heads: int = 2):
+    """The official forward on one unpadded row, with the stock layers and eager attention weights.
+
+    version 1 (SparseVLM), or 2 (SparseVLM+: attention divided by the RoPE-only logits of all-ones
+    q/k, the `heads` heads with the most rater-to-image attention, no recycling, positions kept).
 
     embeds [1, T, H]: the prefill (its first `prefill` tokens), then any generated tokens. Returns
     (logits [T', V] of the prefill's last token and each generated one, per stage the kept image
@@ -70,6 +74,7 @@ def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, 
     v_num = end - v_start
     tags = list(range(v_num))  # what each visual slot holds: an image position or "c" (a cluster token)
     hidden = embeds
+    pos = torch.arange(embeds.shape[1])[None]
     kept_stages, counts, clusters = [], [], []
 
     def causal(t):
@@ -78,7 +83,8 @@ def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, 
 
     for i, layer in enumerate(lm.layers):
         t = hidden.shape[1]
-        pos = torch.arange(t)[None]  # the official position ids: 0..len-1 whatever was removed
+        if version == 1:
+            pos = torch.arange(t)[None]  # v1's position ids: 0..len-1 whatever was removed
         out = layer(hidden, attention_mask=causal(t), position_embeddings=lm.rotary_emb(hidden, pos), position_ids=pos)
         out = out[0] if isinstance(out, tuple) else out
         if i in layers:
@@ -86,7 +92,15 @@ def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, 
             _, weights = layer.self_attn(layer.input_layernorm(hidden), attention_mask=causal(t),
                                          position_embeddings=lm.rotary_emb(hidden, pos), output_attentions=True)
             text_start = v_start + v_num
-            rel = weights.mean(dim=1)[0, raters + text_start, v_start:text_start].mean(dim=0)  # [v_num]
+            rows = raters + text_start
+            if version == 2:
+                cos, sin = lm.rotary_emb(hidden, pos)
+                ones = torch.ones(1, weights.shape[1], t, cos.shape[-1])
+                q1, k1 = apply_rotary_pos_emb(ones, ones, cos, sin)
+                weights = weights / (q1 @ k1.transpose(2, 3) / cos.shape[-1] ** 0.5)
+                per_head = weights[0][:, rows, v_start:text_start].sum(dim=(1, 2))
+                weights = weights[:, top(per_head, heads)]
+            rel = weights.mean(dim=1)[0, rows, v_start:text_start].mean(dim=0)  # [v_num]
             k = min(keep[stage], v_num - 1)
             chosen = top(rel, k).sort().values
             pruned = torch.tensor([j for j in range(v_num) if j not in set(chosen.tolist())])
@@ -101,6 +115,7 @@ def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, 
                 parts.append(c)
                 new_tags += ["c"] * len(c)
             hidden = torch.cat([*parts, out[0, text_start:]])[None]
+            pos = torch.cat([pos[:, :v_start], pos[:, v_start + chosen], pos[:, text_start:]], dim=1)
             tags, v_num = new_tags, len(new_tags)
             kept_stages.append([p for p in tags if p != "c"])
             counts.append(v_num)
@@ -140,6 +155,31 @@ def test_prefill_and_decode_equal_the_official_reference(tiny, eager, sample_ima
     # the cache: layers 0 (the sparse layer runs on everything), 1-2, 3, plus the 4 decoded tokens
     text = t - 576
     assert loop.kv_lengths() == [t + 4, text + counts[0] + 4, text + counts[0] + 4, text + counts[1] + 4]
+
+
+def test_version_2_equals_the_official_reference(tiny, eager, sample_images):
+    """SparseVLM+: gravity-corrected scores of the top heads, no recycling, positions kept (decode included)."""
+    tokenizer, model, processor, _ = tiny
+    ids, _ = left_padded(tokenizer, QUESTIONS[:1])
+    pixels = process_images(sample_images[:1], processor, model.config)
+    mm = model.prepare_multimodal_inputs(ids, pixels, padding_side="left", pruning=PruningConfig())
+    dropper = SparseVLMDropper(mm.image_spans, [64], 4, layers=SPARSE, keep=KEEP, version=2, heads=2)
+    assert not dropper.renumber_positions and not dropper.merge
+    loop, ours, tokens = loop_greedy(model, mm, dropper, 4)
+    t = mm.inputs_embeds.shape[1]
+    full = torch.cat([mm.inputs_embeds, model.get_model().embed_tokens(torch.stack(tokens, 1))], dim=1)
+    ref, kept, counts, _ = reference(eager, full, mm.image_spans[0][0], t, merge=False, version=2, heads=2)
+    assert counts == [66, 30] and dropper.report()["kept_per_stage"] == [counts]
+    assert [len(k) for k in kept] == [66, 30] and dropper.kept[0].tolist() == kept[-1]
+    v1 = SparseVLMDropper(mm.image_spans, [64], 4, layers=SPARSE, keep=KEEP, merge=False)
+    loop_greedy(model, mm, v1, 0)
+    assert v1.kept[0].tolist() != kept[-1]  # the correction and the head choice change the kept set
+    torch.testing.assert_close(torch.cat(ours), ref, atol=5e-5, rtol=1e-5)
+    # its own schedules: 64 -> 66/34/20, 96 -> 246/54/28, 128 -> 238/108/60, 192 -> 300/200/118
+    assert [schedule_for(k, 2) for k in (64, 96, 128, 192)] == [(66, 34, 20), (246, 54, 28), (238, 108, 60),
+                                                                (300, 200, 118)]
+    with pytest.raises(ValueError, match="exceeds the LLM's 4 attention heads"):
+        loop_greedy(model, mm, SparseVLMDropper(mm.image_spans, [64], 4, layers=SPARSE, keep=KEEP, version=2), 0)
 
 
 def test_cluster_merge_equals_the_official_formula():
@@ -203,8 +243,11 @@ def test_schedules_and_arguments():
     dropper = SparseVLMDropper([[(35, 611)]], [192], 32)
     assert dropper.drop_layers == (3, 7, 16) and dropper.probe_layers == (2, 6, 15)
     assert dropper.schedules == [(300, 200, 110)]
-    with pytest.raises(ValueError, match="version=2 is not implemented"):
-        SparseVLMDropper([[(35, 611)]], [192], 32, version=2)
+    assert SparseVLMDropper([[(35, 611)]], [192], 32, version=2).schedules == [(300, 200, 118)]
+    with pytest.raises(ValueError, match="version=3 is not one of 1"):
+        SparseVLMDropper([[(35, 611)]], [192], 32, version=3)
+    with pytest.raises(ValueError, match="SparseVLM\\+ \\(version=2\\) keeps positions and does not recycle"):
+        SparseVLMDropper([[(35, 611)]], [192], 32, version=2, merge=True)
     with pytest.raises(ValueError, match="at least 2 apart"):
         SparseVLMDropper([[(35, 611)]], [192], 32, layers=(2, 3, 15))
     with pytest.raises(ValueError, match=r"within \[0, 2\] for a 4-layer LLM"):
