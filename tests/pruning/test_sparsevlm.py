@@ -267,3 +267,27 @@ def test_sparsevlm_through_model_vqa_loader(tiny_path, tmp_path):
     assert meta["prune_layers"] == [1, 3] and meta["visual_tokens_after_layers"][0] == 82
     after = meta["visual_tokens_after_layers"][1]
     assert meta["layer_averaged_visual_tokens"] == pytest.approx((576 + 2 * 82 + after) / 4)
+
+
+@pytest.mark.parametrize("k, counts", [(64, [82, 32, 18]), (128, [312, 117, 39]), (192, [309, 204, 113])])
+def test_official_layers_and_schedules_on_a_32_layer_llm(k, counts):
+    """Defaults (layers 2/6/15, the budget's schedule, recycling) on a narrow 32-layer LLaMA: the counts
+    per stage are the schedule plus int((0.3 * pruned + 1) / 10) + 1 clusters, whatever the scores."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llava.model.llm_loop import LLMLoop
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=32,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024)
+    llm = LlamaForCausalLM(cfg).eval()
+    t = 35 + 576 + 20
+    embeds = torch.randn(1, t, 32)
+    dropper = SparseVLMDropper([[(35, 611)]], [k], 32)
+    loop = LLMLoop(llm.model, llm.lm_head, dropper)
+    loop.prefill(embeds, torch.ones(1, t, dtype=torch.long), torch.arange(t)[None])
+    report = dropper.report()
+    assert report["layers"] == [3, 7, 16] and report["kept_per_stage"] == [counts]
+    seen = [576] * 3 + [counts[0]] * 4 + [counts[1]] * 9 + [counts[2]] * 16
+    assert loop.kv_lengths() == [55 + c for c in seen]
+    assert report["layer_averaged"] == [pytest.approx(sum(seen) / 32)]
