@@ -1,0 +1,272 @@
+"""FitPrune through the LLM loop, against a reference written from the official rule
+(ywh187/FitPrune, LLaVA_1.5/llava/model/language_model/modeling_llama.py):
+
+- an explicit-removal forward of the stock layers with eager attention, removing each layer's tokens
+  right after that layer's attention as the official code does (head max of transformers' own
+  attention weights, self x cross), for the kept sets, the prefill and the greedy answers;
+- the presets, recipes and their errors; the search's threshold rule and FLOPs against the official
+  loop and formula (statistical_analysis.py); the search command on the tiny model and inference with
+  the recipe it writes; `model_vqa_loader` with the method.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llava.mm_utils import process_images
+from llava.pruning import PruningConfig, parse_method_args
+from llava.pruning.fitprune import PRESETS, FitPruneDropper, load_recipe, resolve_recipe
+from llava.pruning.fitprune_search import Dims, layer_flops, removal_count, schedule_flops
+
+from in_llm_helpers import answer_metadata, left_padded, loop_greedy
+
+REMOVED = (100, 50, 25, 0)  # the tiny LLM has 4 layers
+KEPT = [476, 426, 401]  # image tokens from layers 1, 2, 3 on
+QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.", "Is it red?")
+
+
+def config(**args) -> PruningConfig:
+    return PruningConfig("fitprune", 576, method_args={"removed": REMOVED, **args})
+
+
+@torch.no_grad()
+def reference(model, embeds: torch.Tensor, span: tuple[int, int], prefill: int, removed=REMOVED):
+    """The official rule on one unpadded row, written out with the stock layers (eager attention).
+
+    embeds [1, T, H] hold the prefill (its first `prefill` tokens) and then any generated tokens. At
+    layer i with removed[i] > 0, transformers' own attention weights [1, heads, T, T] of layer i are
+    reduced by a max over heads; per remaining image token j, self_j = sum over the image rows of
+    A[v, j] / n and cross_j = sum over the prompt's text rows after the image of A[t, j]; the removed[i]
+    smallest cross * self leave after the attention (its output and the residual lose those rows), so
+    the MLP of layer i and every later layer run without them. Positions are kept.
+    -> (logits [T', V] of the prefill's last token and every generated one, kept per removing layer)
+    """
+    lm = model.get_model()
+    start, end = span
+    hidden = embeds
+    origin = torch.arange(embeds.shape[1])
+    pos = origin[None].clone()
+    kept = []
+
+    def causal(t):
+        future = ~torch.ones(t, t, dtype=torch.bool).tril()
+        return torch.zeros(1, 1, t, t).masked_fill(future, torch.finfo(torch.float32).min)
+
+    for i, layer in enumerate(lm.layers):
+        t = hidden.shape[1]
+        out, weights = layer.self_attn(layer.input_layernorm(hidden), attention_mask=causal(t),
+                                       position_embeddings=lm.rotary_emb(hidden, pos))  # weights [1, heads, T, T]
+        residual = hidden
+        if removed[i]:
+            attn = weights[0].max(dim=0).values  # [T, T]
+            image = torch.nonzero((origin >= start) & (origin < end)).flatten()
+            text = torch.nonzero((origin >= end) & (origin < prefill)).flatten()
+            n = len(image)
+            self_part = (attn[image][:, image] / n).sum(dim=0)
+            cross_part = attn[text][:, image].sum(dim=0)
+            gone = image[torch.sort(cross_part * self_part, stable=True).indices[:removed[i]]]
+            keep = torch.ones(t, dtype=torch.bool)
+            keep[gone] = False
+            out, residual, origin, pos = out[:, keep], residual[:, keep], origin[keep], pos[:, keep]
+            kept.append((origin[(origin >= start) & (origin < end)] - start).tolist())
+        hidden = residual + out
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    logits = model.lm_head(lm.norm(hidden))[0]
+    return logits[origin >= prefill - 1], kept
+
+
+def test_prefill_decode_and_kept_sets_equal_the_eager_reference(tiny, eager, sample_images):
+    tokenizer, model, processor, _ = tiny
+    ids, _ = left_padded(tokenizer, QUESTIONS[:1])
+    pixels = process_images(sample_images[:1], processor, model.config)
+    mm = model.prepare_multimodal_inputs(ids, pixels, padding_side="left", pruning=PruningConfig())
+    dropper = FitPruneDropper(mm.image_spans, [576], model.config.num_hidden_layers, removed=REMOVED)
+    loop, ours, tokens = loop_greedy(model, mm, dropper, 4)
+    t = mm.inputs_embeds.shape[1]
+    full = torch.cat([mm.inputs_embeds, model.get_model().embed_tokens(torch.stack(tokens, 1))], dim=1)
+    ref, kept = reference(eager, full, mm.image_spans[0][0], t)
+    assert [s.tolist() for s in dropper.stages[0]] == kept
+    assert [len(s) for s in kept] == KEPT
+    torch.testing.assert_close(torch.cat(ours), ref, atol=5e-5, rtol=1e-5)
+    # layer i keeps the keys of the tokens it removes (as the official cache does); later layers do not
+    text = t - 576
+    assert loop.kv_lengths() == [t + 4, text + 476 + 4, text + 426 + 4, text + 401 + 4]
+
+
+def test_scores_are_the_head_max_self_times_cross_of_transformers_attentions(tiny, eager, sample_images):
+    """The first removing layer's scores against `output_attentions=True` of transformers' own LLaMA."""
+    tokenizer, model, processor, _ = tiny
+    ids, _ = left_padded(tokenizer, QUESTIONS[1:2])
+    pixels = process_images(sample_images[1:2], processor, model.config)
+    mm = model.prepare_multimodal_inputs(ids, pixels, padding_side="left", pruning=PruningConfig())
+    dropper = FitPruneDropper(mm.image_spans, [576], 4, removed=(0, 0, 30, 0))
+    loop_greedy(model, mm, dropper, 0)
+    (start, end), = mm.image_spans[0]
+    with torch.no_grad():
+        attentions = eager.get_model()(inputs_embeds=mm.inputs_embeds, position_ids=mm.position_ids,
+                                       output_attentions=True).attentions
+    attn = attentions[2][0].max(dim=0).values  # [heads, T, T] -> [T, T]
+    self_part = attn[start:end, start:end].sum(dim=0) / 576
+    cross_part = attn[end:, start:end].sum(dim=0)
+    torch.testing.assert_close(dropper.scores[2][0], cross_part * self_part, rtol=1e-4, atol=1e-9)
+    expected = torch.sort(cross_part * self_part).indices[30:].sort().values
+    assert dropper.kept[0].tolist() == expected.tolist()
+
+
+def test_greedy_answers_equal_the_explicit_removal_reference(tiny, eager, sample_images):
+    """Left-padded rows of different lengths through `generate`; the reference runs each row unpadded on
+    its prompt and the answer so far, and its greedy choice at every step must be the token we chose."""
+    tokenizer, model, processor, _ = tiny
+    ids, mask = left_padded(tokenizer, QUESTIONS[1:])
+    pixels = process_images(sample_images[1:], processor, model.config)
+    ours = model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0,
+                          pruning=config())
+    report = model.last_multimodal.in_llm
+    assert report["layers"] == [1, 2, 3] and report["kept_per_stage"] == [KEPT] * 2
+    assert report["per_layer"] == [[576, *KEPT]] * 2
+    assert report["layer_averaged"] == [pytest.approx((576 + sum(KEPT)) / 4)] * 2
+    for b in range(2):
+        row = ids[b][mask[b].bool()][None]
+        mm = model.prepare_multimodal_inputs(row, pixels[b:b + 1], padding_side="left", pruning=PruningConfig())
+        answer = ours[b][None]  # [1, 5]
+        embeds = torch.cat([mm.inputs_embeds, model.get_model().embed_tokens(answer[:, :-1])], dim=1)
+        logits, kept = reference(eager, embeds, mm.image_spans[0][0], mm.inputs_embeds.shape[1])
+        assert logits.argmax(dim=-1).tolist() == answer[0].tolist(), f"row {b}"
+        assert model.last_multimodal.kept_indices[b].tolist() == kept[-1]
+
+
+def test_presets_and_arguments():
+    assert sorted(PRESETS) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9]
+    assert all(len(s) == 32 and s[-1] == 0 for s in PRESETS.values())
+    assert sum(PRESETS[0.5]) == 403 and sum(PRESETS[0.9]) == 539 and sum(PRESETS[0.0]) == 0
+    default = resolve_recipe(32)
+    assert default.removed == PRESETS[0.6] and default.num_tokens == 576 and default.reduction_ratio == 0.6
+    assert resolve_recipe(32, reduction_ratio=0.5).kept()[:3] == [573, 566, 517]
+    assert parse_method_args("reduction_ratio=0.5", "fitprune") == {"reduction_ratio": 0.5}
+    assert parse_method_args("removed=3:2:1:0", "fitprune") == {"removed": (3, 2, 1, 0)}
+    assert parse_method_args("recipe=out/recipe.json", "fitprune") == {"recipe": "out/recipe.json"}
+    with pytest.raises(ValueError, match=r"reduction_ratio=0.45 is not a preset; presets: 0.0, 0.1, .*0.55"):
+        resolve_recipe(32, reduction_ratio=0.45)
+    with pytest.raises(ValueError, match="32-layer LLaVA-1.5-7B, but this LLM has 4 layers; run the search"):
+        resolve_recipe(4)
+    with pytest.raises(ValueError, match="takes one of reduction_ratio=, recipe=, removed="):
+        resolve_recipe(4, reduction_ratio=0.5, removed=REMOVED)
+    with pytest.raises(ValueError, match="is for a 4-layer LLM, but this LLM has 32 layers"):
+        resolve_recipe(32, removed=REMOVED)
+    with pytest.raises(ValueError, match="last layer removes 5"):
+        resolve_recipe(4, removed=(1, 1, 1, 5))
+    with pytest.raises(ValueError, match="at least one must stay"):
+        resolve_recipe(4, removed=(300, 300, 0, 0))
+    with pytest.raises(ValueError, match="not from the budget: got --visual-token-num 144 .* \\(pass 576\\)"):
+        FitPruneDropper([[(0, 576)]], [144], 4, removed=REMOVED)
+    with pytest.raises(ValueError, match="for images of 576 tokens, but image 0 has 2880"):
+        FitPruneDropper([[(0, 2880)]], [None], 4, removed=REMOVED)
+
+
+def test_recipe_files_are_checked(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"num_layers": 4, "num_tokens": 576, "removed": [10, 5, 0, 0], "kept": [566, 561, 561, 561]}))
+    assert load_recipe(good).removed == (10, 5, 0, 0)
+    assert resolve_recipe(4, recipe=str(good)).source == str(good)
+    with pytest.raises(ValueError, match=f"recipe {good} is for a 4-layer LLM, but this LLM has 32 layers"):
+        resolve_recipe(32, recipe=str(good))
+    wrong_tokens = tmp_path / "next.json"
+    wrong_tokens.write_text(json.dumps({"num_tokens": 2880, "removed": [10, 0, 0, 0]}))
+    with pytest.raises(ValueError, match=f"recipe {wrong_tokens} is for images of 2880 tokens, but image 0 has 576"):
+        FitPruneDropper([[(5, 581)]], [576], 4, recipe=str(wrong_tokens))
+    with pytest.raises(ValueError, match="not found"):
+        load_recipe(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match=f"recipe {bad} is not a recipe JSON"):
+        load_recipe(bad)
+    inconsistent = tmp_path / "kept.json"
+    inconsistent.write_text(json.dumps({"num_tokens": 576, "removed": [10, 0, 0, 0], "kept": [1, 1, 1, 1]}))
+    with pytest.raises(ValueError, match="does not follow from 'removed'"):
+        load_recipe(inconsistent)
+
+
+def official_removal_count(values: torch.Tensor, reference: float, alpha: float) -> int:
+    """statistical_analysis.py's loop, written out (with n - 1 where it would reuse a stale count)."""
+    order = torch.argsort(values.double(), stable=True)
+    total = values.double().sum()
+    for i in range(len(order)):
+        if total - values.double()[order[:i]].sum() < reference - reference * alpha:
+            return max(i - 1, 0)
+    return len(values) - 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.37, 0.5, 0.9, 1.0])
+def test_threshold_rule_equals_the_official_loop(alpha):
+    gen = torch.Generator().manual_seed(3)
+    values = torch.rand(50, generator=gen) ** 3
+    for reference in (float(values.sum()), float(values.sum()) * 0.8, float(values.sum()) * 1.3):
+        assert removal_count(values, reference, alpha) == official_removal_count(values, reference, alpha)
+
+
+def test_flops_follow_the_official_formula_at_7b():
+    """statistical_analysis.py's calculate_origin_flops and its per-layer charges, at LLaVA-1.5-7B's widths."""
+    dims = Dims(4096, 4096, 11008)
+    origin = ((576 * 4096 * 4096 * 3 + 576 * 576 * 4096 + 576 * 4096 * 576 + 576 * 4096 * 4096)
+              + (4096 * 11008 * 576 * 3)) * 32
+    assert schedule_flops(576, [0] * 32, dims) == origin
+    n, kept = 500, 450  # q/k/v and attention on n, o_proj and FFN on the kept
+    assert layer_flops(n, kept, dims) == n * 4096 ** 2 * 3 + n ** 2 * 4096 * 2 + kept * 4096 ** 2 + 3 * 11008 * 4096 * kept
+    ratio = schedule_flops(576, PRESETS[0.5], dims) / origin
+    assert 0.45 < ratio < 0.55  # the 50 % preset meets its budget
+
+
+def test_search_command_writes_a_recipe_that_inference_follows(tiny, tiny_path, tmp_path, sample_images):
+    from pathlib import Path
+
+    from llava.pruning.fitprune_search import main
+
+    samples = Path(__file__).resolve().parents[2] / "assets" / "samples"
+    questions = tmp_path / "calib.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": img, "text": text}) + "\n" for i, (img, text) in
+                                 enumerate([("shapes.png", "What shapes are in the image?"),
+                                            ("scene.png", "Is there a house in the image?")])))
+    out = tmp_path / "recipe.json"
+    data = main(["--model-path", tiny_path, "--question-file", str(questions), "--image-folder", str(samples),
+                 "--reduction-ratio", "0.5", "--output", str(out), "--device", "cpu", "--tolerance", "0.5"])
+    written = json.loads(out.read_text())
+    assert written == data
+    assert written["num_layers"] == 4 and written["num_tokens"] == 576 and written["reduction_ratio"] == 0.5
+    assert written["model"] == tiny_path and written["calibration"]["questions"] == 2
+    removed = written["removed"]
+    assert len(removed) == 4 and removed[-1] == 0 and sum(removed) > 0
+    dims = Dims.of(tiny[1].config)
+    assert written["flops_ratio"] == pytest.approx(schedule_flops(576, removed, dims) / schedule_flops(576, [0] * 4, dims))
+    assert written["kept"] == load_recipe(out).kept()
+    # inference with the recipe removes exactly its counts
+    tokenizer, model, processor, _ = tiny
+    ids, mask = left_padded(tokenizer, QUESTIONS[:2])
+    pixels = process_images(sample_images[:2], processor, model.config)
+    model.generate(ids, images=pixels, attention_mask=mask, max_new_tokens=2, do_sample=False, pad_token_id=0,
+                   pruning=PruningConfig("fitprune", 576, method_args={"recipe": str(out)}))
+    report = model.last_multimodal.in_llm
+    layers = [i + 1 for i, r in enumerate(removed) if r]
+    assert report["layers"] == layers
+    assert report["kept_per_stage"] == [[written["kept"][i - 1] for i in layers]] * 2
+    assert report["per_layer"] == [[576] + written["kept"][:3]] * 2
+
+
+def test_search_errors(tiny_path, tmp_path):
+    from llava.pruning.fitprune_search import main
+
+    questions = tmp_path / "calib.jsonl"
+    questions.write_text(json.dumps({"question_id": 7, "image": "nope.png", "text": "What?"}) + "\n")
+    with pytest.raises(ValueError, match="question 7: image file .*nope.png not found"):
+        main(["--model-path", tiny_path, "--question-file", str(questions), "--image-folder", str(tmp_path),
+              "--output", str(tmp_path / "r.json"), "--device", "cpu"])
+
+
+def test_fitprune_through_model_vqa_loader(tiny_path, tmp_path):
+    meta = answer_metadata(tiny_path, tmp_path, "fitprune", 576, "removed=100:50:25:0")
+    assert meta["pruning_method"] == "fitprune" and meta["visual_tokens"] == 576
+    assert meta["prune_layer"] == 1 and meta["visual_tokens_after_layer"] == 476
+    assert meta["prune_layers"] == [1, 2, 3] and meta["visual_tokens_after_layers"] == KEPT
+    assert meta["layer_averaged_visual_tokens"] == pytest.approx((576 + sum(KEPT)) / 4)
