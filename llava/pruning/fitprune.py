@@ -56,6 +56,16 @@ PRESETS: dict[float, tuple[int, ...]] = {
     0.8: (128, 127, 118, 35, 26, 8, 13, 3, 2, 1, 0, 0, 0, 2, 1, 8, 7, 8, 5, 11, 2, 6, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0),
     0.9: (262, 153, 80, 19, 13, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 1, 2, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0),
 }
+# LLaVA-NeXT's tables for a 2880-token image (official LLaVA_NEXT/llava/model/language_model/modeling_llama.py),
+# scaled at run time to each image's token count: int(r * n / 2880)
+NEXT_TOKENS = 2880
+NEXT_PRESETS: dict[float, tuple[int, ...]] = {
+    0.0: (0,) * 32,
+    0.4: (7, 73, 162, 124, 119, 148, 131, 151, 105, 26, 30, 17, 5, 19, 44, 10, 73, 60, 67, 61, 32, 39, 0, 3, 1, 5,
+          0, 0, 0, 0, 0, 0),
+    0.6: (98, 313, 279, 218, 201, 221, 167, 132, 63, 12, 11, 5, 1, 8, 26, 13, 83, 57, 56, 58, 24, 42, 0, 2, 1, 5,
+          0, 0, 0, 0, 0, 0),
+}
 SEARCH_COMMAND = "python -m llava.pruning.fitprune_search --model-path ... --reduction-ratio R --output recipe.json"
 
 
@@ -129,9 +139,13 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe.check()
 
 
-def resolve_recipe(num_layers: int, reduction_ratio: float | None = None, recipe: str | None = None,
-                   removed=None) -> Recipe:
-    """The recipe that the arguments name, checked against the LLM's depth."""
+def resolve_recipe(num_layers: int, num_tokens: int = PRESET_TOKENS, reduction_ratio: float | None = None,
+                   recipe: str | None = None, removed=None) -> Recipe:
+    """The recipe that the arguments name for an image of `num_tokens` tokens, checked against the LLM's depth.
+
+    A preset is LLaVA-1.5's table for a 576-token image, else LLaVA-NeXT's 2880-token table scaled to
+    the image (`int(r * n / 2880)` per layer, as the official LLaVA-NeXT code scales it).
+    """
     given = [name for name, v in (("recipe", recipe), ("removed", removed)) if v is not None]
     if len(given) > 1 or (given and reduction_ratio is not None):
         raise ValueError(f"fitprune takes one of reduction_ratio=, recipe=, removed=; got "
@@ -144,23 +158,34 @@ def resolve_recipe(num_layers: int, reduction_ratio: float | None = None, recipe
             counts = tuple(int(v) for v in values)
         except (TypeError, ValueError):
             raise ValueError(f"fitprune removed={removed!r} must be ':'-separated ints, one per layer") from None
-        out = Recipe(counts, PRESET_TOKENS, "removed=").check()
+        out = Recipe(counts, num_tokens, "removed=").check()
     else:
-        ratio = DEFAULT_RATIO if reduction_ratio is None else float(reduction_ratio)
-        match = [r for r in PRESETS if abs(r - ratio) < 1e-9]
-        if not match:
-            raise ValueError(f"fitprune reduction_ratio={reduction_ratio!r} is not a preset; presets: "
-                             f"{', '.join(str(r) for r in PRESETS)} (or make a recipe: {SEARCH_COMMAND})")
-        out = Recipe(PRESETS[match[0]], PRESET_TOKENS, f"preset reduction_ratio={match[0]}", match[0],
-                     "llava-v1.5-7b")
+        out = preset_recipe(DEFAULT_RATIO if reduction_ratio is None else float(reduction_ratio), num_tokens)
         if num_layers != PRESET_LAYERS:
-            raise ValueError(f"fitprune preset reduction_ratio={match[0]} is the schedule of 32-layer LLaVA-1.5-7B, "
-                             f"but this LLM has {num_layers} layers; run the search for it ({SEARCH_COMMAND}) "
-                             "and pass recipe=PATH")
+            raise ValueError(f"fitprune {out.source} is a schedule of a 32-layer LLM ({out.model}), but this LLM "
+                             f"has {num_layers} layers; run the search for it ({SEARCH_COMMAND}) and pass recipe=PATH")
     if out.num_layers != num_layers:
         raise ValueError(f"fitprune recipe {out.source} is for a {out.num_layers}-layer LLM, but this LLM has "
                          f"{num_layers} layers (search a recipe for this model: {SEARCH_COMMAND})")
+    if out.num_tokens != num_tokens:
+        raise ValueError(f"fitprune recipe {out.source} is for images of {out.num_tokens} tokens, but this image "
+                         f"has {num_tokens} (search a recipe for this layout: {SEARCH_COMMAND})")
     return out
+
+
+def preset_recipe(ratio: float, num_tokens: int) -> Recipe:
+    """An official table: LLaVA-1.5-7B's for 576-token images, LLaVA-NeXT-7B's (scaled) otherwise."""
+    next_model = num_tokens != PRESET_TOKENS
+    table = NEXT_PRESETS if next_model else PRESETS
+    match = [r for r in table if abs(r - ratio) < 1e-9]
+    if not match:
+        kind = f"LLaVA-NeXT ({NEXT_TOKENS}-token images, scaled)" if next_model else "LLaVA-1.5 (576-token images)"
+        raise ValueError(f"fitprune reduction_ratio={ratio!r} is not a {kind} preset; presets: "
+                         f"{', '.join(str(r) for r in table)} (or make a recipe: {SEARCH_COMMAND})")
+    if not next_model:
+        return Recipe(PRESETS[match[0]], PRESET_TOKENS, f"preset reduction_ratio={match[0]}", match[0], "llava-v1.5-7b")
+    scaled = tuple(int(r * num_tokens / NEXT_TOKENS) for r in NEXT_PRESETS[match[0]])
+    return Recipe(scaled, num_tokens, f"LLaVA-NeXT preset reduction_ratio={match[0]}", match[0], "llava-v1.6-7b").check()
 
 
 # ---- the scoring rule -----------------------------------------------------------------------------
@@ -249,17 +274,15 @@ class FitPruneDropper:
 
     def __init__(self, spans, budgets, num_layers: int, reduction_ratio: float | None = None,
                  recipe: str | None = None, removed=None):
-        self.recipe = resolve_recipe(num_layers, reduction_ratio, recipe, removed)
         self.spans, self.num_layers = spans, num_layers
         self.sizes = [e - s for row in spans for s, e in row]
-        for i, (n, k) in enumerate(zip(self.sizes, budgets)):
+        for n, k in zip(self.sizes, budgets):
             if k is not None and k < n:
                 raise ValueError(f"fitprune takes its schedule from reduction_ratio=/recipe=, not from the budget: "
                                  f"got --visual-token-num {k} for an image of {n} tokens (pass {n})")
-            if n != self.recipe.num_tokens:
-                raise ValueError(f"fitprune recipe {self.recipe.source} is for images of {self.recipe.num_tokens} "
-                                 f"tokens, but image {i} has {n} (search a recipe for this layout: {SEARCH_COMMAND})")
-        score = tuple(i for i, r in enumerate(self.recipe.removed) if r > 0)
+        recipes = {n: resolve_recipe(num_layers, n, reduction_ratio, recipe, removed) for n in sorted(set(self.sizes))}
+        self.recipes = [recipes[n] for n in self.sizes]  # per image
+        score = tuple(i for i in range(num_layers) if any(r.removed[i] for r in self.recipes))
         self.probe_layers = score  # layer i's attention ranks the tokens removed at layer i ...
         self.drop_layers = tuple(i + 1 for i in score)  # ... which are gone from layer i + 1 on
         self.maps = LayerMaps(score)
@@ -273,7 +296,6 @@ class FitPruneDropper:
     def keep(self, layer: int, state: LoopState, captured: dict[int, Captured], geometry: HeadGeometry):
         src = layer - 1
         maps = self.maps.of(src, state, captured, geometry)
-        count = self.recipe.removed[src]
         image_id, keep = 0, []
         for b, row in enumerate(self.spans):
             attn, origin = maps[b]
@@ -284,6 +306,7 @@ class FitPruneDropper:
                 self_part, cross_part = fitprune_parts(attn, image, text)
                 scores = cross_part * self_part
                 self.scores.setdefault(src, []).append(scores)
+                count = self.recipes[image_id].removed[src]
                 gone = image[removal_order(scores)[:min(count, len(image) - 1)]]
                 take[gone] = False
                 still = image[take[image]]
@@ -316,7 +339,7 @@ class FitPruneDropper:
             "layers": layers,
             "kept_per_stage": counts,
             "per_layer": per_layer,
-            "recipe": self.recipe.source,
+            "recipe": [r.source for r in self.recipes],
         }
 
 

@@ -18,7 +18,7 @@ import torch
 
 from llava.mm_utils import process_images
 from llava.pruning import PruningConfig, parse_method_args
-from llava.pruning.fitprune import PRESETS, FitPruneDropper, load_recipe, resolve_recipe
+from llava.pruning.fitprune import NEXT_PRESETS, PRESETS, FitPruneDropper, load_recipe, resolve_recipe
 from llava.pruning.fitprune_search import Dims, layer_flops, removal_count, schedule_flops
 
 from in_llm_helpers import answer_metadata, left_padded, loop_greedy
@@ -150,9 +150,10 @@ def test_presets_and_arguments():
     assert parse_method_args("reduction_ratio=0.5", "fitprune") == {"reduction_ratio": 0.5}
     assert parse_method_args("removed=3:2:1:0", "fitprune") == {"removed": (3, 2, 1, 0)}
     assert parse_method_args("recipe=out/recipe.json", "fitprune") == {"recipe": "out/recipe.json"}
-    with pytest.raises(ValueError, match=r"reduction_ratio=0.45 is not a preset; presets: 0.0, 0.1, .*0.55"):
+    with pytest.raises(ValueError, match=r"reduction_ratio=0.45 is not a LLaVA-1.5 .* preset; presets: 0.0, 0.1, .*0.55"):
         resolve_recipe(32, reduction_ratio=0.45)
-    with pytest.raises(ValueError, match="32-layer LLaVA-1.5-7B, but this LLM has 4 layers; run the search"):
+    with pytest.raises(ValueError, match=r"schedule of a 32-layer LLM \(llava-v1.5-7b\), but this LLM has 4 layers; "
+                                         "run the search"):
         resolve_recipe(4)
     with pytest.raises(ValueError, match="takes one of reduction_ratio=, recipe=, removed="):
         resolve_recipe(4, reduction_ratio=0.5, removed=REMOVED)
@@ -164,8 +165,22 @@ def test_presets_and_arguments():
         resolve_recipe(4, removed=(300, 300, 0, 0))
     with pytest.raises(ValueError, match="not from the budget: got --visual-token-num 144 .* \\(pass 576\\)"):
         FitPruneDropper([[(0, 576)]], [144], 4, removed=REMOVED)
-    with pytest.raises(ValueError, match="for images of 576 tokens, but image 0 has 2880"):
-        FitPruneDropper([[(0, 2880)]], [None], 4, removed=REMOVED)
+    # removed= counts apply to any image size
+    assert FitPruneDropper([[(0, 2880)]], [None], 4, removed=REMOVED).recipes[0].kept() == [2780, 2730, 2705, 2705]
+
+
+def test_llava_next_presets_scale_the_official_2880_token_tables():
+    """LLaVA_NEXT/llava/model/language_model/modeling_llama.py: delete_scheme[i] * n / 2880, truncated."""
+    assert sorted(NEXT_PRESETS) == [0.0, 0.4, 0.6]
+    assert [sum(NEXT_PRESETS[r]) for r in (0.4, 0.6)] == [1512, 2096]
+    assert NEXT_PRESETS[0.6][:4] == (98, 313, 279, 218) and NEXT_PRESETS[0.4][:4] == (7, 73, 162, 124)
+    two_by_two = resolve_recipe(32, 2928, reduction_ratio=0.6)  # 576 + a 2 x 2 grid: 48 rows of 48 + 1 newline
+    assert two_by_two.removed[:4] == (99, 318, 283, 221) and two_by_two.source.startswith("LLaVA-NeXT preset")
+    assert resolve_recipe(32, 2880, reduction_ratio=0.4).removed == NEXT_PRESETS[0.4]
+    with pytest.raises(ValueError, match=r"reduction_ratio=0.5 is not a LLaVA-NeXT .* preset; presets: 0.0, 0.4, 0.6"):
+        resolve_recipe(32, 2928, reduction_ratio=0.5)
+    with pytest.raises(ValueError, match=r"32-layer LLM \(llava-v1.6-7b\), but this LLM has 4 layers"):
+        resolve_recipe(4, 2928, reduction_ratio=0.6)
 
 
 def test_recipe_files_are_checked(tmp_path):
@@ -177,7 +192,7 @@ def test_recipe_files_are_checked(tmp_path):
         resolve_recipe(32, recipe=str(good))
     wrong_tokens = tmp_path / "next.json"
     wrong_tokens.write_text(json.dumps({"num_tokens": 2880, "removed": [10, 0, 0, 0]}))
-    with pytest.raises(ValueError, match=f"recipe {wrong_tokens} is for images of 2880 tokens, but image 0 has 576"):
+    with pytest.raises(ValueError, match=f"recipe {wrong_tokens} is for images of 2880 tokens, but this image has 576"):
         FitPruneDropper([[(5, 581)]], [576], 4, recipe=str(wrong_tokens))
     with pytest.raises(ValueError, match="not found"):
         load_recipe(tmp_path / "missing.json")
@@ -264,6 +279,25 @@ def test_search_errors(tiny_path, tmp_path):
     with pytest.raises(ValueError, match="question 7: image file .*nope.png not found"):
         main(["--model-path", tiny_path, "--question-file", str(questions), "--image-folder", str(tmp_path),
               "--output", str(tmp_path / "r.json"), "--device", "cpu"])
+
+
+def test_llava_next_anyres_image(next_model, sample_images):
+    """An anyres image (base view, grid and newline slots) through the loop with a per-layer schedule."""
+    from llava.eval.runner import build_prompt
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.mm_utils import tokenizer_image_token
+
+    tokenizer, model, processor, _ = next_model
+    image = sample_images[2]
+    ids = torch.tensor([tokenizer_image_token(build_prompt("Is it red?", "vicuna_v1", True), tokenizer,
+                                              IMAGE_TOKEN_INDEX)])
+    pixels = process_images([image], processor, model.config)
+    model.generate(ids, images=pixels, image_sizes=[image.size], max_new_tokens=2, do_sample=False,
+                   pruning=PruningConfig("fitprune", method_args={"removed": (200, 100, 0, 0)}))
+    n = model.last_multimodal.token_counts[0]
+    report = model.last_multimodal.in_llm
+    assert n > 576 and report["per_layer"] == [[n, n - 200, n - 300, n - 300]]
+    assert len(model.last_multimodal.kept_indices[0]) == n - 300
 
 
 def test_fitprune_through_model_vqa_loader(tiny_path, tmp_path):
