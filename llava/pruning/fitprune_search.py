@@ -191,20 +191,31 @@ def fit(model, samples: list[Sample], references: list[ReferenceMass], alpha: fl
     """(reached, removed per layer) of the fit at `alpha` for a budget of (1 - ratio) of the unpruned FLOPs."""
     num_layers = model.config.num_hidden_layers
     dims = Dims.of(model.config)
-    per_sample = []
+    per_sample = []  # [samples][layers] removed
     for sample, ref in zip(samples, references):
         dropper = ThresholdRemoval(sample.span, num_layers, ref, alpha)
         prefill(model, sample, dropper)
         per_sample.append(dropper.removed)
         if progress is not None:
             progress.update(1)
+    return reached_schedule(per_sample, num_tokens, dims, ratio)
+
+
+def reached_schedule(per_sample: list[list[int]], num_tokens: int, dims: Dims,
+                     ratio: float) -> tuple[bool, tuple[int, ...]]:
+    """(reached, removed per layer) from each sample's removals at every layer.
+
+    The official fit checks at the start of each layer whether, with the counts so far kept to the end,
+    the mean FLOPs over the samples meet (1 - ratio) of the unpruned FLOPs; at the first layer where
+    they do it stops, and the recipe is the mean count (floored) of the layers before it.
+    """
+    num_layers = len(per_sample[0])
     budget = schedule_flops(num_tokens, [0] * num_layers, dims) * (1 - ratio)
     for stop in range(num_layers):
         cut = [r[:stop] + [0] * (num_layers - stop) for r in per_sample]
         mean = sum(schedule_flops(num_tokens, r, dims) for r in cut) / len(cut)
         if mean <= budget:
-            removed = tuple(sum(r[layer] for r in cut) // len(cut) for layer in range(num_layers))
-            return True, removed
+            return True, tuple(sum(r[layer] for r in cut) // len(cut) for layer in range(num_layers))
     return False, tuple(sum(r[layer] for r in per_sample) // len(per_sample) for layer in range(num_layers))
 
 

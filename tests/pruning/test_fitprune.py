@@ -236,6 +236,77 @@ def test_flops_follow_the_official_formula_at_7b():
     assert 0.45 < ratio < 0.55  # the 50 % preset meets its budget
 
 
+@torch.no_grad()
+def official_fit(model, rows, alpha: float, ratio: float, dims: Dims):
+    """statistical_analysis.py's compute_attention_weights and fit_model, written out layer-major on the
+    stock layers (eager attention): rows are (embeds [1, T, H], (start, end)) of unpadded prompts."""
+    lm = model.get_model()
+    num_layers, d, m = len(lm.layers), dims.hidden, dims.intermediate
+
+    def causal(t):
+        future = ~torch.ones(t, t, dtype=torch.bool).tril()
+        return torch.zeros(1, 1, t, t).masked_fill(future, torch.finfo(torch.float32).min)
+
+    masses = []  # per row, per layer: (cross, self) of the unpruned model, from output_attentions
+    for embeds, (start, end) in rows:
+        heads_max = [a[0].max(dim=0).values for a in lm(inputs_embeds=embeds, output_attentions=True).attentions]
+        masses.append([(float(a[end:, start:end].sum()) / (embeds.shape[1] - end),
+                        float(a[start:end, start:end].sum()) / (end - start)) for a in heads_max])
+    state = [[embeds, torch.arange(embeds.shape[1])[None], start, end - start] for embeds, (start, end) in rows]
+    origin = ((576 * d * d * 3 + 576 * 576 * d + 576 * d * 576 + 576 * d * d) + (d * m * 576 * 3)) * num_layers
+    already, scheme = 0, [0] * num_layers
+    for i, layer in enumerate(lm.layers):
+        forecast = 0
+        for _, _, _, left in state:
+            already += left * d ** 2 * 3 + left ** 2 * d * 2
+            forecast += left * d ** 2 + 3 * m * d * left + (num_layers - 1 - i) * (
+                left * d * d * 3 + left * left * d + left * d * left + left * d * d + d * m * left * 3)
+        if (already + forecast) / len(rows) <= origin * (1 - ratio):
+            return True, [s // len(rows) for s in scheme]
+        for row, (hidden, pos, start, left) in enumerate(state):
+            t = hidden.shape[1]
+            out, weights = layer.self_attn(layer.input_layernorm(hidden), attention_mask=causal(t),
+                                           position_embeddings=lm.rotary_emb(hidden, pos))
+            attn = weights[0].max(dim=0).values
+            focus = attn[start + left:, start:start + left].sum(dim=0) / (t - start - left)
+            own = (attn[start:start + left, start:start + left] / left).sum(dim=0)
+            cross_mass, self_mass = masses[row][i]
+            del_cross = torch.argsort(focus, stable=True)[:official_removal_count(focus, cross_mass, alpha)]
+            del_self = torch.argsort(own, stable=True)[:official_removal_count(own, self_mass, alpha)]
+            both = [j for j in del_cross.tolist() if j in set(del_self.tolist())]
+            scheme[i] += len(both)
+            keep = torch.ones(t, dtype=torch.bool)
+            keep[[start + j for j in both]] = False
+            hidden = hidden[:, keep] + out[:, keep]
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            left -= len(both)
+            state[row] = [hidden, pos[:, keep], start, left]
+            already += left * d ** 2 + 3 * m * d * left
+    return False, [s // len(rows) for s in scheme]
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.45])
+def test_fit_equals_the_official_layer_by_layer_fit(tiny, eager, tmp_path, alpha):
+    from pathlib import Path
+
+    from llava.pruning.fitprune_search import ReferenceMass, fit, load_samples, prefill
+
+    tokenizer, model, processor, _ = tiny
+    questions = tmp_path / "calib.jsonl"
+    questions.write_text(json.dumps({"question_id": 0, "image": "shapes.png", "text": "What shapes are in it?"}) + "\n"
+                         + json.dumps({"question_id": 1, "image": "scene.png", "text": "Is it red?"}) + "\n")
+    samples = load_samples(model, tokenizer, processor, str(questions),
+                           str(Path(__file__).resolve().parents[2] / "assets" / "samples"), "llava_v1", None)
+    refs = []
+    for sample in samples:
+        refs.append(ReferenceMass(sample.span, 4))
+        prefill(model, sample, refs[-1])
+    reached, removed = fit(model, samples, refs, alpha, 0.5, 576)
+    official = official_fit(eager, [(s.inputs_embeds, s.span) for s in samples], alpha, 0.5, Dims.of(model.config))
+    assert reached and official[0]
+    assert list(removed) == official[1] and sum(removed) > 0
+
+
 def test_search_command_writes_a_recipe_that_inference_follows(tiny, tiny_path, tmp_path, sample_images):
     from pathlib import Path
 
