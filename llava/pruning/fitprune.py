@@ -108,7 +108,8 @@ class Recipe:
     def check(self) -> "Recipe":
         """Counts are non-negative ints, at least one token stays, the last layer removes nothing."""
         if not all(isinstance(r, int) and r >= 0 for r in self.removed):
-            raise ValueError(f"fitprune recipe {self.source}: removed counts must be ints >= 0, got {list(self.removed)}")
+            raise ValueError(f"fitprune recipe {self.source}: removed counts must be ints >= 0, "
+                             f"got {list(self.removed)}")
         if sum(self.removed) >= self.num_tokens:
             raise ValueError(f"fitprune recipe {self.source}: removes {sum(self.removed)} of {self.num_tokens} image "
                              "tokens; at least one must stay")
@@ -128,7 +129,8 @@ def load_recipe(path: str | Path) -> Recipe:
         removed = tuple(int(r) for r in data["removed"])
         num_tokens = int(data["num_tokens"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"fitprune recipe {path} is not a recipe JSON with 'num_tokens' and 'removed' ({err})") from None
+        raise ValueError(f"fitprune recipe {path} is not a recipe JSON with 'num_tokens' and 'removed' "
+                         f"({err})") from None
     if "num_layers" in data and int(data["num_layers"]) != len(removed):
         raise ValueError(f"fitprune recipe {path}: num_layers is {data['num_layers']} but 'removed' has "
                          f"{len(removed)} entries")
@@ -185,7 +187,8 @@ def preset_recipe(ratio: float, num_tokens: int) -> Recipe:
     if not next_model:
         return Recipe(PRESETS[match[0]], PRESET_TOKENS, f"preset reduction_ratio={match[0]}", match[0], "llava-v1.5-7b")
     scaled = tuple(int(r * num_tokens / NEXT_TOKENS) for r in NEXT_PRESETS[match[0]])
-    return Recipe(scaled, num_tokens, f"LLaVA-NeXT preset reduction_ratio={match[0]}", match[0], "llava-v1.6-7b").check()
+    source = f"LLaVA-NeXT preset reduction_ratio={match[0]}"
+    return Recipe(scaled, num_tokens, source, match[0], "llava-v1.6-7b").check()
 
 
 # ---- the scoring rule -----------------------------------------------------------------------------

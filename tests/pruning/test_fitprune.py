@@ -150,7 +150,7 @@ def test_presets_and_arguments():
     assert parse_method_args("reduction_ratio=0.5", "fitprune") == {"reduction_ratio": 0.5}
     assert parse_method_args("removed=3:2:1:0", "fitprune") == {"removed": (3, 2, 1, 0)}
     assert parse_method_args("recipe=out/recipe.json", "fitprune") == {"recipe": "out/recipe.json"}
-    with pytest.raises(ValueError, match=r"reduction_ratio=0.45 is not a LLaVA-1.5 .* preset; presets: 0.0, 0.1, .*0.55"):
+    with pytest.raises(ValueError, match=r"reduction_ratio=0.45 is not a LLaVA-1.5 .* preset; presets: 0.0, .*0.55"):
         resolve_recipe(32, reduction_ratio=0.45)
     with pytest.raises(ValueError, match=r"schedule of a 32-layer LLM \(llava-v1.5-7b\), but this LLM has 4 layers; "
                                          "run the search"):
@@ -185,7 +185,8 @@ def test_llava_next_presets_scale_the_official_2880_token_tables():
 
 def test_recipe_files_are_checked(tmp_path):
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"num_layers": 4, "num_tokens": 576, "removed": [10, 5, 0, 0], "kept": [566, 561, 561, 561]}))
+    good.write_text(json.dumps({"num_layers": 4, "num_tokens": 576, "removed": [10, 5, 0, 0],
+                                "kept": [566, 561, 561, 561]}))
     assert load_recipe(good).removed == (10, 5, 0, 0)
     assert resolve_recipe(4, recipe=str(good)).source == str(good)
     with pytest.raises(ValueError, match=f"recipe {good} is for a 4-layer LLM, but this LLM has 32 layers"):
@@ -231,7 +232,8 @@ def test_flops_follow_the_official_formula_at_7b():
               + (4096 * 11008 * 576 * 3)) * 32
     assert schedule_flops(576, [0] * 32, dims) == origin
     n, kept = 500, 450  # q/k/v and attention on n, o_proj and FFN on the kept
-    assert layer_flops(n, kept, dims) == n * 4096 ** 2 * 3 + n ** 2 * 4096 * 2 + kept * 4096 ** 2 + 3 * 11008 * 4096 * kept
+    official = n * 4096 ** 2 * 3 + n ** 2 * 4096 * 2 + kept * 4096 ** 2 + 3 * 11008 * 4096 * kept
+    assert layer_flops(n, kept, dims) == official
     ratio = schedule_flops(576, PRESETS[0.5], dims) / origin
     assert 0.45 < ratio < 0.55  # the 50 % preset meets its budget
 
@@ -327,7 +329,8 @@ def test_search_command_writes_a_recipe_that_inference_follows(tiny, tiny_path, 
     removed = written["removed"]
     assert len(removed) == 4 and removed[-1] == 0 and sum(removed) > 0
     dims = Dims.of(tiny[1].config)
-    assert written["flops_ratio"] == pytest.approx(schedule_flops(576, removed, dims) / schedule_flops(576, [0] * 4, dims))
+    full = schedule_flops(576, [0] * 4, dims)
+    assert written["flops_ratio"] == pytest.approx(schedule_flops(576, removed, dims) / full)
     assert written["kept"] == load_recipe(out).kept()
     # inference with the recipe removes exactly its counts
     tokenizer, model, processor, _ = tiny
