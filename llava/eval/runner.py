@@ -380,6 +380,7 @@ def _shares_prefix(model, gen: GenerationArgs) -> bool:
 INSTRUCTION_SUFFIXES = (
     "\nAnswer the question using a single word or phrase.",
     "\nAnswer with the option's letter from the given choices directly.",
+    "\n请直接回答选项字母。",  # MMBench-CN (the official MMBench driver passes the question before it)
 )
 
 

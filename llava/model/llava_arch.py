@@ -63,7 +63,7 @@ def add_projected(signals: VisionSignals, projector, needs: frozenset[str]) -> V
 
 
 def add_text_relevance(signals: VisionSignals, tower, text_tower, needs: frozenset[str],
-                       texts: Sequence[str] | None) -> VisionSignals:
+                       texts: Sequence[str] | None, method: str = "") -> VisionSignals:
     """`signals` with `text_relevance` ([B, N]: each patch against its image's question) when `needs` names it.
 
     texts: one question per image row of `signals` (CDPruner's relevance); the signal depends on the
@@ -74,11 +74,11 @@ def add_text_relevance(signals: VisionSignals, tower, text_tower, needs: frozens
     if texts is None:
         if signals.text_relevance is not None:
             return signals
-        raise ValueError("this pruning method scores patches against the question: pass the question text "
+        raise ValueError(f"pruning method {method!r} scores patches against the question: pass the question text "
                          "(generate(..., texts=[question per prompt row]))")
     if text_tower is None:
-        raise ValueError("this pruning method needs the CLIP text tower: load the model with this pruning method "
-                         "(load_pretrained_model(..., pruning_method=...)) or call model.load_text_tower()")
+        raise ValueError(f"pruning method {method!r} needs the CLIP text tower: load the model with it "
+                         f"(load_pretrained_model(..., pruning_method={method!r})) or call model.load_text_tower()")
     if len(texts) != signals.features.shape[0]:
         raise ValueError(f"got {len(texts)} question texts for {signals.features.shape[0]} image rows")
     post_layernorm = tower.vision_tower.post_layernorm
@@ -243,7 +243,7 @@ class LlavaMetaForCausalLM:
             signals = tower(images, needs=tower_needs(needs))
         projector = self.mm_projector
         signals = add_projected(signals, projector, needs)
-        signals = add_text_relevance(signals, tower, self.text_tower, needs, texts)
+        signals = add_text_relevance(signals, tower, self.text_tower, needs, texts, method.name)
         weight = next(projector.parameters(), None)
         proj_dtype = weight.dtype if weight is not None else signals.features.dtype
         method_args = cfg.args
@@ -318,7 +318,7 @@ class LlavaMetaForCausalLM:
         signals = add_projected(signals, self.mm_projector, needs)
         if texts is not None:
             texts = [text for text, n in zip(texts, counts) for _ in range(n)]  # per image -> per view
-        signals = add_text_relevance(signals, tower, self.text_tower, needs, texts)
+        signals = add_text_relevance(signals, tower, self.text_tower, needs, texts, method.name)
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         unpad = "unpad" in merge and not paper
         side = tower.num_patches_per_side

@@ -328,6 +328,7 @@ def test_relevance_text_strips_llava_suffixes():
     assert relevance_text("What is it?" + SUFFIX) == "What is it?"
     assert relevance_text("Q\nA. x\nB. y\nAnswer with the option's letter from the given choices directly.") == \
         "Q\nA. x\nB. y"
+    assert relevance_text("问题\nA. x\n请直接回答选项字母。") == "问题\nA. x"
     assert relevance_text("no suffix") == "no suffix"
 
 
