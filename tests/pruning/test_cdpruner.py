@@ -411,3 +411,15 @@ def test_llava_next_runs(next_path, sample_images, mode):
     else:
         newline = (tokens == model.image_newline.to(tokens.dtype)).all(-1)
         assert int((~newline).sum()) == 24
+
+
+def test_hf_layout_needs_the_clip_folder(tiny_dir):
+    """A llava-hf checkpoint stores its tower but names no CLIP folder: the text tower comes from --vision-tower."""
+    from llava.model.builder import load_pretrained_model
+    from llava.model.tiny import CLIP_DIR, HF_DIR
+
+    with pytest.raises(ValueError, match=r"'cdpruner' needs CLIP's text tower, but .* names no vision tower folder"):
+        load_pretrained_model(str(tiny_dir / HF_DIR), device="cpu", pruning_method="cdpruner", visual_token_num=16)
+    _, model, _, _ = load_pretrained_model(str(tiny_dir / HF_DIR), device="cpu", pruning_method="cdpruner",
+                                           visual_token_num=16, vision_tower_path=str(tiny_dir / CLIP_DIR))
+    assert model.text_tower.name == str(tiny_dir / CLIP_DIR)
