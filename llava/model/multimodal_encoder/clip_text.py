@@ -11,11 +11,10 @@ so it never enters the model's state dict, its saved checkpoints or its paramete
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
