@@ -7,8 +7,8 @@ import argparse
 
 # The names `llava.pruning.list_methods()` returns, kept here so that `--help` and flag checks need
 # no torch import; tests/pruning/test_registry.py asserts the two are equal.
-METHOD_NAMES = ("dart", "divprune", "fastervlm", "fastv", "fitprune", "pdrop", "random", "sparsevlm", "uniform",
-                "visionzip", "vispruner", "vtc_cls")
+METHOD_NAMES = ("cdpruner", "dart", "divprune", "fastervlm", "fastv", "fitprune", "pdrop", "random", "sparsevlm",
+                "uniform", "visionzip", "vispruner", "vtc_cls")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

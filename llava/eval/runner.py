@@ -228,8 +228,8 @@ def run_vqa(
     The work is ordered by image (first appearance; `group_by_image`). Each distinct image goes
     through the tower once per run: its signals are kept in an LRU of `vision_cache_size` images,
     keyed by image path and preprocessing settings, and serve every K and every later batch. With
-    `share_prefix` and a question-independent method (stage 'pre_llm', greedy or sampling without
-    beams), each image's prompt prefix is prefilled once per K and every question continues from it
+    `share_prefix` and a question-independent method (stage 'pre_llm' and not reading the question
+    text, greedy or sampling without beams), each image's prompt prefix is prefilled once per K and every question continues from it
     (`llava.model.shared_prefix`); records say so in `metadata["shared_prefix"]`.
     """
     from llava.model.shared_prefix import PrefixStore, generate_shared
@@ -296,7 +296,7 @@ def run_vqa(
                     picked = vision.index(tensor_rows)
                 else:
                     picked = None
-                kwargs = dict(vision_signals=picked)
+                kwargs = dict(vision_signals=picked, texts=[relevance_text(todo[idx[r]].question) for r in rows])
                 if sweep:
                     kwargs["visual_token_num"] = [k for r, k in jobs for _ in range(counts[r])]
                 if shared:
@@ -366,12 +366,29 @@ def group_by_image(items: Sequence[VQAItem]) -> list[VQAItem]:
 def _shares_prefix(model, gen: GenerationArgs) -> bool:
     """Whether this run's questions about one image may continue from one prefix cache.
 
-    Only for question-independent methods: every pre-LLM method (and no pruning). In-LLM methods
-    (fastv) choose tokens from the question's attention and take the plain path.
+    Only for question-independent methods: the pre-LLM methods that do not read the question (and no
+    pruning). In-LLM methods (fastv) choose tokens from the question's attention, and CDPruner from its
+    text: they take the plain path.
     """
     from llava.pruning import get_method
 
-    return get_method(model.pruning.method).stage == "pre_llm" and gen.num_beams == 1
+    return not get_method(model.pruning.method).question_dependent and gen.num_beams == 1
+
+
+# The answer-format instructions LLaVA's question files append to the question. CDPruner scores the
+# patches against the question without them (its drivers remove them with str.replace).
+INSTRUCTION_SUFFIXES = (
+    "\nAnswer the question using a single word or phrase.",
+    "\nAnswer with the option's letter from the given choices directly.",
+    "\n请直接回答选项字母。",  # MMBench-CN (the official MMBench driver passes the question before it)
+)
+
+
+def relevance_text(question: str) -> str:
+    """The question as question-aware methods (CDPruner) read it: LLaVA's answer-format suffixes removed."""
+    for suffix in INSTRUCTION_SUFFIXES:
+        question = question.replace(suffix, "")
+    return question
 
 
 class VisionCache:

@@ -169,9 +169,30 @@ def load_pretrained_model(
         keep_k = visual_token_num is None and model.pruning.ratio is None
         model.set_pruning(model.pruning.visual_token_num if keep_k else visual_token_num,
                           pruning_method, pruning_args, anyres_mode)
+    _load_text_tower_if_needed(model, model_path, vision_tower_path, allow_missing_weights)
     model.eval()
     context_len = getattr(model.config, "max_sequence_length", None) or 2048
     return tokenizer, model, image_processor, context_len
+
+
+def _load_text_tower_if_needed(model: LlavaForPruning, model_path: str, vision_tower_path: str | None,
+                               allow_missing_weights: bool) -> None:
+    """Load CLIP's text tower, from the vision tower's full CLIP folder, only when the method reads the question."""
+    from llava.pruning import get_method
+    from llava.pruning.base import SIGNAL_TEXT_RELEVANCE
+
+    from .multimodal_encoder.clip_text import load_clip_text_tower
+
+    method = get_method(model.pruning.method)
+    if SIGNAL_TEXT_RELEVANCE not in method.needs:
+        return
+    name = vision_tower_path or getattr(model.config, "mm_vision_tower", None)
+    if not name:
+        raise ValueError(f"pruning method {method.name!r} needs CLIP's text tower, but {model_path} names no "
+                         "vision tower folder (mm_vision_tower); pass vision_tower_path / --vision-tower")
+    folder = resolve_pretrained_dir(name, base_dir=model_path)
+    model.text_tower = load_clip_text_tower(folder, device=model.get_vision_tower().device,
+                                            allow_missing_weights=allow_missing_weights)
 
 
 def _add_image_tokens(model: LlavaForPruning, tokenizer) -> None:

@@ -19,8 +19,9 @@ import torch
 
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.pruning import get_method
-from llava.pruning.base import SIGNAL_PROJECTED, VisionSignals, gather_tokens
+from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE, VisionSignals, gather_tokens
 from llava.pruning.config import PruningConfig, check_visual_token_num
+from llava.pruning.signals import signal_spec
 
 from .splice import MultimodalInputs
 
@@ -44,8 +45,9 @@ def expand_budgets(visual_token_num: VisualTokenNum, num_images: int) -> list[in
 
 
 def tower_needs(needs: frozenset[str]) -> frozenset[str]:
-    """The signals of `needs` that the vision tower computes (the model fills in `projected` itself)."""
-    return frozenset(needs) - {SIGNAL_PROJECTED}
+    """The signals of `needs` that the vision tower computes (the model fills in `projected` and
+    `text_relevance` itself)."""
+    return frozenset(n for n in needs if signal_spec(n).fn is not None)
 
 
 def add_projected(signals: VisionSignals, projector, needs: frozenset[str]) -> VisionSignals:
@@ -58,6 +60,42 @@ def add_projected(signals: VisionSignals, projector, needs: frozenset[str]) -> V
     weight = next(projector.parameters(), None)
     dtype = weight.dtype if weight is not None else signals.features.dtype
     return signals.with_values(projected=projector(signals.features.to(dtype)))  # [B, N, D] -> [B, N, H]
+
+
+def add_text_relevance(signals: VisionSignals, tower, text_tower, needs: frozenset[str],
+                       texts: Sequence[str] | None, method: str = "") -> VisionSignals:
+    """`signals` with `text_relevance` ([B, N]: each patch against its image's question) when `needs` names it.
+
+    texts: one question per image row of `signals` (CDPruner's relevance); the signal depends on the
+    question, so it is computed here, per call, never cached with the vision pass.
+    """
+    if SIGNAL_TEXT_RELEVANCE not in needs:
+        return signals
+    if texts is None:
+        if signals.text_relevance is not None:
+            return signals
+        raise ValueError(f"pruning method {method!r} scores patches against the question: pass the question text "
+                         "(generate(..., texts=[question per prompt row]))")
+    if text_tower is None:
+        raise ValueError(f"pruning method {method!r} needs the CLIP text tower: load the model with it "
+                         f"(load_pretrained_model(..., pruning_method={method!r})) or call model.load_text_tower()")
+    if len(texts) != signals.features.shape[0]:
+        raise ValueError(f"got {len(texts)} question texts for {signals.features.shape[0]} image rows")
+    post_layernorm = tower.vision_tower.post_layernorm
+    return signals.with_values(text_relevance=text_tower.relevance(post_layernorm, signals.features, texts))
+
+
+def texts_per_image(texts: str | Sequence[str] | None, input_ids: torch.Tensor) -> list[str] | None:
+    """One question per prompt row (or one for all rows) -> one per <image> placeholder, in reading order."""
+    if texts is None:
+        return None
+    if isinstance(texts, str):
+        texts = [texts] * input_ids.shape[0]
+    if len(texts) != input_ids.shape[0]:
+        raise ValueError(f"got {len(texts)} question texts for {input_ids.shape[0]} prompt rows (texts= takes one "
+                         "per row)")
+    counts = (input_ids == IMAGE_TOKEN_INDEX).sum(dim=1).tolist()
+    return [text for text, n in zip(texts, counts) for _ in range(n)]
 
 
 @dataclass
@@ -89,6 +127,9 @@ class LlavaMetaForCausalLM:
 
     # The model's default pruning value; calls and `pruning_config` blocks may pass another.
     pruning: PruningConfig = PruningConfig()
+    # CLIP's text half (`clip_text.CLIPTextTower`), loaded only for methods that read the question
+    # (CDPruner); held beside the model, not as a submodule, so it is never saved with it.
+    text_tower = None
 
     # ---- configuration ----------------------------------------------------------------------
     def set_pruning(
@@ -141,6 +182,14 @@ class LlavaMetaForCausalLM:
             raise TypeError(f"pruning= takes a PruningConfig, got {type(pruning).__name__}")
         return pruning
 
+    def load_text_tower(self, path: str | None = None):
+        """Load CLIP's text tower from `path` (default: the vision tower's folder) for question-aware methods."""
+        from .multimodal_encoder.clip_text import load_clip_text_tower
+
+        tower = self.get_vision_tower()
+        self.text_tower = load_clip_text_tower(path or tower.vision_tower_name, device=tower.device)
+        return self.text_tower
+
     # ---- images -> visual tokens --------------------------------------------------------------
     def pruning_needs(self, pruning: PruningConfig | None = None) -> frozenset[str]:
         """The vision signals the method of `pruning` (default: the model's) asks the tower for."""
@@ -167,12 +216,14 @@ class LlavaMetaForCausalLM:
         visual_token_num: VisualTokenNum = FROM_PRUNING,
         signals: VisionSignals | None = None,
         pruning: PruningConfig | None = None,
+        texts: Sequence[str] | None = None,
     ) -> EncodedImages:
         """Encode, select and project. images [n_img, 3, S, S] -> EncodedImages (n_img x [K_i, H]).
 
         `pruning` (default: the model's) gives the method and the budget; `visual_token_num`
         overrides its budget, per image if a list. `signals` from `vision_signals()` skips the tower
-        (a K sweep encodes each image once); they must hold what the method needs.
+        (a K sweep encodes each image once); they must hold what the method needs. `texts`: the
+        question of each image, for methods that read it (CDPruner).
         """
         cfg = self._pruning(pruning)
         n_images = signals.features.shape[0] if signals is not None else images.shape[0]
@@ -192,6 +243,7 @@ class LlavaMetaForCausalLM:
             signals = tower(images, needs=tower_needs(needs))
         projector = self.mm_projector
         signals = add_projected(signals, projector, needs)
+        signals = add_text_relevance(signals, tower, self.text_tower, needs, texts, method.name)
         weight = next(projector.parameters(), None)
         proj_dtype = weight.dtype if weight is not None else signals.features.dtype
         method_args = cfg.args
@@ -230,6 +282,7 @@ class LlavaMetaForCausalLM:
         visual_token_num: VisualTokenNum = FROM_PRUNING,
         signals: VisionSignals | None = None,
         pruning: PruningConfig | None = None,
+        texts: Sequence[str] | None = None,
     ) -> EncodedImages:
         """LLaVA-NeXT images: views [sum(1 + crops), 3, S, S] (base view first per image) -> EncodedImages.
 
@@ -238,7 +291,8 @@ class LlavaMetaForCausalLM:
         tokens, chosen by the method on those candidates; a newline is kept for every grid row that
         keeps a token. 'paper' (FasterVLM's setting): fixed 2x2 grid, 'spatial' merge without unpad or
         newlines, and K per view (5 x K tokens). Only kept tokens are projected. A ratio resolves
-        against the image's candidates ('faithful') or a view's patches ('paper').
+        against the image's candidates ('faithful') or a view's patches ('paper'). `texts`: the question
+        of each image (every view gets its image's), for methods that read it (CDPruner).
         """
         from llava.anyres import NEWLINE, anyres_pinpoints, grid_shape, token_layout, views_per_image
 
@@ -262,6 +316,9 @@ class LlavaMetaForCausalLM:
                                  f"got {views.shape[0]}")
             signals = tower(views, needs=tower_needs(needs))  # [V, N, D] for all views at once
         signals = add_projected(signals, self.mm_projector, needs)
+        if texts is not None:
+            texts = [text for text, n in zip(texts, counts) for _ in range(n)]  # per image -> per view
+        signals = add_text_relevance(signals, tower, self.text_tower, needs, texts, method.name)
         merge = getattr(self.config, "mm_patch_merge_type", "flat")
         unpad = "unpad" in merge and not paper
         side = tower.num_patches_per_side
@@ -357,6 +414,7 @@ class LlavaMetaForCausalLM:
         encoded: EncodedImages | None = None,
         pruning: PruningConfig | None = None,
         truncate_prompts: bool = False,
+        texts: str | Sequence[str] | None = None,
     ) -> MultimodalInputs:
         """Replace every IMAGE_TOKEN_INDEX in `input_ids` [B, L] by that image's kept visual tokens.
 
@@ -366,11 +424,13 @@ class LlavaMetaForCausalLM:
         `encoded` (from `encode_images` / `encode_anyres_images`) splices tokens already projected.
         `pruning` (default: the model's) and the `visual_token_num` override work as in `encode_images`.
         A row longer than the context raises ContextOverflowError, unless `truncate_prompts` cuts it (with
-        a ContextOverflowWarning).
+        a ContextOverflowWarning). `texts`: the question of each prompt row (or one for all), which
+        question-aware methods (CDPruner) score the patches against; ignored by the others.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
+        image_texts = texts_per_image(texts, input_ids)
         image_feats: list[torch.Tensor] = []
         if encoded is not None:
             if len(encoded.features) != n_placeholders:
@@ -386,7 +446,7 @@ class LlavaMetaForCausalLM:
                 views = torch.cat(list(images)) if not torch.is_tensor(images) else images.flatten(0, 1) \
                     if images.ndim == 5 else images
             encoded = self.encode_anyres_images(views, image_sizes, visual_token_num, signals=signals,
-                                                pruning=pruning)
+                                                pruning=pruning, texts=image_texts)
             image_feats = encoded.features
         elif signals is not None:
             if signals.features.shape[0] != n_placeholders:
@@ -394,7 +454,7 @@ class LlavaMetaForCausalLM:
                     f"the prompts hold {n_placeholders} <image> placeholders but signals for "
                     f"{signals.features.shape[0]} images were given"
                 )
-            encoded = self.encode_images(None, visual_token_num, signals=signals, pruning=pruning)
+            encoded = self.encode_images(None, visual_token_num, signals=signals, pruning=pruning, texts=image_texts)
             image_feats = encoded.features
         elif images is not None:
             if not torch.is_tensor(images):
@@ -405,7 +465,7 @@ class LlavaMetaForCausalLM:
                 raise ValueError(
                     f"the prompts hold {n_placeholders} <image> placeholders but {images.shape[0]} images were given"
                 )
-            encoded = self.encode_images(images, visual_token_num, pruning=pruning)
+            encoded = self.encode_images(images, visual_token_num, pruning=pruning, texts=image_texts)
             image_feats = encoded.features
         elif n_placeholders:
             raise ValueError(f"the prompts hold {n_placeholders} <image> placeholders but no images were given")

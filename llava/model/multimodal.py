@@ -178,11 +178,12 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         Every other keyword (cache, position_ids, inputs_embeds, logits_to_keep, ...) goes to the LLM.
         """
         truncate_prompts = kwargs.pop("truncate_prompts", False)
+        texts = kwargs.pop("texts", None)  # the question per row, for question-aware methods (CDPruner)
         if kwargs.get("inputs_embeds") is None and images is not None:
             side = getattr(self.config, "tokenizer_padding_side", None) or "right"
             mm = self.prepare_multimodal_inputs(
                 input_ids, images, attention_mask, labels, visual_token_num, side, image_sizes=image_sizes,
-                pruning=pruning, truncate_prompts=truncate_prompts,
+                pruning=pruning, truncate_prompts=truncate_prompts, texts=texts,
             )
             if self.in_llm_pruner(mm, pruning) is not None:
                 raise ValueError("in-LLM pruning (e.g. fastv) runs in generate(); forward() would run the "
@@ -201,6 +202,7 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         visual_token_num: VisualTokenNum = FROM_PRUNING,
         vision_signals=None,
         pruning: PruningConfig | None = None,
+        texts: str | Sequence[str] | None = None,
         **kwargs,
     ) -> torch.LongTensor:
         """Generate from prompts with image placeholders; returns only the new tokens [B, T_new].
@@ -210,14 +212,15 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         `visual_token_num` overrides its K, per image if a list; `vision_signals` (from
         `vision_signals(images)`) reuses one tower run across budgets. After the call,
         `self.last_multimodal` holds the visual-token counts and kept indices per image. A prompt
-        longer than the context raises ContextOverflowError unless `truncate_prompts=True`.
+        longer than the context raises ContextOverflowError unless `truncate_prompts=True`. `texts`: the
+        question of each row (or one for all), for methods that score patches against it (CDPruner).
         """
         truncate_prompts = kwargs.pop("truncate_prompts", False)
         if "inputs_embeds" in kwargs:
             return self.llm.generate(attention_mask=attention_mask, **kwargs)
         mm = self.prepare_multimodal_inputs(
             inputs, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
-            image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts,
+            image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts, texts=texts,
         )
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm, pruning)

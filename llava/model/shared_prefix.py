@@ -76,16 +76,24 @@ def generate_shared(
     visual_token_num=FROM_PRUNING,
     pruning=None,
     truncate_prompts: bool = False,
+    texts=None,
     **gen_kwargs,
 ) -> torch.LongTensor:
     """`model.generate` with each row continued from its image's cached prefix; returns new tokens [B, T_new].
 
     prefix_keys[b] names the prefix row b shares (image key and budget); None: the row shares with
-    no other (e.g. text-only). Only question-independent methods may share: an in-LLM method raises.
+    no other (e.g. text-only). Only question-independent methods may share: an in-LLM method, or one that
+    reads the question text (CDPruner), raises.
     """
+    from llava.pruning import get_method
+
+    method = get_method(model._pruning(pruning).method)
+    if method.stage == "pre_llm" and method.question_dependent:
+        raise ValueError(f"pruning method {method.name!r} chooses its tokens from the question text; "
+                         "it cannot share a prefix across questions (use model.generate)")
     mm = model.prepare_multimodal_inputs(
         input_ids, images, attention_mask, None, visual_token_num, "left", signals=vision_signals,
-        image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts,
+        image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts, texts=texts,
     )
     model.last_multimodal = mm.encoded
     if model.in_llm_pruner(mm, pruning) is not None:

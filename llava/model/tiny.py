@@ -1,7 +1,9 @@
 """The embedded tiny LLaVA-1.5: random weights, real geometry (336 px, patch 14, 576 patches).
 
 `python -m llava.model.tiny --out DIR` writes, without any download:
-- DIR/clip-vit-tiny-patch14-336/   a CLIPVisionModel + CLIP image-processor config (OpenAI-CLIP values)
+- DIR/clip-vit-tiny-patch14-336/   a full CLIP checkpoint as OpenAI publishes it (CLIPModel: the vision
+                                   tower, a tiny text tower, both projections, a byte-level CLIP tokenizer)
+                                   + CLIP image-processor config (OpenAI-CLIP values)
 - DIR/llava-v1.5-tiny/             the original LLaVA layout (config model_type "llava", mm_* fields,
                                    `model.mm_projector.{0,2}` weights, sentencepiece tokenizer), whose
                                    `mm_vision_tower` points at the CLIP folder
@@ -19,7 +21,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModel
 
 from .family_llava import save_original
 from .language_model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
@@ -51,6 +53,13 @@ CLIP_PREPROCESSOR = {
 TINY_VISION = dict(
     image_size=336, patch_size=14, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
     num_attention_heads=4, projection_dim=64, hidden_act="quick_gelu", initializer_factor=2.0,
+)
+# CLIP's text tower at tiny width (CDPruner's relevance); its projection matches the vision one.
+# Real geometry where it matters: 77 positions, <|startoftext|> / <|endoftext|> around the tokens.
+TINY_CLIP_TEXT = dict(
+    vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+    max_position_embeddings=77, projection_dim=TINY_VISION["projection_dim"], hidden_act="quick_gelu",
+    bos_token_id=512, eos_token_id=513, pad_token_id=513,
 )
 TINY_TEXT = dict(
     hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
@@ -141,7 +150,7 @@ def save_tiny_checkpoint(out_dir: str | Path, seed: int = DEFAULT_SEED, hf_layou
     model = build_tiny_model(vocab_size, seed)
     tower = model.get_vision_tower()
 
-    save_clip_like_openai(tower.vision_tower, clip_dir)
+    save_clip_like_openai(tower.vision_tower, clip_dir, seed)
 
     # The original layout keeps the tower outside the LLM checkpoint, found through mm_vision_tower.
     model.config.mm_vision_tower = str(clip_dir)
@@ -166,7 +175,7 @@ def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = DEFAULT_SEED) -> 
     model = build_tiny_model(len(load_tokenizer(str(next_dir))), seed, next_version=True)
     tower = model.get_vision_tower().vision_tower
     if not (clip_dir / "config.json").exists():
-        save_clip_like_openai(tower, clip_dir)
+        save_clip_like_openai(tower, clip_dir, seed)
     with torch.no_grad():  # the "fine-tuned" tower: the CLIP weights, perturbed
         generator = torch.Generator().manual_seed(seed + 1)
         for p in tower.parameters():
@@ -177,18 +186,41 @@ def save_tiny_next_checkpoint(out_dir: str | Path, seed: int = DEFAULT_SEED) -> 
     return next_dir
 
 
-def save_clip_like_openai(clip: CLIPVisionModel, dest: Path) -> None:
-    """Save CLIP as the published CLIP checkpoints are laid out (`vision_model.*` keys + processor).
+def tiny_clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer without merges: every byte is a token (CLIP's byte-to-unicode table, with and
+    without the `</w>` word end), then <|startoftext|> (512) and <|endoftext|> (513, the highest id,
+    as in CLIP's vocabulary). It lowercases and splits words as CLIP's does."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    extra = (256 + i for i in range(256))
+    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
+    vocab.update({"<|startoftext|>": 512, "<|endoftext|>": 513})
+    return CLIPTokenizer(vocab=vocab, merges=[])
 
-    transformers 5 saves CLIPVisionModel without the `vision_model.` prefix, which older releases
-    (and the original LLaVA on them) would silently re-initialise; this layout loads everywhere.
+
+def tiny_clip_model(clip: CLIPVisionModel, seed: int = DEFAULT_SEED) -> CLIPModel:
+    """A full CLIPModel around `clip`'s vision weights, with a seeded tiny text tower and projections."""
+    torch.manual_seed(seed + 3)  # its own stream: the vision and LLaVA weights do not change with it
+    full = CLIPModel(CLIPConfig(text_config=CLIPTextConfig(**TINY_CLIP_TEXT).to_dict(),
+                                vision_config=clip.config.to_dict(), projection_dim=TINY_VISION["projection_dim"]))
+    full.vision_model.load_state_dict(clip.state_dict())
+    with torch.no_grad():  # float16-exact values, like the rest of the tiny model
+        for param in full.parameters():
+            param.copy_(param.half().float())
+    return full.eval()
+
+
+def save_clip_like_openai(clip: CLIPVisionModel, dest: Path, seed: int = DEFAULT_SEED) -> None:
+    """Save CLIP as the published CLIP checkpoints are laid out: a full CLIPModel (`vision_model.*`,
+    `text_model.*`, both projections), its tokenizer and the image processor.
+
+    `CLIPModel.save_pretrained` keeps the `vision_model.` prefix that older releases (and the original
+    LLaVA on them) expect; the vision weights are `clip`'s, the text half is `tiny_clip_model`'s.
     """
-    from safetensors.torch import save_file
-
     dest.mkdir(parents=True, exist_ok=True)
-    clip.config.save_pretrained(dest)
-    weights = {f"vision_model.{k}": v.contiguous() for k, v in clip.state_dict().items() if "position_ids" not in k}
-    save_file(weights, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    tiny_clip_model(clip, seed).save_pretrained(dest)
+    tiny_clip_tokenizer().save_pretrained(dest)
     (dest / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR, indent=2))
 
 

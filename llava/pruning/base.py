@@ -24,6 +24,7 @@ SIGNAL_MEAN_ATTN = "mean_attn"  # [B, N] attention each patch receives from all 
 SIGNAL_SCORES = "scores"  # [B, N] scores computed outside the tower (FastV inside the LLM)
 SIGNAL_CLS_FEATURE = "cls_feature"  # [B, D] the [CLS] token's feature at the selected layer
 SIGNAL_PROJECTED = "projected"  # [B, N, H] the projector's output for every patch (filled in by the model)
+SIGNAL_TEXT_RELEVANCE = "text_relevance"  # [B, N] patch-question CLIP cosine (filled in by the model, per question)
 
 
 class VisionSignals:
@@ -123,6 +124,11 @@ class PruningMethod:
     defaults: dict = field(default_factory=dict)
     description: str = ""
     llm_pruner: type | None = None  # in-LLM methods: the hook class the LLM wrapper installs
+
+    @property
+    def question_dependent(self) -> bool:
+        """Whether the kept tokens depend on the question: in-LLM methods, and methods reading the question text."""
+        return self.stage == "in_llm" or SIGNAL_TEXT_RELEVANCE in self.needs
 
     def select(self, signals: VisionSignals, k: int, **kwargs) -> Selection:
         """Run the method on `signals` with budget `k` (int >= 1); `kwargs` override `defaults`."""

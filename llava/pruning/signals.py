@@ -150,6 +150,12 @@ def projected(x: SignalInputs) -> torch.Tensor:
     raise NotImplementedError  # external: the model projects the features (see `llava_arch.add_projected`)
 
 
+@register_signal("text_relevance", q_rows=Q_NONE, external=True)
+def text_relevance(x: SignalInputs) -> torch.Tensor:
+    """[B, N] mean cosine similarity of each patch's CLIP image embedding with its question's text embedding(s)."""
+    raise NotImplementedError  # external: question dependent, the model computes it (`llava_arch.add_text_relevance`)
+
+
 def tower_plan(needs: frozenset[str] | set[str], last: int, prefix: int) -> tuple[list[int], slice | None, bool]:
     """The tower layers to probe, the q rows to keep (None = all) and whether q is needed at all."""
     specs = [signal_spec(n) for n in sorted(needs)]

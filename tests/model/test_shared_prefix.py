@@ -1,6 +1,7 @@
 """The shared prefix (one prefill per image, every question continued from it) equals the plain path, fp32.
 
-Parametrised over every question-independent method of the registry (stage 'pre_llm') plus no
+Parametrised over every question-independent method of the registry (stage 'pre_llm', not reading the
+question: CDPruner's refusal is in tests/pruning/test_cdpruner.py) plus no
 pruning: greedy tokens identical and logits equal to round-off, on batches mixing several images
 with several questions each, at batch sizes 1, 2 and 4; a resume in the middle of an image's
 questions; LLaVA-NeXT; and the in-LLM fallback.
@@ -24,7 +25,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 IMAGES = ["shapes.png", "stripes.png", "scene.png"]
 QUESTIONS = ["What is in the image?", "How many objects are there in total in this picture?", "Color?",
              "Is there a cat?", "Describe the picture briefly, please."]
-PRE_LLM = [m for m in list_methods() if get_method(m).stage == "pre_llm"]
+PRE_LLM = [m for m in list_methods() if get_method(m).stage == "pre_llm" and not get_method(m).question_dependent]
 # (method, K): no pruning, and every question-independent method at a budget of 24 of 576
 SETTINGS = [("fastervlm", None)] + [(m, 24) for m in PRE_LLM]
 

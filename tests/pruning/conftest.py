@@ -9,7 +9,7 @@ import torch
 
 from llava.pruning import VisionSignals
 from llava.pruning.base import (
-    SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_CLS_FEATURE, SIGNAL_KEYS, SIGNAL_PROJECTED,
+    SIGNAL_CLS_ATTN, SIGNAL_CLS_ATTN_LAYERS, SIGNAL_CLS_FEATURE, SIGNAL_KEYS, SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE,
 )
 
 NUM_LAYERS = 23  # CLIP ViT-L/14 rows 0..22: LLaVA's penultimate-layer features
@@ -44,9 +44,11 @@ def build_signals(
     if SIGNAL_PROJECTED in needs:
         w1, w2 = torch.randn(d, PROJECTED_DIM, generator=gen), torch.randn(PROJECTED_DIM, PROJECTED_DIM, generator=gen)
         projected = torch.nn.functional.gelu(features @ w1) @ w2
+    # Patch-question cosine similarities (CDPruner), in CLIP's usual small range.
+    relevance = 0.2 * torch.tanh(torch.randn(b, n, generator=gen)) if SIGNAL_TEXT_RELEVANCE in needs else None
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     return VisionSignals(cast(features), cls_attn=cast(cls_attn), cls_attn_layers=cast(layers), keys=cast(keys),
-                         cls_feature=cast(cls), projected=cast(projected))
+                         cls_feature=cast(cls), projected=cast(projected), text_relevance=cast(relevance))
 
 
 @pytest.fixture
