@@ -99,6 +99,11 @@ class VideoLlavaForPruning(LlavaForPruning):
                              f"'cls_patch', not {tower.select_feature!r}")
         self.video_tower = tower.to(device=self.device)
 
+    def save_pretrained(self, folder, with_tower: bool = False) -> None:
+        """Not supported: the original LLaVA layout has no video tower (save transformers' model instead)."""
+        raise NotImplementedError(f"cannot save Video-LLaVA to {folder} in the original LLaVA layout, which has no "
+                                  "video tower; keep the VideoLlavaForConditionalGeneration folder it was loaded from")
+
     # ---- videos -> visual tokens --------------------------------------------------------------
     @torch.no_grad()
     def encode_videos(

@@ -200,3 +200,17 @@ def test_tokenizer_marks_images_and_videos_in_reading_order(video_llava):
     assert marks == [IMAGE_TOKEN_INDEX, VIDEO_TOKEN_INDEX, IMAGE_TOKEN_INDEX, VIDEO_TOKEN_INDEX]
     plain = tokenizer("a  b  c ").input_ids
     assert [t for t in ids if t >= 0][:1] == plain[:1]  # one BOS
+
+
+def test_dart_and_pdrop_run_on_the_whole_video_block(video_llava, clips):
+    from llava.pruning.dart import dart_topk
+
+    tokenizer, model, _, _ = video_llava
+    ids = tokenizer_visual_token("USER: <video>\nWhat? ASSISTANT:", tokenizer, return_tensors="pt")[None]
+    n = FRAMES * 257
+    model.generate(ids, images=[clips[0]], max_new_tokens=2, do_sample=False,
+                   pruning=PruningConfig(method="dart", visual_token_num=10))
+    assert model.last_multimodal.in_llm["kept_after_layer"] == [4 + 8 * dart_topk(n, FRAMES * 10, 4, 4)]
+    model.generate(ids, images=[clips[0]], max_new_tokens=2, do_sample=False,
+                   pruning=PruningConfig(method="pdrop", method_args={"layers": (1, 2)}))
+    assert model.last_multimodal.in_llm["kept_per_stage"] == [[n // 2, n // 4]]
