@@ -214,3 +214,45 @@ def test_dart_and_pdrop_run_on_the_whole_video_block(video_llava, clips):
     model.generate(ids, images=[clips[0]], max_new_tokens=2, do_sample=False,
                    pruning=PruningConfig(method="pdrop", method_args={"layers": (1, 2)}))
     assert model.last_multimodal.in_llm["kept_per_stage"] == [[n // 2, n // 4]]
+
+
+def _rewrite_weights(src, dst, rename):
+    """A copy of the checkpoint folder `src` whose tensors are renamed (or dropped, None) by `rename`."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = load_file(str(src / "model.safetensors"))
+    renamed = {rename(k): v for k, v in weights.items() if rename(k) is not None}
+    save_file(renamed, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+def test_the_published_key_layout_loads_to_the_same_model(video_dir, video_llava, clips, tmp_path):
+    """LanguageBind/Video-LLaVA-7B-hf stores its towers as `*_tower.vision_model.*` (older transformers)."""
+    from llava.model.builder import load_pretrained_model
+
+    def published(key):
+        for tower in ("image_tower.", "video_tower."):
+            if key.startswith(tower):
+                return tower + "vision_model." + key[len(tower):]
+        return key
+
+    folder = _rewrite_weights(video_dir, tmp_path / "published", published)
+    _, model, _, _ = load_pretrained_model(str(folder), device="cpu")
+    cfg = PruningConfig(visual_token_num=32)
+    ours, ref = model.encode_videos(clips[0][None], pruning=cfg), video_llava[1].encode_videos(clips[0][None],
+                                                                                               pruning=cfg)
+    assert torch.equal(ours.kept_indices[0], ref.kept_indices[0])
+    torch.testing.assert_close(ours.features[0], ref.features[0], atol=0, rtol=0)
+
+
+def test_a_missing_video_tower_tensor_is_refused_by_name(video_dir, tmp_path):
+    from llava.model.builder import load_pretrained_model
+    from llava.model.checkpoint_checks import CheckpointError
+
+    gone = "video_tower.encoder.layers.1.self_attn.q_proj.weight"
+    folder = _rewrite_weights(video_dir, tmp_path / "broken", lambda k: None if k == gone else k)
+    with pytest.raises(CheckpointError, match=r"video_tower\.encoder\.layers\.1\.self_attn\.q_proj\.weight"):
+        load_pretrained_model(str(folder), device="cpu")
