@@ -131,6 +131,26 @@ def read_items(question_file: str, answers_file: str | None, video_folder: str,
     return items
 
 
+VIDEO_RUN_FIELDS = ("num_frames", "video_mode")  # beside the image drivers' RUN_FIELDS
+
+
+def check_video_resume(path: str, args: argparse.Namespace) -> None:
+    """Refuse to resume into `path` if a record was written with other frames or another video mode."""
+    if not os.path.isfile(path):
+        return
+    want = {"num_frames": args.num_frames, "video_mode": args.video_mode}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                meta = json.loads(line).get("metadata") or {}
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a killed run's partial line; the answers writer repairs it
+            for name in VIDEO_RUN_FIELDS:
+                if name in meta and meta[name] != want[name]:
+                    raise ValueError(f"answers file {path} was written with {name}={meta[name]}, this run asks for "
+                                     f"{want[name]}; use a new --answers-file or --no-resume")
+
+
 def check_video_args(args: argparse.Namespace) -> None:
     """The video flags' checks, before anything slow is imported."""
     if not os.path.isdir(args.video_folder):
@@ -201,7 +221,7 @@ def answer_videos(model, tokenizer, items: Sequence[VideoItem], files: dict, arg
     gen = GenerationArgs(args.temperature, args.top_p, args.num_beams, args.max_new_tokens)
     resume = not args.no_resume
     sweep = len(files) > 1
-    base = {**run_metadata(model, args), "num_frames": args.num_frames}
+    base = {**run_metadata(model, args), "num_frames": args.num_frames, "video_mode": model.pruning.video_mode}
     written = 0
     with_writers = [(k, AnswerWriter(path, resume=resume)) for k, path in files.items()]
     try:
@@ -271,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         if resume:
             for k, path in files.items():
                 check_resume(path, expected_run_fields(args, k))
+                check_video_resume(path, args)
         left = max(sum(it.key not in (answered_ids(p, skip_partial_tail=True) if resume else set()) for it in mine)
                    for p in files.values())
         written = 0

@@ -52,9 +52,13 @@ def test_answers_first_n_with_t_times_k_tokens_then_resumes(qa, video_dir):
     meta = recs[0]["metadata"]
     assert meta["visual_token_num"] == 13 and meta["num_frames"] == FRAMES
     assert meta["visual_tokens"] == FRAMES * 13 and meta["visual_tokens_per_frame"] == 13
-    assert meta["pruning_method"] == "fastervlm"
+    assert meta["pruning_method"] == "fastervlm" and meta["video_mode"] == "frame"
     assert model_video_qa.main(argv(qa, video_dir, "--answers-file", str(out), "--num-samples", "2",
                                     "--visual-token-num", "13")) == 0
+    for flag, value in (("--num-frames", "4"), ("--video-mode", "temporal")):
+        with pytest.raises(ValueError, match=rf"written with {flag[2:].replace('-', '_')}=\w+, this run asks for"):
+            model_video_qa.main(argv(qa, video_dir, "--answers-file", str(out), "--visual-token-num", "13",
+                                     flag, value))
 
 
 def test_a_sweep_writes_one_file_per_k_and_chunks_split_the_questions(qa, video_dir):
