@@ -6,9 +6,10 @@ frames, the frames at `np.linspace(0, N - 1, T, dtype=int)`, first and last incl
 
 Decoding uses PyAV (`pip install "fastervlm[video]"`), FFmpeg's maintained Python binding: it ships
 manylinux/macOS/Windows wheels with FFmpeg inside, needs neither torch nor torchvision, and reports
-broken files as Python exceptions. decord2 would also do, but it returns frames through its own
-tensor bridges and its seeking has been the source of known frame-offset bugs; a sequential PyAV
-decode sees every frame exactly once, which makes "frame i" unambiguous.
+broken files as Python exceptions. decord2 (a decord fork) would also do, but decord's random
+access has returned wrong frames (dmlc/decord #91, #195, #365) and it trusts the container's
+declared frame count (#373); a sequential PyAV decode sees every frame exactly once, which makes
+"frame i" unambiguous (docs/VIDEO.md).
 
 Frames are preprocessed by transformers' PIL `VideoLlavaImageProcessor` (resize the short side to
 224 with bicubic, center-crop 224, rescale, CLIP normalisation), frame by frame, which needs no
