@@ -11,7 +11,7 @@ import pytest
 from llava.eval import model_video_qa
 from llava.video_io import write_test_video
 
-from conftest import FRAMES, moving_square_frames
+from video_helpers import FRAMES, moving_square_frames
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import torch
 
 from llava.video_io import VideoDecodeError, load_video, read_video_frames, sample_frame_indices, write_test_video
 
-from conftest import TOTAL, moving_square_frames
+from video_helpers import TOTAL, moving_square_frames
 
 
 @pytest.mark.parametrize("total, expected", [

@@ -14,7 +14,7 @@ from llava.model.video_llava import VideoLlavaForPruning, tokenizer_visual_token
 from llava.pruning import PruningConfig
 from llava.pruning.base import topk_raster
 
-from conftest import FRAMES
+from video_helpers import FRAMES
 
 PROMPTS = [
     "USER: <video>\nWhat moves in the video? ASSISTANT:",

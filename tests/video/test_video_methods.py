@@ -10,7 +10,7 @@ from llava.model.llava_arch import add_projected, tower_needs
 from llava.pruning import PruningConfig, get_method, list_methods
 from llava.pruning.base import VisionSignals, gather_tokens
 
-from conftest import FRAMES
+from video_helpers import FRAMES
 
 K = 16
 PRE_LLM = [name for name in list_methods() if get_method(name).stage == "pre_llm"]
