@@ -206,7 +206,9 @@ def _collate(pad_id: int):
 
 def answer_videos(model, tokenizer, items: Sequence[VideoItem], files: dict, args: argparse.Namespace,
                   model_id: str) -> int:
-    """Answer `items` into `files` ({K: path}), each K from the same decoded frames; returns answers written."""
+    """Answer `items` into `files` ({K: path}); every K of a batch reuses one decode and one video-tower run.
+
+    Returns the answers written."""
     import shortuuid
     import torch
     from torch.utils.data import DataLoader
@@ -235,13 +237,14 @@ def answer_videos(model, tokenizer, items: Sequence[VideoItem], files: dict, arg
         device, dtype = model.device, model.get_video_tower().dtype
         for idx, input_ids, mask, frames in tqdm(loader, desc=os.path.basename(str(next(iter(files.values())))),
                                                  unit="batch"):
-            frames = [f.to(device=device, dtype=dtype) for f in frames]
+            # one video-tower run per batch serves every K: [B, T, 3, S, S] -> signals of B x T frames
+            signals = model.video_signals(torch.stack(frames).to(device=device, dtype=dtype))
             for k, writer in with_writers:
                 rows = [r for r, i in enumerate(idx) if todo[i].key not in writer]
                 if not rows:
                     continue
                 budget = dict(visual_token_num=k) if sweep else {}
-                out = model.generate(input_ids[rows].to(device), images=[frames[r] for r in rows],
+                out = model.generate(input_ids[rows].to(device), vision_signals=signals.index(rows),
                                      attention_mask=mask[rows].to(device), pad_token_id=pad_id,
                                      **budget, **gen.to_kwargs())
                 mm = model.last_multimodal

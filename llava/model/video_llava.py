@@ -51,6 +51,26 @@ class EncodedVisuals(EncodedImages):
     frame_budgets: list[int | None] = field(default_factory=list)
 
 
+@dataclass
+class VideoSignals:
+    """One video-tower run over V videos of T frames, reusable across budgets (a K sweep).
+
+    frames: VisionSignals over the V x T frames, video-major (features [V*T, 1 + N, D]); num_frames: T.
+    """
+
+    frames: VisionSignals
+    num_frames: int
+
+    @property
+    def num_videos(self) -> int:
+        return self.frames.features.shape[0] // self.num_frames
+
+    def index(self, videos: Sequence[int]) -> "VideoSignals":
+        """The signals of some of the videos, in the order given."""
+        rows = [v * self.num_frames + f for v in videos for f in range(self.num_frames)]
+        return VideoSignals(self.frames.index(rows), self.num_frames)
+
+
 def tokenizer_visual_token(prompt: str, tokenizer, return_tensors: str | None = None) -> list[int] | torch.Tensor:
     """Ids of `prompt` with each `<image>` -> IMAGE_TOKEN_INDEX and each `<video>` -> VIDEO_TOKEN_INDEX.
 
@@ -106,23 +126,34 @@ class VideoLlavaForPruning(LlavaForPruning):
 
     # ---- videos -> visual tokens --------------------------------------------------------------
     @torch.no_grad()
+    def video_signals(self, videos: torch.Tensor, pruning: PruningConfig | None = None) -> VideoSignals:
+        """Run the video tower once: videos [V, T, 3, S, S] -> VideoSignals holding what the method of
+        `pruning` (default: the model's) needs, for every budget of a sweep."""
+        if videos.ndim != 5:
+            raise ValueError(f"videos must be [V, T, 3, S, S], got shape {list(videos.shape)}")
+        frames = self.get_video_tower()(videos.flatten(0, 1), needs=tower_needs(self.pruning_needs(pruning)))
+        return VideoSignals(frames, videos.shape[1])  # features [V*T, 1 + N, D]
+
+    @torch.no_grad()
     def encode_videos(
         self,
-        videos: torch.Tensor,
+        videos: torch.Tensor | None,
         visual_token_num: VisualTokenNum = FROM_PRUNING,
         pruning: PruningConfig | None = None,
+        signals: VideoSignals | None = None,
     ) -> EncodedVisuals:
         """videos [V, T, 3, S, S] -> EncodedVisuals (V x [T * (1 + N), H] unpruned, V x [T * K, H] at K per frame).
 
         K comes from `pruning` (default: the model's; a ratio resolves against a frame's N patches) or
-        `visual_token_num` (per video if a list). Only kept tokens are projected.
+        `visual_token_num` (per video if a list). Only kept tokens are projected. `signals` (from
+        `video_signals`) replaces `videos` when the tower has already run.
         """
-        if videos.ndim != 5:
-            raise ValueError(f"videos must be [V, T, 3, S, S], got shape {list(videos.shape)}")
+        if signals is None and (videos is None or videos.ndim != 5):
+            raise ValueError(f"videos must be [V, T, 3, S, S], got {None if videos is None else list(videos.shape)}")
         cfg = self._pruning(pruning)
         method = get_method(cfg.method)
         tower = self.get_video_tower()
-        n_videos, t = videos.shape[:2]
+        n_videos, t = (signals.num_videos, signals.num_frames) if signals is not None else videos.shape[:2]
         n = tower.num_patches
         if _from_pruning(visual_token_num):
             visual_token_num = cfg.budget(n)
@@ -130,7 +161,9 @@ class VideoLlavaForPruning(LlavaForPruning):
         in_llm = method.stage == "in_llm"
         prune = [k is not None and not in_llm for k in frame_budgets]
         needs = method.needs if any(prune) else frozenset()
-        signals = tower(videos.flatten(0, 1), needs=tower_needs(needs))  # features [V*T, 1 + N, D]
+        if signals is None:
+            signals = VideoSignals(tower(videos.flatten(0, 1), needs=tower_needs(needs)), t)
+        signals = signals.frames  # features [V*T, 1 + N, D]
         projector = self.mm_projector
         proj_dtype = next(projector.parameters()).dtype
         patches = add_projected(VisionSignals(signals.features[:, 1:], **signals.values), projector, needs)
@@ -191,7 +224,7 @@ class VideoLlavaForPruning(LlavaForPruning):
         labels: torch.LongTensor | None = None,
         visual_token_num: VisualTokenNum = FROM_PRUNING,
         padding_side: str = "left",
-        signals: VisionSignals | None = None,
+        signals: VisionSignals | VideoSignals | None = None,
         image_sizes=None,
         encoded: EncodedImages | None = None,
         pruning: PruningConfig | None = None,
@@ -200,7 +233,8 @@ class VideoLlavaForPruning(LlavaForPruning):
         """Replace every `<image>` and `<video>` placeholder of input_ids [B, L] by its visual tokens.
 
         `images`: one entry per placeholder in reading order, [3, S, S] for an image and [T, 3, S, S]
-        for a video. Prompts without `<video>` take LLaVA's path unchanged.
+        for a video. `signals` from `video_signals` replaces the videos of video-only prompts (a K
+        sweep runs the tower once). Prompts without `<video>` take LLaVA's path unchanged.
         """
         is_video = input_ids == VIDEO_TOKEN_INDEX
         if attention_mask is not None:
@@ -209,15 +243,29 @@ class VideoLlavaForPruning(LlavaForPruning):
             return super().prepare_multimodal_inputs(
                 input_ids, images, attention_mask, labels, visual_token_num, padding_side, signals=signals,
                 image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts)
-        if signals is not None:
-            raise ValueError("vision_signals cannot be reused for prompts with <video>; pass the frames as images")
         ids = input_ids.masked_fill(input_ids == VIDEO_TOKEN_INDEX, IMAGE_TOKEN_INDEX)
-        if encoded is None:
+        if encoded is None and signals is not None:
+            encoded = self._encode_from_signals(input_ids, is_video, signals, visual_token_num, pruning)
+        elif encoded is None:
             encoded = self.encode_visuals(input_ids, images, attention_mask, visual_token_num, pruning)
         max_len = getattr(self.config, "tokenizer_model_max_length", None) or \
             getattr(self.config, "max_position_embeddings", None)
         return self.splice(ids, encoded.features, self.get_input_embeddings(), attention_mask, labels,
                            padding_side, max_len, truncate_prompts, encoded)
+
+    def _encode_from_signals(self, input_ids, is_video, signals, visual_token_num, pruning) -> EncodedVisuals:
+        """Video-only prompts from a `video_signals` run (one per `<video>`, reading order)."""
+        if not isinstance(signals, VideoSignals):
+            raise ValueError("prompts with <video> take vision_signals from model.video_signals(videos)")
+        if bool((input_ids == IMAGE_TOKEN_INDEX).any()):
+            raise ValueError("vision_signals with <video> serve video-only prompts; pass images and videos as images")
+        count = int(is_video.sum())
+        if signals.num_videos != count:
+            raise ValueError(f"the prompts hold {count} <video> placeholders but signals for "
+                             f"{signals.num_videos} videos were given")
+        if not _from_pruning(visual_token_num):
+            visual_token_num = expand_budgets(visual_token_num, count)
+        return self.encode_videos(None, visual_token_num, pruning=pruning, signals=signals)
 
     @torch.no_grad()
     def encode_visuals(

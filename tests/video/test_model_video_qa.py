@@ -69,6 +69,10 @@ def test_a_sweep_writes_one_file_per_k_and_chunks_split_the_questions(qa, video_
         recs = records(qa / f"k{k}.jsonl")
         assert [r["question_id"] for r in recs] == ["v0_1"]  # chunk 1 of 2 over three questions
         assert recs[0]["metadata"]["visual_tokens"] == FRAMES * k
+    single = qa / "single.jsonl"  # the sweep's one tower run per batch answers as a run at that K alone
+    model_video_qa.main(argv(qa, video_dir, "--answers-file", str(single), "--visual-token-num", "4",
+                             "--num-chunks", "2", "--chunk-idx", "1"))
+    assert [r["text"] for r in records(single)] == [r["text"] for r in records(qa / "k4.jsonl")]
 
 
 def test_a_bad_video_names_the_question_and_keeps_the_finished_answers(qa, video_dir):

@@ -256,3 +256,21 @@ def test_a_missing_video_tower_tensor_is_refused_by_name(video_dir, tmp_path):
     folder = _rewrite_weights(video_dir, tmp_path / "broken", lambda k: None if k == gone else k)
     with pytest.raises(CheckpointError, match=r"video_tower\.encoder\.layers\.1\.self_attn\.q_proj\.weight"):
         load_pretrained_model(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize("cfg", [PruningConfig(visual_token_num=13), PruningConfig(method="visionzip", visual_token_num=20),
+                                 PruningConfig(), PruningConfig(method="fastv", visual_token_num=20)])
+def test_one_tower_run_serves_every_budget(video_llava, clips, cfg):
+    tokenizer, model, _, _ = video_llava
+    ids = tokenizer_visual_token("USER: <video>\nWhat? ASSISTANT:", tokenizer, return_tensors="pt")
+    ids = torch.stack([ids, ids])
+    videos = torch.stack(clips[:2])
+    signals = model.video_signals(videos, pruning=cfg)
+    assert signals.num_videos == 2 and signals.num_frames == FRAMES
+    direct = model.prepare_multimodal_inputs(ids, list(videos), pruning=cfg)
+    reused = model.prepare_multimodal_inputs(ids, None, signals=signals.index([0, 1]), pruning=cfg)
+    torch.testing.assert_close(reused.inputs_embeds, direct.inputs_embeds, atol=0, rtol=0)
+    swapped = model.prepare_multimodal_inputs(ids, None, signals=signals.index([1, 0]), pruning=cfg)
+    torch.testing.assert_close(swapped.inputs_embeds[0], direct.inputs_embeds[1], atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"hold 2 <video> placeholders but signals for 1 videos"):
+        model.prepare_multimodal_inputs(ids, None, signals=signals.index([0]), pruning=cfg)
