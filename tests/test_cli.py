@@ -16,7 +16,7 @@ from llava.cli_help import METHOD_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVERS = ["llava.eval.model_vqa_loader", "llava.eval.model_vqa", "llava.eval.model_vqa_science",
-           "llava.eval.model_vqa_mmbench"]
+           "llava.eval.model_vqa_mmbench", "llava.eval.model_video_qa"]
 SCORERS = ["llava.eval.eval_gqa", "llava.eval.eval_mmbench", "llava.eval.eval_mme", "llava.eval.eval_mmvet_summary",
            "llava.eval.eval_pope", "llava.eval.eval_science_qa", "llava.eval.eval_seed", "llava.eval.eval_textvqa",
            "llava.eval.eval_vqa", "llava.eval.merge", "llava.eval.summarize"]

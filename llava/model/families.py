@@ -34,24 +34,29 @@ class LoadOptions:
 @dataclass(frozen=True)
 class Family:
     """A registered family. tiny(out_dir) -> folder writes a small random checkpoint of this layout
-    with the libraries' own save functions (the registry-parametrised tests load it)."""
+    with the libraries' own save functions (the registry-parametrised tests load it).
+
+    same_tiny: its tiny checkpoint holds the embedded tiny LLaVA-1.5's weights (the family tests
+    compare the two); False for families of another geometry (Video-LLaVA: tests/video).
+    """
 
     name: str
     detect: Callable[[dict], bool]
     load: Callable[[str, dict, LoadOptions], Any]
     tiny: Callable[[Any], Any]
     description: str
+    same_tiny: bool = True
 
 
 def register_family(name: str, detect: Callable[[dict], bool], tiny: Callable[[Any], Any],
-                    description: str = "") -> Callable:
+                    description: str = "", same_tiny: bool = True) -> Callable:
     """Decorator registering `load(path, raw_config, options) -> LlavaForPruning` as family `name`."""
 
     def wrap(load: Callable) -> Callable:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is registered twice")
         doc = description or (load.__doc__ or "").strip().split("\n")[0]
-        _FAMILIES[name] = Family(name, detect, load, tiny, doc)
+        _FAMILIES[name] = Family(name, detect, load, tiny, doc, same_tiny)
         return load
 
     return wrap
@@ -84,3 +89,4 @@ def family_of(raw: dict, path: str) -> Family:
 
 def _ensure_builtin() -> None:
     from . import family_llava  # noqa: F401  (registers the LLaVA layouts)
+    from . import family_video_llava  # noqa: F401  (registers Video-LLaVA)

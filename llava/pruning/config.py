@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 ANYRES_MODES = ("faithful", "paper")
+# How a video's budget is spent: K per frame ("frame", FasterVLM's table) or T x K over all frames jointly.
+VIDEO_MODES = ("frame", "temporal")
 
 # Names under which releases before PruningConfig stored the settings in config.json.
 LEGACY_CONFIG_KEYS = ("visual_token_num", "pruning_method", "pruning_args", "anyres_mode")
@@ -73,6 +75,8 @@ class PruningConfig:
     method_args: options of the method (a mapping, "a=1,b=2" text or pairs; stored as sorted pairs).
     anyres_mode: LLaVA-NeXT pruning, 'faithful' (one budget per image, unmodified model) or 'paper'
         (FasterVLM's fixed 2x2 grid, K per view).
+    video_mode: videos (Video-LLaVA), 'frame' (K per frame, each frame scored on its own) or
+        'temporal' (T x K tokens chosen jointly over the T frames).
     """
 
     method: str = "fastervlm"
@@ -80,6 +84,7 @@ class PruningConfig:
     ratio: float | None = None
     method_args: MethodArgs = ()
     anyres_mode: str = "faithful"
+    video_mode: str = "frame"
 
     def __post_init__(self) -> None:
         from .registry import get_method
@@ -105,6 +110,8 @@ class PruningConfig:
         object.__setattr__(self, "method_args", _freeze_args(self.method, self.method_args))
         if self.anyres_mode not in ANYRES_MODES:
             raise ValueError(f"PruningConfig.anyres_mode must be one of {ANYRES_MODES}, not {self.anyres_mode!r}")
+        if self.video_mode not in VIDEO_MODES:
+            raise ValueError(f"PruningConfig.video_mode must be one of {VIDEO_MODES}, not {self.video_mode!r}")
 
     @property
     def args(self) -> dict:
@@ -136,6 +143,8 @@ class PruningConfig:
                "pruning_args": self.args}
         if self.ratio is not None:
             out["pruning_ratio"] = self.ratio
+        if self.video_mode != "frame":
+            out["video_mode"] = self.video_mode
         return out
 
     @classmethod

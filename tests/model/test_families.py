@@ -36,6 +36,8 @@ def test_each_family_detects_only_its_own_tiny_checkpoint_and_loads_the_same_mod
     assert [other for other in list_families() if get_family(other).detect(raw)] == [name]
     assert family_of(raw, path) is family
     _, model, _, _ = load_pretrained_model(path, device="cpu")
+    if not family.same_tiny:  # another geometry (Video-LLaVA): its own fidelity tests (tests/video)
+        return
     ids, pixels = prompt
     vocab = tiny[1].config.vocab_size  # a layout may add rows (llava-hf's image token); compare the shared ones
     for k in (None, 58):
