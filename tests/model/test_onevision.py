@@ -188,3 +188,26 @@ def test_siglip_refuses_signals_that_need_the_cls_token(ov):
     tower = ov[1].get_vision_tower()
     with pytest.raises(MissingSignalError, match=r"\['cls_feature'\] need a \[CLS\] token, which SigLIP lacks"):
         tower(torch.zeros(1, 3, 384, 384), needs=frozenset({"cls_attn", "cls_feature"}))
+
+
+def test_answers_metadata_reports_each_images_count_budget_and_unpruned_count(ov, batch):
+    from llava.eval.runner import _visual_token_report
+
+    model = ov[1]
+    _generate(model, {k: v[:1] for k, v in batch.items()},
+              PruningConfig(visual_token_num=64))
+    (report,) = _visual_token_report(model.last_multimodal)
+    n_full = image_grid(SIZES[0], model.family_inputs.keywords["geometry"]).num_tokens
+    assert report == {"visual_tokens": report["visual_tokens"], "visual_tokens_unpruned": n_full,
+                      "visual_token_budget": 64}
+    assert report["visual_tokens"] in (63, 64)
+
+
+def test_an_in_llm_method_prunes_inside_the_qwen2_llm(ov, batch):
+    model = ov[1]
+    one = {k: v[:1] for k, v in batch.items()}
+    _generate(model, one, PruningConfig(method="fastv", visual_token_num=64, method_args={"layer": 1}), 2)
+    encoded = model.last_multimodal
+    n_full = image_grid(SIZES[0], model.family_inputs.keywords["geometry"]).num_tokens
+    assert encoded.token_counts == [n_full]  # every visual token enters the LLM ...
+    assert encoded.in_llm["kept_after_layer"] == [64]  # ... and layer 1 keeps 64 of them
