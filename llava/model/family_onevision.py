@@ -112,7 +112,8 @@ def load_onevision(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
 TINY_SIGLIP = dict(image_size=384, patch_size=14, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                    num_attention_heads=2, vision_use_head=False)
 TINY_QWEN2 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=32768, initializer_range=0.2, tie_word_embeddings=False)
+                  num_key_value_heads=2, max_position_embeddings=32768, initializer_range=0.2,
+                  tie_word_embeddings=False)
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
 # One user turn with the image first, then the question (what the released template renders for it).
 CHAT_TEMPLATE = (

@@ -227,6 +227,10 @@ def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeomet
             signals = tower(torch.cat(views), needs=tower_needs(needs))  # [V, N, D] for all views at once
         except ValueError as err:
             raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY}: {err}") from None
+    elif signals.features.shape[0] != sum(g.views for g in grids):
+        raise ValueError(f"the vision signals hold {signals.features.shape[0]} views but images of sizes {sizes} need "
+                         f"{sum(g.views for g in grids)}; run vision_signals() on each image's own views "
+                         "(pixel_values[i][:views], no padding views)")
     projector = model.mm_projector
     dtype = next(projector.parameters()).dtype
     newline = model.image_newline

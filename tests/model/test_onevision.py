@@ -211,3 +211,25 @@ def test_an_in_llm_method_prunes_inside_the_qwen2_llm(ov, batch):
     n_full = image_grid(SIZES[0], model.family_inputs.keywords["geometry"]).num_tokens
     assert encoded.token_counts == [n_full]  # every visual token enters the LLM ...
     assert encoded.in_llm["kept_after_layer"] == [64]  # ... and layer 1 keeps 64 of them
+
+
+def test_one_tower_run_serves_several_budgets(ov, batch):
+    model = ov[1]
+    geometry = model.family_inputs.keywords["geometry"]
+    one = {k: v[:1] for k, v in batch.items()}
+    views = one["pixel_values"][0, :image_grid(SIZES[0], geometry).views]
+    cfg = PruningConfig(method="fastervlm", visual_token_num=64)
+    signals = model.vision_signals([views], pruning=cfg)
+    for k in (64, 200):
+        cfg = cfg.replace(visual_token_num=k)
+        fresh = _generate(model, one, cfg, 2)
+        kept = model.last_multimodal.kept_indices
+        reused = model.generate(inputs=one["input_ids"], attention_mask=one["attention_mask"], vision_signals=signals,
+                                image_sizes=one["image_sizes"], pruning=cfg, max_new_tokens=2, do_sample=False)
+        assert reused.tolist() == fresh.tolist()
+        assert torch.equal(model.last_multimodal.kept_indices[0], kept[0])
+    with pytest.raises(ValueError, match=r"the vision signals hold 10 views but images of sizes \[\(300, 500\)\] "
+                                         r"need 3"):
+        model.generate(inputs=one["input_ids"], attention_mask=one["attention_mask"], image_sizes=one["image_sizes"],
+                       vision_signals=model.vision_signals(one["pixel_values"], pruning=cfg), pruning=cfg,
+                       max_new_tokens=1)

@@ -114,8 +114,11 @@ class SiglipVisionTower(nn.Module):
         """The (unattached) probe on the layers and query rows that the tower signals of `needs` read."""
         computed = self.tower_signals(needs)
         if computed and self.num_run_layers == 0:
-            raise ValueError("attention signals need at least one encoder layer (select_layer points at the embeddings)")
-        layers, q_rows, keep_q = tower_plan(computed, self.num_run_layers - 1, prefix=0) if computed else ([], None, False)
+            raise ValueError("attention signals need at least one encoder layer "
+                             "(select_layer points at the embeddings)")
+        layers, q_rows, keep_q = ([], None, False)
+        if computed:
+            layers, q_rows, keep_q = tower_plan(computed, self.num_run_layers - 1, prefix=0)
         encoder = self.vision_tower.encoder
         return QKProbe({i: encoder.layers[i].self_attn for i in layers}, q_rows=q_rows, keep_q=keep_q)
 
