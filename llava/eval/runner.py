@@ -470,6 +470,9 @@ def _visual_token_report(encoded) -> list[dict]:
     if encoded is None:
         return []
     reports = [{"visual_tokens": n} for n in encoded.token_counts]
+    if encoded.unpruned_counts is not None:  # dynamic layouts (OneVision): N_i and the K_i asked for
+        for rep, n_full, k in zip(reports, encoded.unpruned_counts, encoded.budgets):
+            rep.update(visual_tokens_unpruned=n_full, visual_token_budget=k)
     if encoded.in_llm:
         for rep, after, avg in zip(reports, encoded.in_llm["kept_after_layer"], encoded.in_llm["layer_averaged"]):
             rep.update(prune_layer=encoded.in_llm["layer"], visual_tokens_after_layer=after,

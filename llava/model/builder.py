@@ -157,7 +157,9 @@ def load_pretrained_model(
             # LLaVA-1.6 fine-tuned the tower: its weights in the checkpoint replace the CLIP ones.
             _overlay_tower_weights(model, model_path, allow_missing_weights)
     else:
-        image_processor = load_image_processor(vision_tower_path or model_path)
+        # a family that loaded its own processor (OneVision: llava.vision_compat) keeps it
+        image_processor = model.get_vision_tower().image_processor or \
+            load_image_processor(vision_tower_path or model_path)
         model.get_vision_tower().image_processor = image_processor
         # A tower stored in the checkpoint was built from its config; choose its attention here.
         model.get_vision_tower().vision_tower.set_attn_implementation(vision_attn_implementation)

@@ -29,6 +29,8 @@ class LoadOptions:
     vision_tower_path: str | None = None
     model_base: str | None = None
     allow_missing_weights: bool = False
+    # towers without [CLS] (SigLIP): the signal handed to [CLS]-attention methods (llava.pruning.signals)
+    cls_stand_in: str = "mean_attn"
 
 
 @dataclass(frozen=True)
@@ -90,3 +92,4 @@ def family_of(raw: dict, path: str) -> Family:
 def _ensure_builtin() -> None:
     from . import family_llava  # noqa: F401  (registers the LLaVA layouts)
     from . import family_video_llava  # noqa: F401  (registers Video-LLaVA)
+    from . import family_onevision  # noqa: F401  (registers LLaVA-OneVision)

@@ -44,8 +44,9 @@ def is_original_llava_config(raw: dict) -> bool:
 
 def is_hf_llava_config(raw: dict) -> bool:
     """llava-hf's LlavaForConditionalGeneration / LlavaNextForConditionalGeneration config."""
-    return "text_config" in raw and "vision_config" in raw and "mm_vision_tower" not in raw \
-        and raw.get("model_type") != "video_llava"  # two towers: llava.model.family_video_llava
+    # (Video-LLaVA and OneVision configs hold text/vision configs too: their own families)
+    return raw.get("model_type", "llava") in ("llava", "llava_next") and "text_config" in raw \
+        and "vision_config" in raw and "mm_vision_tower" not in raw
 
 
 def llm_config(fields: dict, llm_type: str) -> PretrainedConfig:

@@ -112,6 +112,8 @@ class EncodedImages:
     budgets: list[int | None] = field(default_factory=list)  # the K asked for, per image
     # in-LLM methods: {"layer", "kept_after_layer", "layer_averaged"}, staged ones also "layers", "kept_per_stage"
     in_llm: dict | None = None
+    # families with dynamic layouts (OneVision): the tokens each image gives the unpruned LLM, N_i
+    unpruned_counts: list[int] | None = None
 
     @property
     def token_counts(self) -> list[int]:
@@ -130,6 +132,10 @@ class LlavaMetaForCausalLM:
     # CLIP's text half (`clip_text.CLIPTextTower`), loaded only for methods that read the question
     # (CDPruner); held beside the model, not as a submodule, so it is never saved with it.
     text_tower = None
+    # A family's own image path (LLaVA-OneVision), or None for LLaVA's: called as
+    # family_inputs(model, input_ids, attention_mask, images, image_sizes, visual_token_num, pruning, signals)
+    # -> (input_ids with IMAGE_TOKEN_INDEX sentinels, attention_mask, EncodedImages).
+    family_inputs = None
 
     # ---- configuration ----------------------------------------------------------------------
     def set_pruning(
@@ -429,6 +435,11 @@ class LlavaMetaForCausalLM:
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        if encoded is None and self.family_inputs is not None and (images is not None or signals is not None):
+            if labels is not None:
+                raise ValueError("labels are not supported with this family's images (inference only)")
+            input_ids, attention_mask, encoded = self.family_inputs(
+                self, input_ids, attention_mask, images, image_sizes, visual_token_num, pruning, signals)
         n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
         image_texts = texts_per_image(texts, input_ids)
         image_feats: list[torch.Tensor] = []

@@ -28,16 +28,26 @@ def _last_logits(model, ids, pixels, k):
         return model(input_ids=ids, images=pixels, pruning=PruningConfig(visual_token_num=k)).logits[:, -1]
 
 
+# Families whose tiny checkpoint holds the embedded tiny LLaVA's weights; the others have their own
+# fidelity tests against transformers' classes (tests/model/test_onevision.py, tests/video).
+LLAVA_LAYOUTS = [name for name in list_families() if get_family(name).same_tiny]
+
+
 @pytest.mark.parametrize("name", list_families())
-def test_each_family_detects_only_its_own_tiny_checkpoint_and_loads_the_same_model(name, tiny, prompt, tmp_path):
+def test_each_family_detects_only_its_own_tiny_checkpoint_and_loads(name, tmp_path):
     family = get_family(name)
     path = family.tiny(tmp_path)
     raw = read_config(path)
     assert [other for other in list_families() if get_family(other).detect(raw)] == [name]
     assert family_of(raw, path) is family
     _, model, _, _ = load_pretrained_model(path, device="cpu")
-    if not family.same_tiny:  # another geometry (Video-LLaVA): its own fidelity tests (tests/video)
-        return
+    assert model.mm_projector is not None
+
+
+@pytest.mark.parametrize("name", LLAVA_LAYOUTS)
+def test_each_llava_layout_loads_the_same_model_as_the_embedded_tiny_one(name, tiny, prompt, tmp_path):
+    path = get_family(name).tiny(tmp_path)
+    _, model, _, _ = load_pretrained_model(path, device="cpu")
     ids, pixels = prompt
     vocab = tiny[1].config.vocab_size  # a layout may add rows (llava-hf's image token); compare the shared ones
     for k in (None, 58):
@@ -50,12 +60,21 @@ def test_unknown_families_and_towers_are_refused_by_name(tmp_path):
         family_of({"model_type": "bert"}, str(tmp_path))
     with pytest.raises(ValueError, match="unknown model family 'nope'"):
         get_family("nope")
-    with pytest.raises(ValueError, match="no vision adapter for model_type 'siglip_vision_model'"):
-        vision_adapter("siglip_vision_model")
+    with pytest.raises(ValueError, match="no vision adapter for model_type 'qwen2_5_vl'"):
+        vision_adapter("qwen2_5_vl")
 
 
-@pytest.mark.parametrize("model_type", sorted(list_vision_adapters()))
-def test_each_vision_adapter_runs_to_the_selected_layer_with_signals(model_type, tiny, prompt):
+def test_the_vision_adapters_are_registered_by_model_type():
+    from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
+    from llava.model.multimodal_encoder.siglip_encoder import SiglipVisionTower
+
+    assert list_vision_adapters() == {"clip": CLIPVisionTower, "clip_vision_model": CLIPVisionTower,
+                                      "siglip": SiglipVisionTower, "siglip_vision_model": SiglipVisionTower}
+
+
+# CLIP adapters against the embedded tiny CLIP tower; SigLIP against transformers' in test_onevision.py.
+@pytest.mark.parametrize("model_type", sorted(t for t in list_vision_adapters() if t.startswith("clip")))
+def test_each_clip_adapter_runs_to_the_selected_layer_with_signals(model_type, tiny, prompt):
     tower = tiny[1].get_vision_tower()
     adapter = vision_adapter(model_type)
     fresh = adapter.from_config(tower.config.to_dict(), -2, "patch")

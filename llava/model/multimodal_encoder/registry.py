@@ -1,6 +1,6 @@
 """Registry of vision adapters: which tower class runs a checkpoint's vision model.
 
-An adapter wraps one family of vision towers (CLIP today; SigLIP and the Qwen ViTs next). It runs
+An adapter wraps one family of vision towers (CLIP and SigLIP today; the Qwen ViTs next). It runs
 the tower up to the selected layer, returns the patch features and the signals a pruning method
 names (through the probe), and knows its patch grid. It is found by the `model_type` of the vision
 config; a new tower is one module with a `@register_vision_adapter(...)` class.
@@ -62,3 +62,4 @@ def vision_adapter_for_folder(path: str) -> type:
 
 def _ensure_builtin() -> None:
     from . import clip_encoder  # noqa: F401  (registers CLIP)
+    from . import siglip_encoder  # noqa: F401  (registers SigLIP)
