@@ -20,7 +20,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from llava.compat import HF_ENCODER_OUTPUTS_KWARG, LLAVA_HF_KEY_MAPPING, check_encoder_outputs_kwarg
-from llava.model.llava_arch import LlavaMetaForCausalLM
+from llava.integrations.glue import PrunedEncoder
 from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
 from llava.pruning import PruningConfig, get_method
 
@@ -47,16 +47,6 @@ def pruning_from_kwargs(kwargs: dict) -> PruningConfig:
         raise ValueError(f"pruning_method {cfg.method!r} prunes inside the LLM, which transformers' LLaVA classes "
                          "cannot do; use llava.model.builder.load_pretrained_model for in-LLM methods")
     return cfg
-
-
-class _Glue(LlavaMetaForCausalLM):
-    """The platform's encode/select/project step around an HF LLaVA model's tower and projector."""
-
-    def __init__(self, tower: CLIPVisionTower, projector: torch.nn.Module, pruning: PruningConfig) -> None:
-        self.tower, self.mm_projector, self.pruning = tower, projector, pruning
-
-    def get_vision_tower(self) -> CLIPVisionTower:
-        return self.tower
 
 
 class FasterVLMLlava(LlavaForConditionalGeneration):
@@ -100,8 +90,8 @@ class FasterVLMLlava(LlavaForConditionalGeneration):
     def get_image_features(self, pixel_values: torch.Tensor, vision_feature_layer=None,
                            vision_feature_select_strategy=None, **kwargs) -> BaseModelOutputWithPooling:
         """pixel_values [n_img, 3, S, S] -> pooler_output: n_img x [K_i, H], the kept projected tokens."""
-        glue = _Glue(self._tower(vision_feature_layer, vision_feature_select_strategy),
-                     self.model.multi_modal_projector, self.pruning)
+        glue = PrunedEncoder(self._tower(vision_feature_layer, vision_feature_select_strategy),
+                             self.model.multi_modal_projector, self.pruning)
         encoded = glue.encode_images(pixel_values)
         out = BaseModelOutputWithPooling(pooler_output=encoded.features)
         out.kept_indices = encoded.kept_indices
