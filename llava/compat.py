@@ -177,3 +177,30 @@ def batch_prefix_cache(config, caches: list, rows: list[int], length: int) -> An
         values = torch.cat([caches[i].layers[layer_idx].values[:, :, :length] for i in rows])
         out.update(keys, values, layer_idx)
     return out
+
+
+# The keyword under which transformers' multimodal `forward`s (LlavaModel and relatives, 5.20 on)
+# take image features computed outside the model: {"image": BaseModelOutputWithPooling(pooler_output=
+# n_img x [K_i, H])}. The transformers-native integration hands its kept tokens over through it.
+HF_ENCODER_OUTPUTS_KWARG = "mm_encoder_outputs"
+
+
+def check_encoder_outputs_kwarg(model_class: type) -> None:
+    """Raise a clear error if `model_class.forward` does not take precomputed encoder outputs."""
+    if HF_ENCODER_OUTPUTS_KWARG not in inspect.signature(inspect.unwrap(model_class.forward)).parameters:
+        raise RuntimeError(f"{model_class.__name__}.forward takes no {HF_ENCODER_OUTPUTS_KWARG!r} in this "
+                           "transformers release; install the version pinned in constraints.txt")
+
+
+# transformers renames the published llava-hf keys (`language_model.model.*`, `language_model.lm_head`,
+# top-level `vision_tower` / `multi_modal_projector`) for its own classes only, by class name or
+# model_type, and skips classes defined outside transformers. A subclass loads them through this
+# explicit `key_mapping` (a public `from_pretrained` argument); keys already in the new layout
+# match none of the patterns.
+LLAVA_HF_KEY_MAPPING = {
+    r"^language_model\.lm_head": "lm_head",
+    r"^language_model\.model": "model.language_model",
+    r"^vision_tower": "model.vision_tower",
+    r"^multi_modal_projector": "model.multi_modal_projector",
+    r"^image_newline": "model.image_newline",
+}

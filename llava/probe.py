@@ -54,8 +54,8 @@ class Captured:
 class QKProbe:
     """Forward hooks that keep q (some rows or all) and k of chosen attention modules.
 
-    attn: layer index -> attention module with q_proj/k_proj (or a fused `qkv` Linear, whose output
-    is split as [q | k | v]). q_rows: which query rows to keep (a slice; None keeps all, [] none).
+    attn: layer index -> attention module with q_proj/k_proj (or a fused `qkv` / `qkv_proj` linear,
+    whose output is split as [q | k | v]). q_rows: which query rows to keep (a slice; None keeps all, [] none).
     on_layer: called as on_layer(index, Captured) once a layer's q and k are in; the layer's tensors
     are then dropped unless `keep` is True.
     """
@@ -94,8 +94,11 @@ class QKProbe:
             if self.keep_q:
                 handles.append(module.q_proj.register_forward_hook(on_q))
             return handles
-        if hasattr(module, "qkv"):  # fused projection (Qwen ViT blocks)
+        fused = getattr(module, "qkv", None) or getattr(module, "qkv_proj", None)
+        if fused is not None:  # fused projection (Qwen ViT blocks; vLLM's CLIP, whose linears return (out, bias))
             def on_qkv(_m, _i, out):
+                if isinstance(out, tuple):
+                    out = out[0]
                 q, k, _ = out.chunk(3, dim=-1)
                 cap = slot()
                 cap.k = k
@@ -103,7 +106,7 @@ class QKProbe:
                     cap.q = self._rows(q)
                 self._done(idx)
 
-            return [module.qkv.register_forward_hook(on_qkv)]
+            return [fused.register_forward_hook(on_qkv)]
         raise TypeError(f"layer {idx}: {type(module).__name__} has neither q_proj/k_proj nor a fused qkv")
 
     @contextmanager

@@ -122,6 +122,37 @@ def test_fused_qkv_is_split_into_q_and_k():
     torch.testing.assert_close(probs, (qh @ kh.transpose(-1, -2) * 8**-0.5).softmax(-1))
 
 
+class _TupleLinear(nn.Linear):
+    """A linear that returns (output, bias), as vLLM's parallel linears do."""
+
+    def forward(self, x):
+        return super().forward(x), None
+
+
+class ServingAttention(nn.Module):
+    """vLLM's CLIP attention shape: a fused `qkv_proj` whose forward returns a tuple."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.qkv_proj = _TupleLinear(dim, 3 * dim)
+        self.num_heads, self.head_dim = heads, dim // heads
+
+    def forward(self, x):
+        return self.qkv_proj(x)[0]
+
+
+def test_fused_qkv_proj_returning_a_tuple_is_captured():
+    torch.manual_seed(0)
+    attn = ServingAttention()
+    x = torch.randn(2, 5, 16)
+    probe = QKProbe({0: attn}, q_rows=slice(0, 1))
+    with probe.attached():
+        out = attn(x)
+    q, k, _ = out.chunk(3, dim=-1)
+    torch.testing.assert_close(probe.captured[0].q, q[:, :1])
+    torch.testing.assert_close(probe.captured[0].k, k)
+
+
 def _axis_tables(inv_freq: torch.Tensor, positions: torch.Tensor):
     freqs = positions[..., None].float() * inv_freq  # [A, B, T, Dh/2]
     emb = torch.cat([freqs, freqs], dim=-1)

@@ -129,3 +129,14 @@ def test_read_pins_rejects_a_loose_line():
         read_pins("a==1\ntorch>=2\n")
     with pytest.raises(ValueError, match="line 2: a is pinned twice"):
         read_pins("a==1\nA==2\n")
+
+
+def test_lmms_extra_is_capped_at_the_pin_its_environment_tested(project):
+    """`pip install -e .[lmms]` allows the lmms-eval release that scripts/make_lmms_env.sh pins and tests."""
+    lmms_pins = read_pins((REPO / "constraints-lmms.txt").read_text(encoding="utf-8"))
+    for req in (Requirement(line) for line in project["optional-dependencies"]["lmms"]):
+        pin = lmms_pins[canonicalize_name(req.name)]
+        assert req.specifier.contains(pin), f"{req.name}=={pin} is outside {req}"
+        caps = [Version(s.version) for s in req.specifier if s.operator == "<="]
+        assert caps == [pin], f"{req.name}: the cap {caps} is not the tested pin {pin}"
+    assert not FORBIDDEN & set(lmms_pins), "the lmms environment must not pin torchvision and friends"

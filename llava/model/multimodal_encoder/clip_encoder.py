@@ -46,6 +46,7 @@ class CLIPVisionTower(nn.Module):
         select_feature: str = "patch",
         image_processor=None,
         name: str = "",
+        freeze: bool = True,
     ) -> None:
         super().__init__()
         if select_feature not in ("patch", "cls_patch"):
@@ -55,7 +56,8 @@ class CLIPVisionTower(nn.Module):
         self.select_feature = select_feature
         self.image_processor = image_processor
         self.vision_tower_name = name
-        self.vision_tower.requires_grad_(False)
+        if freeze:  # LLaVA never trains the tower; a borrowed tower (transformers-native) keeps its flags
+            self.vision_tower.requires_grad_(False)
         self.num_run_layers = resolve_hidden_state_index(select_layer, vision_model.config.num_hidden_layers)
 
     @classmethod

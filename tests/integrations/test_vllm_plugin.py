@@ -1,0 +1,164 @@
+"""The vLLM plugin on the tiny llava-hf model: greedy answers equal our HF path, and `vllm serve` answers a chat.
+
+vLLM pins its own transformers, so it lives in its own environment (`bash scripts/make_vllm_env.sh`,
+default `.venv-vllm`, or FASTERVLM_VLLM_PYTHON=/path/to/python); these tests drive it in subprocesses.
+Without it they skip, unless FASTERVLM_REQUIRE_VLLM=1 (the CI step) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoImageProcessor, AutoTokenizer, LlavaProcessor
+
+from llava.integrations.transformers_native import FasterVLMLlava, FasterVLMLlavaProcessor
+from llava.model.tiny import HF_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "assets" / "samples"
+WORKER = Path(__file__).with_name("vllm_worker.py")
+PROMPTS = ["USER: <image>\nWhat is in the picture? ASSISTANT:", "USER: <image>\nDescribe it. ASSISTANT:",
+           "USER: <image>\nIs there a red square? ASSISTANT:"]
+IMAGES = [SAMPLES / "shapes.png", SAMPLES / "stripes.png", SAMPLES / "scene.png"]
+CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+                 "{% for c in m['content'] %}{% if c['type'] == 'image_url' or c['type'] == 'image' %}<image>\n"
+                 "{% endif %}{% endfor %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
+                 "{% endif %}{% endfor %} {% endif %}{% endfor %}ASSISTANT:")
+
+
+def _vllm_python() -> str | None:
+    path = os.environ.get("FASTERVLM_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
+    return path if Path(path).is_file() else None
+
+
+PYTHON = _vllm_python()
+if PYTHON is None:
+    if os.environ.get("FASTERVLM_REQUIRE_VLLM") == "1":
+        raise RuntimeError("FASTERVLM_REQUIRE_VLLM=1 but no vLLM environment: run scripts/make_vllm_env.sh "
+                           "or set FASTERVLM_VLLM_PYTHON")
+    pytest.skip("no vLLM environment (scripts/make_vllm_env.sh)", allow_module_level=True)
+
+ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+       "TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+def published_layout(folder: Path) -> None:
+    """Rename the tower's keys to the published llava-hf layout (`vision_tower.vision_model.*`), as vLLM loads it."""
+    path = folder / "model.safetensors"
+    weights = load_file(path)
+    renamed = {("vision_tower.vision_model." + k[len("vision_tower."):]
+                if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
+               for k, v in weights.items()}
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
+@pytest.fixture(scope="module")
+def served_dir(tiny_dir, tmp_path_factory) -> Path:
+    """The tiny llava-hf checkpoint in the published layout, with a LlavaProcessor whose tokenizer knows <image>."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("vllm") / "llava-1.5-tiny-hf"
+    shutil.copytree(tiny_dir / HF_DIR, out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    LlavaProcessor(image_processor=AutoImageProcessor.from_pretrained(out), tokenizer=tokenizer, patch_size=14,
+                   vision_feature_select_strategy="default", num_additional_image_tokens=1).save_pretrained(out)
+    published_layout(out)
+    return out
+
+
+def _ours(served_dir: Path, k: int | None, max_tokens: int) -> list[dict]:
+    """Our HF path (FasterVLMLlava, fp32 greedy) on the prompts: prompt ids and new token ids."""
+    from PIL import Image
+
+    processor = FasterVLMLlavaProcessor.from_pretrained(served_dir, visual_token_num=k)
+    model = FasterVLMLlava.from_pretrained(served_dir, dtype=torch.float32, visual_token_num=k)
+    out = []
+    for prompt, image in zip(PROMPTS, IMAGES):
+        batch = processor(images=Image.open(image).convert("RGB"), text=prompt, return_tensors="pt")
+        new = model.generate(**batch, max_new_tokens=max_tokens, do_sample=False)[0, batch["input_ids"].shape[1]:]
+        out.append({"prompt_token_ids": batch["input_ids"][0].tolist(), "token_ids": new.tolist()})
+    return out
+
+
+@pytest.mark.parametrize("k", [None, 58])
+def test_vllm_greedy_answers_equal_our_hf_path(served_dir, tmp_path, k):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"k": k, "method": "fastervlm", "prompts": PROMPTS,
+                               "images": [str(p) for p in IMAGES], "max_tokens": 8}))
+    result = subprocess.run([PYTHON, str(WORKER), str(served_dir), str(job), str(tmp_path / "out.json")],
+                            capture_output=True, text=True, timeout=900, env=ENV, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    served = json.loads((tmp_path / "out.json").read_text())
+    expected = _ours(served_dir, k, 8)
+    image_id = 1536
+    for got, want in zip(served, expected):
+        assert got["prompt_token_ids"].count(image_id) == (576 if k is None else k)
+        assert got["prompt_token_ids"] == want["prompt_token_ids"]
+        assert got["token_ids"] == want["token_ids"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_vllm_serve_answers_a_chat_request_with_an_image(served_dir, tmp_path):
+    template = tmp_path / "template.jinja"
+    template.write_text(CHAT_TEMPLATE)
+    port = _free_port()
+    overrides = json.dumps({"architectures": ["FasterVLMLlavaForConditionalGeneration"],
+                            "fastervlm_visual_token_num": 29})
+    # `vllm serve`'s server; vllm-cpu's `vllm` command itself looks up a distribution named "vllm" and stops
+    cmd = [PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(served_dir), "--host", "127.0.0.1",
+           "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+           "--hf-overrides", overrides, "--chat-template", str(template), "--served-model-name", "tiny",
+           "--limit-mm-per-prompt", json.dumps({"image": 1}), "--max-num-seqs", "2"]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-5000:]
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "vllm serve did not become healthy:\n" + \
+                (tmp_path / "serve.log").read_text()[-5000:]
+            time.sleep(2)
+        image = base64.b64encode(IMAGES[0].read_bytes()).decode()
+        body = {"model": "tiny", "max_tokens": 6, "temperature": 0,
+                "messages": [{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+                    {"type": "text", "text": "What is in the picture?"}]}]}
+        request = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as r:
+            reply = json.loads(r.read())
+        assert isinstance(reply["choices"][0]["message"]["content"], str)
+        assert reply["usage"]["completion_tokens"] >= 1
+        text_only = len(AutoTokenizer.from_pretrained(served_dir)("USER: <image>\nWhat is in the picture? ASSISTANT:")
+                        ["input_ids"]) - 1
+        assert reply["usage"]["prompt_tokens"] == text_only + 29  # the image entered as its 29 kept tokens
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
