@@ -43,9 +43,13 @@ def pruning_from_kwargs(kwargs: dict) -> PruningConfig:
         raise ValueError(f"visual_token_ratio must be in (0, 1] (the kept fraction), got {kept_ratio!r}")
     ratio = None if kept_ratio is None else 1.0 - float(kept_ratio)
     cfg = PruningConfig(method=method, visual_token_num=k, ratio=ratio, method_args=args)
-    if get_method(cfg.method).stage != "pre_llm" and cfg.prunes:
+    method = get_method(cfg.method)
+    if method.stage != "pre_llm" and cfg.prunes:
         raise ValueError(f"pruning_method {cfg.method!r} prunes inside the LLM, which transformers' LLaVA classes "
                          "cannot do; use llava.model.builder.load_pretrained_model for in-LLM methods")
+    if method.question_dependent and cfg.prunes:
+        raise ValueError(f"pruning_method {cfg.method!r} reads the question text, which transformers' image-feature "
+                         "step never sees; use llava.model.builder.load_pretrained_model for it")
     return cfg
 
 

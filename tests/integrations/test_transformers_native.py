@@ -15,7 +15,7 @@ from llava.integrations.transformers_native import FasterVLMLlava, FasterVLMLlav
 from llava.mm_utils import tokenizer_image_token
 from llava.model.builder import load_pretrained_model
 from llava.model.tiny import HF_DIR
-from llava.pruning import PruningConfig
+from llava.pruning import PruningConfig, get_method, list_methods
 
 PROMPTS = ["USER: <image>\nWhat is in the picture? ASSISTANT:", "USER: <image>\nDescribe it. ASSISTANT:"]
 
@@ -100,16 +100,19 @@ def _our_ids(ours_tokenizer, prompt, k, image_id):
     return ids, torch.cat([ids[:at], torch.full((k,), image_id), ids[at + 1:]])
 
 
-@pytest.mark.parametrize("method, args", [("fastervlm", None), ("visionzip", None), ("vispruner", None),
-                                          ("divprune", None), ("random", "seed=3")])
+# every method the native pair can run: pre-LLM and blind to the question (from the registry)
+NATIVE = [name for name in list_methods() if get_method(name).stage == "pre_llm"
+          and not get_method(name).question_dependent]
+
+
+@pytest.mark.parametrize("method", NATIVE)
 @pytest.mark.parametrize("k", [58, 29])
-def test_answers_equal_our_model(hf_path, ours, processor_dir, sample_images, method, args, k):
+def test_answers_equal_our_model(hf_path, ours, processor_dir, sample_images, method, k):
     """Same prompt ids and pixels: the greedy answer of the native pair equals LlavaForPruning's."""
     processor, batch = _inputs(processor_dir, sample_images, k)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
-    model = FasterVLMLlava.from_pretrained(hf_path, dtype=torch.float32, visual_token_num=k,
-                                           pruning_method=method, pruning_args=args)
-    cfg = PruningConfig(method=method, visual_token_num=k, method_args=args)
+    model = FasterVLMLlava.from_pretrained(hf_path, dtype=torch.float32, visual_token_num=k, pruning_method=method)
+    cfg = PruningConfig(method=method, visual_token_num=k)
     tokenizer = AutoTokenizer.from_pretrained(hf_path)
     for row, prompt in enumerate(PROMPTS):
         ours_ids, native_ids = _our_ids(tokenizer, prompt, k, image_id)
@@ -163,6 +166,7 @@ def test_placeholder_count_mismatch_is_a_clear_error(hf_path, processor_dir, sam
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"pruning_method": "fastv", "visual_token_num": 58}, "prunes inside the LLM"),
+    ({"pruning_method": "cdpruner", "visual_token_num": 58}, "reads the question text"),
     ({"visual_token_num": 58, "visual_token_ratio": 0.1}, "not both"),
     ({"visual_token_ratio": 1.5}, r"visual_token_ratio must be in \(0, 1\]"),
     ({"pruning_method": "nope", "visual_token_num": 58}, "unknown pruning method 'nope'"),

@@ -33,9 +33,13 @@ def pruning_settings(hf_config: Any) -> PruningConfig:
         raise ValueError(f"FasterVLM vLLM plugin: bad pruning settings ({err}); set fastervlm_visual_token_num / "
                          "fastervlm_pruning_method / fastervlm_pruning_args in --hf-overrides, or "
                          "FASTERVLM_VISUAL_TOKEN_NUM / FASTERVLM_PRUNING_METHOD / FASTERVLM_PRUNING_ARGS") from None
-    if get_method(cfg.method).stage != "pre_llm":
+    method = get_method(cfg.method)
+    if method.stage != "pre_llm":
         raise ValueError(f"FasterVLM vLLM plugin: {cfg.method!r} prunes inside the LLM, which vLLM's model runner "
                          "does not allow; choose a pre-LLM method (fastervlm, vtc_cls, visionzip, ...)")
+    if method.question_dependent:
+        raise ValueError(f"FasterVLM vLLM plugin: {cfg.method!r} reads the question text, which vLLM's image "
+                         "encoder step never sees; choose a method blind to the question (fastervlm, visionzip, ...)")
     return cfg
 
 
