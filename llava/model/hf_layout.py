@@ -85,3 +85,21 @@ def to_hf_model(model: LlavaForPruning, image_token_id: int | None = None):
     if missing or unexpected:
         raise RuntimeError(f"weight transfer to HF layout failed: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return hf.to(dtype=next(model.parameters()).dtype).eval()
+
+
+def publish_llava_hf_layout(folder) -> None:
+    """Rewrite a saved llava-hf folder's weights to the published key layout (`vision_tower.vision_model.*`).
+
+    transformers 5.x saves a LlavaForConditionalGeneration's tower keys without `vision_model.`, and
+    loads either spelling; the published llava-hf checkpoints (and vLLM's loader) use the full one.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    for path in sorted(Path(folder).glob("model*.safetensors")):
+        weights = load_file(path)
+        renamed = {("vision_tower.vision_model." + k[len("vision_tower."):]
+                    if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
+                   for k, v in weights.items()}
+        save_file(renamed, path, metadata={"format": "pt"})

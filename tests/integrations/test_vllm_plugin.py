@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoTokenizer, LlavaProcessor
 
 from llava.integrations.transformers_native import FasterVLMLlava, FasterVLMLlavaProcessor
+from llava.model.hf_layout import publish_llava_hf_layout
 from llava.model.tiny import HF_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,16 +52,6 @@ ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM
        "TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
 
-def published_layout(folder: Path) -> None:
-    """Rename the tower's keys to the published llava-hf layout (`vision_tower.vision_model.*`), as vLLM loads it."""
-    path = folder / "model.safetensors"
-    weights = load_file(path)
-    renamed = {("vision_tower.vision_model." + k[len("vision_tower."):]
-                if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
-               for k, v in weights.items()}
-    save_file(renamed, path, metadata={"format": "pt"})
-
-
 @pytest.fixture(scope="module")
 def served_dir(tiny_dir, tmp_path_factory) -> Path:
     """The tiny llava-hf checkpoint in the published layout, with a LlavaProcessor whose tokenizer knows <image>."""
@@ -73,7 +63,7 @@ def served_dir(tiny_dir, tmp_path_factory) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     LlavaProcessor(image_processor=AutoImageProcessor.from_pretrained(out), tokenizer=tokenizer, patch_size=14,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1).save_pretrained(out)
-    published_layout(out)
+    publish_llava_hf_layout(out)
     return out
 
 
