@@ -183,7 +183,9 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
     """Greedy or sampled decoding through `loop`; returns the new tokens [B, T_new].
 
     Follows transformers' `generate` for these options: finished rows are padded with the pad token,
-    decoding stops when every row has produced an end token or after `max_new_tokens`.
+    decoding stops when every row has produced an end token or after `max_new_tokens`. A dropper with
+    `reselect == "step"` (FastV's evaluation) gets the whole sequence again at every new token: the
+    loop reruns its prefill on the prompt and the tokens so far, with a fresh cache, instead of a step.
     """
     from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, \
         TopPLogitsWarper
