@@ -140,6 +140,9 @@ class LLMLoop:
     @torch.no_grad()
     def step(self, token_embeds: torch.Tensor) -> torch.Tensor:
         """One decode step for every row: token_embeds [B, 1, H] -> logits [B, V]."""
+        if getattr(self.dropper, "reselect", "prefill") == "step":
+            raise ValueError("this in-LLM method selects again at every token (reselect=step): decode with "
+                             "llm_loop.generate, which reruns the prefill per token, not with LLMLoop.step")
         pos = self.next_position
         ropes: dict[int, tuple] = {}  # segment -> its rotary tables (segments differ only when renumbered)
         ones = torch.ones(pos.shape[0], 1, dtype=torch.bool, device=pos.device)

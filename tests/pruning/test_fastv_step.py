@@ -167,6 +167,13 @@ def test_reselect_and_shift_arguments_are_checked(tiny, rows):
         FastVDropper([[(0, 576)]], [64], 4, reselect="always")
     model = tiny[1]
     ids, mask, pixels = rows
+    with pytest.raises(ValueError, match=r"reselect=step\): decode with llm_loop.generate"):
+        from llava.model.llm_loop import LLMLoop
+
+        mm = model.prepare_multimodal_inputs(unpadded(ids, mask, 0), pixels[:1], pruning=PruningConfig())
+        loop = LLMLoop(model.get_model(), model.lm_head, FastVDropper(mm.image_spans, [58], 4, reselect="step"))
+        loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
+        loop.step(model.get_model().embed_tokens(torch.tensor([5]))[:, None])
     with pytest.raises(ValueError, match="shift"):
         model.generate(unpadded(ids, mask, 0), images=pixels[:1], max_new_tokens=1,
                        pruning=PruningConfig("fastv", 58, method_args={"shift": "one"}))
