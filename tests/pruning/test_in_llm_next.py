@@ -7,6 +7,8 @@ exact counts per layer, determinism, batch = singles, and no pruning when K cove
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -20,7 +22,7 @@ from in_llm_helpers import greedy_with_hooks, hide_keys
 from test_dart import KeyBlocking as DARTBlocking, official_kept
 from test_pdrop import KeyBlockingPDrop
 
-SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[2] / "assets" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "assets" / "samples"
 SIZES = [(400, 300), (300, 500)]  # 2x1 and 1x2 grids
 IN_LLM = [name for name in list_methods() if get_method(name).stage == "in_llm"]
 STEPS = 5
