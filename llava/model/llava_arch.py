@@ -298,7 +298,9 @@ class LlavaMetaForCausalLM:
         keeps a token. 'paper' (FasterVLM's setting): fixed 2x2 grid, 'spatial' merge without unpad or
         newlines, and K per view (5 x K tokens). Only kept tokens are projected. A ratio resolves
         against the image's candidates ('faithful') or a view's patches ('paper'). `texts`: the question
-        of each image (every view gets its image's), for methods that read it (CDPruner).
+        of each image (every view gets its image's), for methods that read it (CDPruner). In-LLM methods
+        (fastv, pdrop, dart, ...) get every token; their K counts the image's whole block, newline tokens
+        included ('faithful'; a ratio resolves against the block), or K per view times the views ('paper').
         """
         from llava.anyres import NEWLINE, anyres_pinpoints, grid_shape, token_layout, views_per_image
 
@@ -309,13 +311,17 @@ class LlavaMetaForCausalLM:
         budgets = expand_budgets(visual_token_num, len(image_sizes))
         tower = self.get_vision_tower()
         method = get_method(cfg.method)
-        if method.stage != "pre_llm" and (from_ratio or any(k is not None for k in budgets)):
-            raise ValueError(f"pruning method {method.name!r} is not supported with anyres images")
+        in_llm = method.stage == "in_llm"  # every token enters the LLM; the method prunes the image's block there
+        prunes = from_ratio or any(k is not None for k in budgets)
+        if in_llm and prunes and not getattr(method.llm_pruner, "supports_anyres", True):
+            name = getattr(self.config, "_name_or_path", "") or "this LLaVA-NeXT model"
+            raise ValueError(f"pruning method {method.name!r} cannot run on anyres (LLaVA-NeXT) images of {name}; "
+                             f"use a LLaVA-1.5 checkpoint or another method")
         crop = tower.config.image_size
         paper = cfg.anyres_mode == "paper"
         pinpoints = anyres_pinpoints(self.config, crop, cfg.anyres_mode)
         counts = [views_per_image(tuple(size), pinpoints, crop) for size in image_sizes]
-        needs = method.needs if from_ratio or any(k is not None for k in budgets) else frozenset()
+        needs = method.needs if prunes and not in_llm else frozenset()
         if signals is None:
             if views.shape[0] != sum(counts):
                 raise ValueError(f"expected {sum(counts)} anyres views for image sizes {list(image_sizes)}, "
@@ -350,7 +356,10 @@ class LlavaMetaForCausalLM:
             is_token = layout.crop != NEWLINE
             slot_ids = torch.nonzero(is_token).flatten()
             if from_ratio:  # K per view in 'paper' mode, per image over its candidates otherwise
-                k = budgets[i] = cfg.budget(side * side if paper else len(slot_ids))
+                k = budgets[i] = cfg.budget(side * side if paper else len(slot_ids if not in_llm else layout))
+            if in_llm:  # K over the image's whole block (newline tokens included); 'paper': K per view
+                budgets[i] = None if k is None else k * n_views if paper else k
+                k = None
             keep_slots, merged, extra = self._select_anyres(
                 method, method_args, view_sig, layout, slot_ids, k, paper, side
             )

@@ -193,6 +193,9 @@ class LLMLoop:
     @torch.no_grad()
     def step(self, token_embeds: torch.Tensor) -> torch.Tensor:
         """One decode step for every row: token_embeds [B, 1, H] -> logits [B, V]."""
+        if getattr(self.dropper, "reselect", "prefill") == "step":
+            raise ValueError("this in-LLM method selects again at every token (reselect=step): decode with "
+                             "llm_loop.generate, which reruns the prefill per token, not with LLMLoop.step")
         pos = self.next_position
         ropes: dict[int, tuple] = {}  # segment -> its rotary tables (segments differ only when renumbered)
         ones = torch.ones(pos.shape[0], 1, dtype=torch.bool, device=pos.device)
@@ -217,6 +220,15 @@ class LLMLoop:
         return [compat.cache_length(self.cache, i) for i in range(len(self.layers))]
 
 
+def _extended(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+              token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prefill inputs with `token` [B] appended to every row at its next position: [B, T] -> [B, T + 1]."""
+    embeds = loop.embed(token)[:, None].to(inputs_embeds.dtype)  # [B, 1, H]
+    ones = attention_mask.new_ones(attention_mask.shape[0], 1)
+    return (torch.cat([inputs_embeds, embeds], dim=1), torch.cat([attention_mask, ones], dim=1),
+            torch.cat([position_ids, loop.next_position.to(position_ids.dtype)], dim=1))
+
+
 _GENERATE_ARGS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "eos_token_id",
                   "pad_token_id", "use_cache", "generation_config"}
 
@@ -227,7 +239,9 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
     """Greedy or sampled decoding through `loop`; returns the new tokens [B, T_new].
 
     Follows transformers' `generate` for these options: finished rows are padded with the pad token,
-    decoding stops when every row has produced an end token or after `max_new_tokens`.
+    decoding stops when every row has produced an end token or after `max_new_tokens`. A dropper with
+    `reselect == "step"` (FastV's evaluation) gets the whole sequence again at every new token: the
+    loop reruns its prefill on the prompt and the tokens so far, with a fresh cache, instead of a step.
     """
     from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, \
         TopPLogitsWarper
@@ -257,6 +271,7 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
             warpers.append(TopPLogitsWarper(get("top_p")))
 
     logits = loop.prefill(inputs_embeds, attention_mask, position_ids)
+    rerun = getattr(loop.dropper, "reselect", "prefill") == "step"  # FastV's evaluation: select at every token
     b = inputs_embeds.shape[0]
     unfinished = torch.ones(b, dtype=torch.bool, device=inputs_embeds.device)
     out: list[torch.Tensor] = []
@@ -273,5 +288,11 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
             unfinished &= ~torch.isin(token, eos)
         if not unfinished.any() or len(out) == max_new:
             break
-        logits = loop.step(loop.embed(token)[:, None])
+        if rerun:  # the whole sequence again, without a cache, as FastV's no-cache runs compute it
+            inputs_embeds, attention_mask, position_ids = _extended(loop, inputs_embeds, attention_mask, position_ids,
+                                                                    token)
+            loop.cache = compat.new_cache(loop.config)
+            logits = loop.prefill(inputs_embeds, attention_mask, position_ids)
+        else:
+            logits = loop.step(loop.embed(token)[:, None])
     return torch.stack(out, dim=1) if out else torch.empty(b, 0, dtype=torch.long, device=inputs_embeds.device)

@@ -8,6 +8,14 @@ keys; kept tokens keep their positions. FastV's own code blocks the pruned keys 
 mask instead, which gives the same outputs for the kept tokens (the tests check both).
 Token accounting: layers < L see all N image tokens, layers >= L see K, so the layer-averaged count
 is (L * N + (T - L) * K) / T for an LLM of T layers.
+
+Two options follow FastV's evaluation scripts (pkunlp-icler/FastV, `src/FastV/inference/eval/`):
+`reselect="step"` selects again at every generated token, from the newest token's attention at
+layer L-1, with the whole sequence recomputed each step as its no-cache runs do (the default,
+`"prefill"`, selects once at the prefill and decodes with the pruned KV cache, as its HF demo
+with `use_cache=True` does); `shift=1` ranks the window its scripts rank with
+`--fast-v-sys-length 36` on LLaVA-1.5's 35 system tokens: the image moved one token right, so the
+image's first token is always kept and the text token after the image is ranked with the others.
 """
 
 from __future__ import annotations
@@ -36,27 +44,43 @@ def layer_averaged_tokens(n: int, k: int, layer: int, num_layers: int) -> float:
     return (layer * n + (num_layers - layer) * k) / num_layers
 
 
+RESELECT = ("prefill", "step")
+
+
 class FastVDropper:
     """FastV for one batch, run by the LLM loop (`llava.model.llm_loop`).
 
     spans: per row, the [start, end) prefill positions of each image's tokens; budgets: K per image
     (reading order); num_layers: the LLM's depth. Before layer `layer` the loop keeps every text
-    token and, per image, the K image tokens that the last prompt token attended to most at layer
-    `layer` - 1 (head mean, from the probe, in float32). After the prefill, `kept` holds per image
-    the kept positions within the image (raster order) and `scores` the [B, T] attention row.
+    token and, per image, the K tokens of its ranked window that the last token attended to most at
+    layer `layer` - 1 (head mean, from the probe, in float32). The window is the image's span moved
+    by `shift` tokens (0: the image itself); tokens of the image outside the window are always kept.
+    `reselect="step"` asks the loop's `generate` to rerun the whole sequence at every new token, so
+    the selection is made again from the newest token (`selections` holds one entry per run).
+    After the prefill, `kept` holds per image the kept positions within the image (sorted; the
+    first selection) and `scores` the [B, T] attention row of the latest run.
     """
 
-    q_rows = slice(-1, None)  # the last prompt token (rows are left-padded)
+    q_rows = slice(-1, None)  # the last token (rows are left-padded)
 
-    def __init__(self, spans, budgets, num_layers: int, layer: int = 2, ratio: float | None = None):
+    def __init__(self, spans, budgets, num_layers: int, layer: int = 2, ratio: float | None = None,
+                 reselect: str = "prefill", shift: int = 0):
         if not 1 <= layer < num_layers:
             raise ValueError(f"fastv layer must be in [1, {num_layers - 1}] for a {num_layers}-layer LLM, got {layer}")
+        if reselect not in RESELECT:
+            raise ValueError(f"fastv reselect must be one of {list(RESELECT)}, got {reselect!r}")
         self.spans, self.layer, self.num_layers = spans, layer, num_layers
+        self.reselect, self.shift = reselect, int(shift)
         self.drop_layers, self.probe_layers = (layer,), (layer - 1,)
         flat = [s for row in spans for s in row]
         self.budgets = [fastv_budget(e - s, k, ratio) for (s, e), k in zip(flat, budgets)]
-        self.kept: list[torch.Tensor] = []
+        self.selections: list[list[torch.Tensor]] = []  # per run (prefill, then each re-selection): per image
         self.scores: torch.Tensor | None = None
+
+    @property
+    def kept(self) -> list[torch.Tensor]:
+        """Per image, the positions within the image kept after the prefill's selection."""
+        return self.selections[0] if self.selections else []
 
     def keep(self, layer: int, state: LoopState, captured: dict[int, Captured], geometry: HeadGeometry):
         t = state.valid.shape[1]
@@ -68,37 +92,48 @@ class FastVDropper:
                                 key_mask=state.valid, causal=True)[:, 0]  # [B, 1, T] -> [B, T]
         self.scores = scores
         budgets = iter(self.budgets)
-        keep = []
+        keep, chosen_all = [], []
         for b, row in enumerate(self.spans):
             origin = state.origin[b]
             take = state.valid[b].clone()
+            newest = int(origin[t - 1])
             for start, end in row:
-                image = torch.nonzero((origin >= start) & (origin < end)).flatten()  # [N] in raster order
-                chosen = topk_raster(scores[b, image][None], next(budgets))[0]
-                take[image] = False
-                take[image[chosen]] = True
-                self.kept.append(chosen)
+                lo, hi = start + self.shift, min(end + self.shift, newest)  # the newest token is never ranked
+                window = torch.nonzero((origin >= lo) & (origin < hi)).flatten()  # [W] in sequence order
+                chosen = topk_raster(scores[b, window][None], next(budgets))[0]
+                take[window] = False
+                take[window[chosen]] = True
+                image = (origin >= start) & (origin < end)
+                chosen_all.append(origin[image & take] - start)  # kept positions within the image
             keep.append(torch.nonzero(take).flatten())
+        self.selections.append(chosen_all)
         return keep
 
     def report(self) -> dict:
         """K after the pruning layer and the layer-averaged visual-token count, per image."""
         counts = [len(k) for k in self.kept]
         sizes = [e - s for row in self.spans for s, e in row]
-        return {
+        out = {
             "layer": self.layer,
             "kept_after_layer": counts,
             "layer_averaged": [layer_averaged_tokens(n, k, self.layer, self.num_layers)
                                for n, k in zip(sizes, counts)],
         }
+        if self.reselect == "step":
+            out["reselect"] = "step"
+            out["selections"] = len(self.selections)
+        return out
 
 
-@register_method("fastv", stage="in_llm", defaults={"layer": 2, "ratio": None}, llm_pruner=FastVDropper)
-def fastv(signals: VisionSignals, k: int, layer: int = 2, ratio: float | None = None) -> Selection:
+@register_method("fastv", stage="in_llm",
+                 defaults={"layer": 2, "ratio": None, "reselect": "prefill", "shift": 0},
+                 llm_pruner=FastVDropper)
+def fastv(signals: VisionSignals, k: int, layer: int = 2, ratio: float | None = None, reselect: str = "prefill",
+          shift: int = 0) -> Selection:
     """Keep the top-K image tokens by the last prompt token's attention at LLM layer L-1.
 
     Inside the LLM the scores arrive as `signals.scores` [B, N]. `ratio` (FastV's R, the pruned share)
-    overrides K: K = round(N * (1 - R)).
+    overrides K: K = round(N * (1 - R)). `reselect` and `shift` act inside the LLM (FastVDropper).
     """
     if signals.scores is None:
         raise ValueError("fastv scores image tokens inside the LLM; it has no pre-LLM signal to use")
