@@ -72,3 +72,14 @@ def loop_greedy(model, mm, dropper, steps: int):
         tokens.append(logits[-1].argmax(-1))
         logits.append(loop.step(model.get_model().embed_tokens(tokens[-1])[:, None]))
     return loop, logits, tokens
+
+
+# A method's budget and args for a pruning run on the 4-layer tiny LLM, where its defaults do not fit;
+# pdrop and fitprune take their schedules from their args and their budget is the image's 576 tokens;
+# sparsevlm's layers (tokens leave after 0 and 2) need their keep counts.
+TINY_RUN = {"pdrop": (576, {"layers": (1, 2, 3)}), "fitprune": (576, {"removed": (100, 50, 25, 0)}),
+            "sparsevlm": (64, {"layers": (0, 2), "keep": (66, 30)})}
+# ... and for a run that must prune nothing (default: K >= N).
+TINY_IDENTITY = {"pdrop": (576, {"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)}),
+                 "fitprune": (576, {"removed": (0, 0, 0, 0)}),
+                 "sparsevlm": (576, {"layers": (0, 2), "keep": (66, 30)})}

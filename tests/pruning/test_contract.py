@@ -8,6 +8,8 @@ import torch
 
 from llava.pruning import VisionSignals, gather_tokens, get_method, list_methods
 
+from in_llm_helpers import TINY_IDENTITY, TINY_RUN
+
 PRE_LLM = [name for name in list_methods() if get_method(name).stage == "pre_llm"]
 N = 576
 
@@ -143,15 +145,6 @@ def test_missing_signal_is_reported(name, make_signals):
 
 # ---- in-LLM methods: the same contract, run through the LLM loop of the tiny model ----------------
 IN_LLM = [name for name in list_methods() if get_method(name).stage == "in_llm"]
-# A method's budget and args for a pruning run on the 4-layer tiny LLM, where its defaults do not fit;
-# pdrop and fitprune take their schedules from their args and their budget is the image's 576 tokens;
-# sparsevlm's layers (tokens leave after 0 and 2) need their keep counts.
-TINY_RUN = {"pdrop": (576, {"layers": (1, 2, 3)}), "fitprune": (576, {"removed": (100, 50, 25, 0)}),
-            "sparsevlm": (64, {"layers": (0, 2), "keep": (66, 30)})}
-# ... and for a run that must prune nothing (default: K >= N).
-TINY_IDENTITY = {"pdrop": (576, {"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)}),
-                 "fitprune": (576, {"removed": (0, 0, 0, 0)}),
-                 "sparsevlm": (576, {"layers": (0, 2), "keep": (66, 30)})}
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.")
 
 

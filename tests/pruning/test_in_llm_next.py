@@ -18,7 +18,7 @@ from llava.eval.runner import build_prompt
 from llava.mm_utils import process_images, tokenizer_image_token
 from llava.pruning import PruningConfig, get_method, list_methods
 
-from in_llm_helpers import greedy_with_hooks, hide_keys
+from in_llm_helpers import TINY_IDENTITY, TINY_RUN, greedy_with_hooks, hide_keys
 from test_dart import KeyBlocking as DARTBlocking, official_kept
 from test_pdrop import KeyBlockingPDrop
 
@@ -50,7 +50,20 @@ def run_config(name: str, mode: str, k: int = 100) -> PruningConfig:
     if name == "pdrop":  # its schedule is in its args; no budget, or 576 per view in 'paper' mode (the block)
         return PruningConfig(name, 576 if mode == "paper" else None, method_args={"layers": (1, 2, 3),
                              "positions": "keep"}, anyres_mode=mode)
+    if name == "fitprune":  # per-layer counts in its args; no budget (a NeXT block's size varies per image)
+        return PruningConfig(name, None, method_args=TINY_RUN[name][1], anyres_mode=mode)
+    if name in TINY_RUN:  # methods whose default layers do not fit the 4-layer tiny LLM
+        return PruningConfig(name, TINY_RUN[name][0], method_args=TINY_RUN[name][1], anyres_mode=mode)
     return PruningConfig(name, k, anyres_mode=mode)
+
+
+def cover_config(name: str, mode: str, block: int) -> PruningConfig:
+    """A run of `name` that must prune nothing on an image block of `block` tokens."""
+    if name == "pdrop":
+        return PruningConfig(name, method_args={"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)}, anyres_mode=mode)
+    if name == "fitprune":
+        return PruningConfig(name, None, method_args=TINY_IDENTITY[name][1], anyres_mode=mode)
+    return PruningConfig(name, block, method_args=TINY_IDENTITY.get(name, (None, {}))[1], anyres_mode=mode)
 
 
 class FastVBlocking:
@@ -152,8 +165,7 @@ def test_contract_counts_determinism_batch_and_identity(next_model, mode, name):
     assert all(0 < c < n for (_, counts) in stages for c, n in zip(counts, blocks))
     # a budget covering the block prunes nothing: the stock model's answers
     full = PruningConfig(anyres_mode=mode)
-    cover = (PruningConfig(name, method_args={"layers": (1, 2, 3), "ratios": (1.0, 1.0, 1.0)}, anyres_mode=mode)
-             if name == "pdrop" else PruningConfig(name, max(blocks), anyres_mode=mode))
+    cover = cover_config(name, mode, max(blocks))
     row, alone = ids[:1][:, mask[0].bool()], (None, pixels[:1], sizes[:1])
     assert gen(row, *alone, cover).tolist() == gen(row, *alone, full).tolist()
 
