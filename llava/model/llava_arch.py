@@ -392,13 +392,24 @@ class LlavaMetaForCausalLM:
             return torch.arange(len(layout)), None, None
         if paper:  # K per view, each view scored by its own [CLS] row
             keep = torch.zeros(len(view_sig.features), side * side, dtype=torch.bool)
+            selection = None
             if k >= side * side:
                 keep[:] = True
             else:
                 selection = method.select(view_sig, k, **method_args)  # [V, K]
                 keep.scatter_(1, selection.indices.cpu(), True)
             slot_keep = keep[layout.crop.clamp(min=0), layout.patch.clamp(min=0)] & (layout.crop != NEWLINE)
-            return torch.nonzero(slot_keep).flatten(), None, None
+            slots = torch.nonzero(slot_keep).flatten()
+            if selection is None or selection.tokens is None:
+                return slots, None, None
+            # A merging method (VisionZip) makes K tokens per view: each view's own tokens at no patch
+            # ([CLS]) lead the image, view after view, and its tokens at patches take their slots.
+            extra, at_patches = selection.tokens_in_patch_order()  # [V, E, D], [V, M, D] (patch order per view)
+            order = selection.indices.sort(dim=-1).values.cpu()  # [V, M] each view's kept patches, ascending
+            crop, patch = layout.crop[slots], layout.patch[slots]
+            rank = (order[crop] < patch[:, None]).sum(-1)  # each kept slot's place among its view's patches
+            merged = at_patches[crop.to(at_patches.device), rank.to(at_patches.device)]  # [sum M, D] in slot order
+            return slots, merged, extra.flatten(0, 1)
         if k >= len(slot_ids):
             return torch.arange(len(layout)), None, None
         crop_idx, patch_idx = layout.crop[slot_ids], layout.patch[slot_ids]

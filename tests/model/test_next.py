@@ -282,3 +282,23 @@ def test_llava_hf_next_layout_loads_and_agrees(next_model, next_path, tmp_path):
         ours = model(input_ids=ids, images=pixels, image_sizes=[image.size], visual_token_num=k).logits
         theirs = loaded(input_ids=ids, images=pixels, image_sizes=[image.size], visual_token_num=k).logits
         torch.testing.assert_close(theirs[..., : ours.shape[-1]], ours, atol=1e-6, rtol=1e-6)
+
+
+def test_paper_mode_visionzip_keeps_every_views_own_merged_tokens(next_model, sample_images):
+    """'paper' mode runs VisionZip per view, as its official LLaVA-NeXT path does: each view's [CLS],
+    dominant and contextual (merged) tokens, K per view; the views' [CLS] tokens lead the image."""
+    from llava.pruning import get_method
+
+    _, model, processor, _ = next_model
+    image = sample_images[0]
+    views = process_images([image], processor, model.config, "paper").flatten(0, 1)  # [5, 3, S, S]
+    encoded = model.encode_anyres_images(views, [image.size], pruning=PruningConfig("visionzip", 64,
+                                                                                     anyres_mode="paper"))
+    method = get_method("visionzip")
+    selection = method.select(model.get_vision_tower()(views, needs=method.needs), 64)
+    expected = model.mm_projector(selection.tokens)  # [5, 64, H] per view
+    got = encoded.features[0]
+    assert got.shape[0] == 5 * 64
+    torch.testing.assert_close(got[:5], expected[:, 0], rtol=1e-5, atol=1e-5)  # each view's [CLS] first
+    distance = torch.cdist(got.double(), expected.flatten(0, 1).double(), compute_mode="donot_use_mm_for_euclid_dist")
+    assert distance.min(1).values.max() < 1e-4 and len(set(distance.argmin(1).tolist())) == 5 * 64
