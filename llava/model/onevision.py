@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from llava.anyres import select_best_resolution
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.pruning import get_method
-from llava.pruning.base import SIGNAL_PROJECTED, VisionSignals
+from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE, VisionSignals
 from llava.pruning.config import PruningConfig
 from llava.pruning.signals import signal_spec
 
@@ -218,6 +218,9 @@ def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeomet
     prune = [k is not None and k < g.num_tokens and method.stage == "pre_llm" for k, g in zip(budgets, grids)]
     needs = method.needs if any(prune) else frozenset()
     tower = model.get_vision_tower()
+    if SIGNAL_TEXT_RELEVANCE in needs:
+        raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY}: it scores patches against the "
+                         "question with the vision tower's own text tower, which a OneVision checkpoint does not ship")
     if signals is None:
         views = [pixel_values[i][:g.views] for i, g in enumerate(grids)]
         for i, (v, g) in enumerate(zip(views, grids)):

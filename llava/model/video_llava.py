@@ -27,6 +27,7 @@ from transformers import PretrainedConfig
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, DEFAULT_VIDEO_TOKEN, IMAGE_TOKEN_INDEX, VIDEO_TOKEN_INDEX
 from llava.pruning import get_method
+from llava.pruning.base import SIGNAL_TEXT_RELEVANCE
 from llava.pruning.base import VisionSignals, gather_tokens
 from llava.pruning.config import PruningConfig
 
@@ -152,6 +153,10 @@ class VideoLlavaForPruning(LlavaForPruning):
             raise ValueError(f"videos must be [V, T, 3, S, S], got {None if videos is None else list(videos.shape)}")
         cfg = self._pruning(pruning)
         method = get_method(cfg.method)
+        if SIGNAL_TEXT_RELEVANCE in method.needs and cfg.prunes:
+            raise ValueError(f"pruning method {method.name!r} cannot run on Video-LLaVA: it scores patches against "
+                             "the question with the vision tower's own CLIP text tower, and Video-LLaVA's "
+                             "LanguageBind towers ship none in its checkpoint")
         tower = self.get_video_tower()
         n_videos, t = (signals.num_videos, signals.num_frames) if signals is not None else videos.shape[:2]
         n = tower.num_patches
@@ -229,8 +234,12 @@ class VideoLlavaForPruning(LlavaForPruning):
         encoded: EncodedImages | None = None,
         pruning: PruningConfig | None = None,
         truncate_prompts: bool = False,
+        texts=None,
     ) -> MultimodalInputs:
         """Replace every `<image>` and `<video>` placeholder of input_ids [B, L] by its visual tokens.
+
+        `texts` (the question per row) reaches LLaVA's image path, for methods that read it; a video
+        prompt with such a method is refused (see `encode_videos`).
 
         `images`: one entry per placeholder in reading order, [3, S, S] for an image and [T, 3, S, S]
         for a video. `signals` from `video_signals` replaces the videos of video-only prompts (a K
@@ -242,7 +251,7 @@ class VideoLlavaForPruning(LlavaForPruning):
         if encoded is None and not bool(is_video.any()):
             return super().prepare_multimodal_inputs(
                 input_ids, images, attention_mask, labels, visual_token_num, padding_side, signals=signals,
-                image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts)
+                image_sizes=image_sizes, pruning=pruning, truncate_prompts=truncate_prompts, texts=texts)
         ids = input_ids.masked_fill(input_ids == VIDEO_TOKEN_INDEX, IMAGE_TOKEN_INDEX)
         if encoded is None and signals is not None:
             encoded = self._encode_from_signals(input_ids, is_video, signals, visual_token_num, pruning)

@@ -13,7 +13,10 @@ from llava.pruning.base import VisionSignals, gather_tokens
 from video_helpers import FRAMES
 
 K = 16
-PRE_LLM = [name for name in list_methods() if get_method(name).stage == "pre_llm"]
+# the pre-LLM methods that run on a video; CDPruner (question-aware) is refused by name below
+PRE_LLM = [name for name in list_methods() if get_method(name).stage == "pre_llm"
+           and "text_relevance" not in get_method(name).needs]
+TEXT_AWARE = [name for name in list_methods() if "text_relevance" in get_method(name).needs]
 # Options that fit the tiny tower (3 layers run); every other method takes its defaults.
 ARGS = {"vtc_cls": {"start_layer": 1}}
 
@@ -62,3 +65,9 @@ def test_a_ratio_resolves_against_a_frames_patches(video_llava, clips):
     model = video_llava[1]
     enc = model.encode_videos(clips[0][None], pruning=PruningConfig(ratio=0.75))
     assert enc.frame_budgets == [64] and enc.token_counts == [FRAMES * 64]
+
+
+@pytest.mark.parametrize("name", TEXT_AWARE)
+def test_question_aware_methods_are_refused_on_video_by_name(name, video_llava, clips):
+    with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on Video-LLaVA: .*text tower"):
+        video_llava[1].encode_videos(clips[0][None], pruning=PruningConfig(method=name, visual_token_num=K))
