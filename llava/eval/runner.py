@@ -221,6 +221,7 @@ def run_vqa(
     truncate_prompts: bool = False,
     share_prefix: bool = True,
     vision_cache_size: int = 64,
+    on_generated: Callable[[tuple, Any, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> int:
     """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
 
@@ -241,6 +242,8 @@ def run_vqa(
     (`llava.model.shared_prefix`); an image with a single question left, and a text-only question,
     take the plain path. Records say which in `metadata["shared_prefix"]`. Between batches at most
     one prefix per K is kept (the image whose questions go on), at most two per K during a batch.
+    `on_generated(key, K, tokens [T], logits [T, V])`, if given, receives each answer's new tokens
+    and the raw logits of every step (for comparing paths, e.g. the sharing bench).
     """
     from llava.model.shared_prefix import PrefixStore
 
@@ -338,9 +341,12 @@ def run_vqa(
                     part = [job for job in jobs if shares[job] == share]
                     if not part:
                         continue
-                    for job, (text, reports) in zip(part, _generate(model, tokenizer, batch, part, share,
-                                                                    prefixes, sweep, gen, truncate_prompts)):
+                    done = _generate(model, tokenizer, batch, part, share, prefixes, sweep, gen, truncate_prompts,
+                                     with_logits=on_generated is not None)
+                    for job, (text, reports, tokens, logits) in zip(part, done):
                         answers[job] = (text, reports, share)
+                        if on_generated is not None:
+                            on_generated(todo[idx[job[0]]].key, job[1], tokens, logits)
                         if not counts[job[0]]:
                             text_only[job[0]] = answers[job]
             for k, writer in writers.items():
@@ -383,11 +389,12 @@ class _Batch:
 
 
 def _generate(model, tokenizer, batch: _Batch, jobs: list[tuple[int, Any]], share: bool, prefixes, sweep: bool,
-              gen: GenerationArgs, truncate_prompts: bool) -> list[tuple[str, list[dict]]]:
-    """Answer the jobs (row, K) of a batch in one generate call; returns (text, per-image reports) per job.
+              gen: GenerationArgs, truncate_prompts: bool, with_logits: bool = False) -> list[tuple]:
+    """Answer the jobs (row, K) of a batch in one generate call.
 
-    With `share`, each row continues from its image's prefix for its K (`generate_shared`), else the
-    whole prompt is prefilled (`model.generate`).
+    Returns per job (text, per-image reports, new tokens [T], logits [T, V] or None). With `share`,
+    each row continues from its image's prefix for its K (`generate_shared`), else the whole prompt
+    is prefilled (`model.generate`).
     """
     from llava.model.shared_prefix import generate_shared
 
@@ -417,10 +424,13 @@ def _generate(model, tokenizer, batch: _Batch, jobs: list[tuple[int, Any]], shar
             truncate_prompts=truncate_prompts,
             **kwargs,
             **gen.to_kwargs(),
+            **(dict(output_logits=True, return_dict_in_generate=True) if with_logits else {}),
         )
+    logits = torch.stack(out.logits, 1) if with_logits else None  # T x [B, V] -> [B, T, V]
+    tokens = out.sequences if with_logits else out  # [B, T] new tokens
     per_image = iter(_visual_token_report(model.last_multimodal))
-    return [(text, [next(per_image) for _ in range(batch.counts[r])])
-            for (r, _), text in zip(jobs, tokenizer.batch_decode(out, skip_special_tokens=True))]
+    return [(text, [next(per_image) for _ in range(batch.counts[r])], tokens[b], None if logits is None else logits[b])
+            for b, ((r, _), text) in enumerate(zip(jobs, tokenizer.batch_decode(tokens, skip_special_tokens=True)))]
 
 
 def _image_key(item: VQAItem) -> tuple[str, ...] | None:
