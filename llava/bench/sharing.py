@@ -71,22 +71,20 @@ def _trim(tokens: torch.Tensor, eos: int | None) -> list[int]:
 
 
 def _time_run(model, tok, proc, items, folder: Path, name: str, *, share: bool, batch_size: int,
-              new_tokens: int, repeats: int = 1) -> tuple[float, dict]:
-    """The fastest of `repeats` runs (seconds) and, per question key, (new tokens [T], logits [T, V])."""
+              new_tokens: int) -> tuple[float, dict]:
+    """Seconds of one runner pass and, per question key, (new tokens [T], logits [T, V])."""
     path = folder / f"{name}.jsonl"
     gen = GenerationArgs(temperature=0, max_new_tokens=new_tokens)
-    seconds, generated = float("inf"), {}
+    generated = {}
 
     def keep(key, k, tokens, logits):
         generated[key] = (tokens, logits)
 
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run_vqa(model, tok, proc, items, str(path), CONV, gen, "bench", image_folder=str(folder),
-                batch_size=batch_size, resume=False, share_prefix=share,
-                vision_cache_size=VISION_CACHE_DEFAULT if share else 0, on_generated=keep)
-        seconds = min(seconds, time.perf_counter() - start)
-    return seconds, generated
+    start = time.perf_counter()
+    run_vqa(model, tok, proc, items, str(path), CONV, gen, "bench", image_folder=str(folder),
+            batch_size=batch_size, resume=False, share_prefix=share,
+            vision_cache_size=VISION_CACHE_DEFAULT if share else 0, on_generated=keep)
+    return time.perf_counter() - start, generated
 
 
 def compare(plain: dict, shared: dict, eos: int | None) -> tuple[int, list[dict]]:
@@ -198,10 +196,15 @@ def run(model, tok, proc, *, shapes: list[str], min_questions: int, ks: list[int
             for k in ks:
                 with model.pruning_config(PruningConfig(method=method, visual_token_num=k)):
                     tried = [best[k]] if k in best else plain_batches
-                    plain = {b: _time_run(model, tok, proc, subset, folder, f"plain{b}", share=False, batch_size=b,
-                                          new_tokens=new_tokens, repeats=repeats) for b in tried}
-                    shared_s, shared = _time_run(model, tok, proc, items, folder, "shared", share=True,
-                                                 batch_size=shared_batch, new_tokens=new_tokens, repeats=repeats)
+                    plain, shared_s = {}, float("inf")
+                    for _ in range(repeats):  # the paths take turns, so a change of the machine's load hits both
+                        for b in tried:
+                            t, answers = _time_run(model, tok, proc, subset, folder, f"plain{b}", share=False,
+                                                   batch_size=b, new_tokens=new_tokens)
+                            plain[b] = min(plain.get(b, (t, answers)), (t, answers), key=lambda x: x[0])
+                        t, shared = _time_run(model, tok, proc, items, folder, "shared", share=True,
+                                              batch_size=shared_batch, new_tokens=new_tokens)
+                        shared_s = min(shared_s, t)
                     if breakdown and k not in stages:
                         stages[k] = stage_breakdown(model, tok, proc, folder, plain_batch=min(tried, key=lambda b: plain[b][0]),
                                                     shared_batch=shared_batch, new_tokens=new_tokens)
@@ -282,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plain-batch-sizes", default="1,8", help="batch sizes tried for the plain path (best counts)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size of the shared path")
     p.add_argument("--max-new-tokens", type=int, default=2, help="answer length (short, as GQA/POPE/MME)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (the fastest counts)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed runs per configuration, the paths taking turns (the fastest counts)")
     p.add_argument("--no-breakdown", action="store_true", help="skip the stage breakdown")
     p.add_argument("--out", default=None, help="write sharing.json, sharing.md and sharing.png into this folder")
     args = p.parse_args(argv)
