@@ -138,13 +138,18 @@ def check_images_exist(items: Sequence[VQAItem], image_folder: str) -> None:
 
 
 class _PromptDataset(Dataset):
-    """Tokenised prompts and preprocessed images, so a DataLoader can prepare them ahead."""
+    """Tokenised prompts and preprocessed images, so a DataLoader can prepare them ahead.
+
+    `reuse[i]`: item i's images are not decoded (pixels and sizes None), because the run already holds
+    their tower output (the item before it shows the same image files, and the vision cache is on).
+    """
 
     def __init__(self, items, tokenizer, image_processor, model_config, conv_mode, image_folder,
-                 anyres_mode: str = "faithful"):
+                 anyres_mode: str = "faithful", reuse: Sequence[bool] | None = None):
         self.items, self.tokenizer, self.image_processor = items, tokenizer, image_processor
         self.model_config, self.conv_mode, self.image_folder = model_config, conv_mode, image_folder
         self.anyres_mode = anyres_mode
+        self.reuse = list(reuse) if reuse is not None else [False] * len(items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -153,6 +158,11 @@ class _PromptDataset(Dataset):
         from llava.mm_utils import load_image, process_images, tokenizer_image_token, to_rgb
 
         item = self.items[i]
+        use_start_end = getattr(self.model_config, "mm_use_im_start_end", False)
+        prompt = build_prompt(item.question, self.conv_mode, bool(item.images), use_start_end)
+        input_ids = tokenizer_image_token(prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+        if self.reuse[i]:
+            return i, input_ids, None, None
         images = []
         for image in item.images:
             if isinstance(image, Image.Image):
@@ -167,9 +177,6 @@ class _PromptDataset(Dataset):
                     images.append(load_image(os.path.join(self.image_folder, image)))
                 except Exception as err:
                     raise ValueError(f"question {item.question_id}: cannot read image {image!r}: {err}") from err
-        use_start_end = getattr(self.model_config, "mm_use_im_start_end", False)
-        prompt = build_prompt(item.question, self.conv_mode, bool(images), use_start_end)
-        input_ids = tokenizer_image_token(prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
         pixels = process_images(images, self.image_processor, self.model_config, self.anyres_mode) if images else None
         return i, input_ids, pixels, [im.size for im in images]
 
@@ -188,9 +195,9 @@ def _collate(pad_id: int):
         rows = [None if p is None else torch.cat(list(p)) if isinstance(p, (list, tuple)) else
                 p.flatten(0, 1) if p.ndim == 5 else p if p.ndim == 4 else p[None] for p in pixels]
         stacked = torch.cat([r for r in rows if r is not None]) if any(r is not None for r in rows) else None
-        counts = [len(g) for g in sizes]  # images per item
-        spans = [0 if r is None else r.shape[0] for r in rows]  # tensor rows per item
-        return list(idx), input_ids, mask, stacked, [s for group in sizes for s in group], counts, spans
+        pixel_spans = [0 if r is None else r.shape[0] for r in rows]  # tensor rows per item (0: not decoded)
+        # sizes per item: a list of (w, h), or None for an item whose images were not decoded (reused)
+        return list(idx), input_ids, mask, stacked, list(sizes), pixel_spans
 
     return collate
 
@@ -214,6 +221,7 @@ def run_vqa(
     truncate_prompts: bool = False,
     share_prefix: bool = True,
     vision_cache_size: int = 64,
+    on_generated: Callable[[tuple, Any, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> int:
     """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
 
@@ -227,12 +235,18 @@ def run_vqa(
 
     The work is ordered by image (first appearance; `group_by_image`). Each distinct image goes
     through the tower once per run: its signals are kept in an LRU of `vision_cache_size` images,
-    keyed by image path and preprocessing settings, and serve every K and every later batch. With
-    `share_prefix` and a question-independent method (stage 'pre_llm' and not reading the question
-    text, greedy or sampling without beams), each image's prompt prefix is prefilled once per K and every question continues from it
-    (`llava.model.shared_prefix`); records say so in `metadata["shared_prefix"]`.
+    keyed by image path and preprocessing settings, and serve every K and every later batch; the
+    image file is then decoded and preprocessed only for its first question. With `share_prefix`
+    and a question-independent method (stage 'pre_llm' and not reading the question text, greedy or
+    sampling without beams), each
+    image's prompt prefix is prefilled once per K and every question about it continues from it
+    (`llava.model.shared_prefix`); an image with a single question left, and a text-only question,
+    take the plain path. Records say which in `metadata["shared_prefix"]`. Between batches at most
+    one prefix per K is kept (the image whose questions go on), at most two per K during a batch.
+    `on_generated(key, K, tokens [T], logits [T, V])`, if given, receives each answer's new tokens
+    and the raw logits of every step (for comparing paths, e.g. the sharing bench).
     """
-    from llava.model.shared_prefix import PrefixStore, generate_shared
+    from llava.model.shared_prefix import PrefixStore
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -247,8 +261,17 @@ def run_vqa(
         if not todo:
             return 0
         check_images_exist(todo, image_folder)
+        image_keys_all = [_image_key(it) for it in todo]
+        # the tower output of a question's images is already held when the question before it shows the
+        # same files (the work is grouped by image, so that output is the cache's most recent entry, or
+        # computed earlier in the same batch): such questions skip decoding and preprocessing
+        reuse = [vision_cache_size > 0 and i > 0 and key is not None and key == image_keys_all[i - 1]
+                 for i, key in enumerate(image_keys_all)]
+        per_image = {}  # image key -> questions about it left in this run
+        for key in image_keys_all:
+            per_image[key] = per_image.get(key, 0) + 1
         dataset = _PromptDataset(todo, tokenizer, image_processor, model.config, conv_mode, image_folder,
-                                 model.pruning.anyres_mode)
+                                 model.pruning.anyres_mode, reuse)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate(pad_id))
         device = model.get_model().embed_tokens.weight.device
@@ -256,27 +279,51 @@ def run_vqa(
         needs = model.pruning_needs()
         shared = share_prefix and _shares_prefix(model, gen)
         vision_cache = VisionCache(vision_cache_size)
-        prefixes = PrefixStore(size=2 * len(paths) * max(1, batch_size))
+        prefixes = PrefixStore()  # trimmed by `retain` for each batch (below): at most 2 per K
         settings = (getattr(model.config, "image_aspect_ratio", None), model.pruning.anyres_mode, needs)
         written = 0
-        for idx, input_ids, mask, images, sizes, counts, spans in tqdm(
+        held: tuple | None = None  # (image key, its sizes, its tensor rows): the image the reused items show
+        for idx, input_ids, mask, images, item_sizes, pixel_spans in tqdm(
             loader, desc=os.path.basename(str(next(iter(paths.values())))), unit="batch"
         ):
             images = images.to(device=device, dtype=dtype) if images is not None else None
+            image_keys = [image_keys_all[i] for i in idx]
+            spans = []  # vision-signal rows per item (one per image, or per anyres view)
+            for r, key in enumerate(image_keys):
+                if item_sizes[r] is None:  # not decoded: the same images as the question before it
+                    assert held is not None and held[0] == key, "a reused item follows its image's first question"
+                    item_sizes[r] = held[1]
+                    spans.append(held[2])
+                else:
+                    spans.append(pixel_spans[r])
+                    held = (key, item_sizes[r], pixel_spans[r]) if key is not None else None
+            counts = [len(s) for s in item_sizes]  # images per item
+            sizes = [s for group in item_sizes for s in group]
             first_image = [sum(counts[:r]) for r in range(len(idx))]
             first_row = [sum(spans[:r]) for r in range(len(idx))]
-            image_keys = [_image_key(todo[i]) for i in idx]
-            # [n_rows, 3, S, S] -> VisionSignals with n_rows rows (one per image, or per anyres view)
+            first_pixel = [sum(pixel_spans[:r]) for r in range(len(idx))]
+            # [n_pixel_rows, 3, S, S] -> VisionSignals with sum(spans) rows, the cached ones not recomputed
             vision = vision_cache.signals(model, images, needs, [None if key is None else (key, settings)
-                                                                 for key in image_keys], first_row, spans)
+                                                                 for key in image_keys], first_pixel, spans,
+                                          pixel_spans)
+            # Prefixes kept between generate calls: the first image's (computed by the batch before, when
+            # its questions started there) and the last image's (when its questions go on in the next
+            # batch); one per K each. The other images' prefixes live only inside their generate call.
+            before, after = idx[0] - 1, idx[-1] + 1
+            carried = image_keys[0] if before >= 0 and image_keys_all[before] == image_keys[0] else None
+            carry = image_keys[-1] if after < len(todo) and image_keys_all[after] == image_keys[-1] else None
+            prefixes.retain(lambda key, keep=(carried, carry): key[0] is not None and key[0] in keep)
             need = {k: [r for r, i in enumerate(idx) if todo[i].key not in w] for k, w in writers.items()}
             # one generate call per K, or one for all; each job is (row of the batch, K)
             if joint_sweep:
                 calls = [[(r, k) for k in need for r in need[k]]]
             else:
                 calls = [[(r, k) for r in need[k]] for k in need]
-            answers: dict[tuple, tuple[str, list[dict]]] = {}  # (row, K) -> (text, per-image reports)
-            text_only: dict[int, tuple[str, list[dict]]] = {}  # row -> the answer shared by every K
+            batch = _Batch([todo[i].question_id for i in idx], input_ids, mask, sizes, counts, first_image,
+                           first_row, spans, vision, image_keys, pad_id, device,
+                           [relevance_text(todo[i].question) for i in idx])
+            answers: dict[tuple, tuple[str, list[dict], bool]] = {}  # (row, K) -> (text, per-image reports, shared)
+            text_only: dict[int, tuple[str, list[dict], bool]] = {}  # row -> the answer shared by every K
             claimed: set[int] = set()
             for call in calls:
                 jobs = []
@@ -288,43 +335,27 @@ def run_vqa(
                     jobs.append((r, k))
                 if not jobs:
                     continue
-                rows = [r for r, _ in jobs]
-                tensor_rows = [j for r in rows for j in range(first_row[r], first_row[r] + spans[r])]
-                if tensor_rows == list(range(sum(spans))):
-                    picked = vision
-                elif tensor_rows:
-                    picked = vision.index(tensor_rows)
-                else:
-                    picked = None
-                kwargs = dict(vision_signals=picked, texts=[relevance_text(todo[idx[r]].question) for r in rows])
-                if sweep:
-                    kwargs["visual_token_num"] = [k for r, k in jobs for _ in range(counts[r])]
-                if shared:
-                    generate = partial(generate_shared, model, prefix_keys=[
-                        (image_keys[r], k) if image_keys[r] is not None and counts[r] else None for r, k in jobs],
-                        store=prefixes)
-                else:
-                    generate = model.generate
-                with _named_context_overflow([todo[idx[r]].question_id for r in rows], truncate_prompts):
-                    out = generate(
-                        input_ids[rows].to(device),
-                        image_sizes=[sizes[j] for r in rows for j in range(first_image[r], first_image[r] + counts[r])],
-                        attention_mask=mask[rows].to(device),
-                        pad_token_id=pad_id,
-                        truncate_prompts=truncate_prompts,
-                        **kwargs,
-                        **gen.to_kwargs(),
-                    )
-                per_image = iter(_visual_token_report(model.last_multimodal))
-                for (r, k), text in zip(jobs, tokenizer.batch_decode(out, skip_special_tokens=True)):
-                    answers[r, k] = (text, [next(per_image) for _ in range(counts[r])])
-                    if not counts[r]:
-                        text_only[r] = answers[r, k]
+                # a question continues from its image's prefix when another question about that image is
+                # left in the run; the others (one question per image, text-only) take the plain path
+                shares = {job: shared and counts[job[0]] > 0 and image_keys[job[0]] is not None
+                          and per_image[image_keys[job[0]]] > 1 for job in jobs}
+                for share in (True, False):
+                    part = [job for job in jobs if shares[job] == share]
+                    if not part:
+                        continue
+                    done = _generate(model, tokenizer, batch, part, share, prefixes, sweep, gen, truncate_prompts,
+                                     with_logits=on_generated is not None)
+                    for job, (text, reports, tokens, logits) in zip(part, done):
+                        answers[job] = (text, reports, share)
+                        if on_generated is not None:
+                            on_generated(todo[idx[job[0]]].key, job[1], tokens, logits)
+                        if not counts[job[0]]:
+                            text_only[job[0]] = answers[job]
             for k, writer in writers.items():
                 run_meta = {**(metadata or {}), **({"visual_token_num": k} if sweep else {})}
                 for r in need[k]:
                     item = todo[idx[r]]
-                    text, reports = answers.get((r, k)) or text_only[r]
+                    text, reports, was_shared = answers.get((r, k)) or text_only[r]
                     record = {
                         "question_id": item.question_id,
                         "prompt": item.record_prompt,
@@ -332,13 +363,77 @@ def run_vqa(
                         "answer_id": shortuuid.uuid(),
                         "model_id": model_id,
                         **item.extra,
-                        "metadata": {**run_meta, **_merge_reports(reports), "shared_prefix": shared},
+                        "metadata": {**run_meta, **_merge_reports(reports), "shared_prefix": was_shared},
                     }
                     writer.write(record)
                     written += 1
                     if on_answer:
                         on_answer(record)
         return written
+
+
+@dataclass
+class _Batch:
+    """One loader batch, ready for generation: prompts, image sizes and the rows' vision signals."""
+
+    question_ids: list
+    input_ids: torch.Tensor  # [B, L], left-padded
+    mask: torch.Tensor  # [B, L]
+    sizes: list  # (w, h) of every image, item after item
+    counts: list[int]  # images per item
+    first_image: list[int]  # index into sizes of each item's first image
+    first_row: list[int]  # index into vision of each item's first signal row
+    spans: list[int]  # signal rows per item
+    vision: Any  # VisionSignals with sum(spans) rows, or None
+    image_keys: list
+    pad_id: int
+    device: Any
+    texts: list[str]  # each item's question without the answer-format suffix (for CDPruner's relevance)
+
+
+def _generate(model, tokenizer, batch: _Batch, jobs: list[tuple[int, Any]], share: bool, prefixes, sweep: bool,
+              gen: GenerationArgs, truncate_prompts: bool, with_logits: bool = False) -> list[tuple]:
+    """Answer the jobs (row, K) of a batch in one generate call.
+
+    Returns per job (text, per-image reports, new tokens [T], logits [T, V] or None). With `share`,
+    each row continues from its image's prefix for its K (`generate_shared`), else the whole prompt
+    is prefilled (`model.generate`).
+    """
+    from llava.model.shared_prefix import generate_shared
+
+    rows = [r for r, _ in jobs]
+    tensor_rows = [j for r in rows for j in range(batch.first_row[r], batch.first_row[r] + batch.spans[r])]
+    if tensor_rows == list(range(sum(batch.spans))):
+        picked = batch.vision
+    elif tensor_rows:
+        picked = batch.vision.index(tensor_rows)
+    else:
+        picked = None
+    kwargs = dict(vision_signals=picked, texts=[batch.texts[r] for r in rows])
+    if sweep:
+        kwargs["visual_token_num"] = [k for r, k in jobs for _ in range(batch.counts[r])]
+    if share:
+        generate = partial(generate_shared, model, prefix_keys=[(batch.image_keys[r], k) for r, k in jobs],
+                           store=prefixes)
+    else:
+        generate = model.generate
+    with _named_context_overflow([batch.question_ids[r] for r in rows], truncate_prompts):
+        out = generate(
+            batch.input_ids[rows].to(batch.device),
+            image_sizes=[batch.sizes[j] for r in rows
+                         for j in range(batch.first_image[r], batch.first_image[r] + batch.counts[r])],
+            attention_mask=batch.mask[rows].to(batch.device),
+            pad_token_id=batch.pad_id,
+            truncate_prompts=truncate_prompts,
+            **kwargs,
+            **gen.to_kwargs(),
+            **(dict(output_logits=True, return_dict_in_generate=True) if with_logits else {}),
+        )
+    logits = torch.stack(out.logits, 1) if with_logits else None  # T x [B, V] -> [B, T, V]
+    tokens = out.sequences if with_logits else out  # [B, T] new tokens
+    per_image = iter(_visual_token_report(model.last_multimodal))
+    return [(text, [next(per_image) for _ in range(batch.counts[r])], tokens[b], None if logits is None else logits[b])
+            for b, ((r, _), text) in enumerate(zip(jobs, tokenizer.batch_decode(tokens, skip_special_tokens=True)))]
 
 
 def _image_key(item: VQAItem) -> tuple[str, ...] | None:
@@ -401,11 +496,17 @@ class VisionCache:
         self._items: OrderedDict = OrderedDict()
         self.tower_rows = 0  # image rows (views) the tower ran on, for tests and the bench
 
-    def signals(self, model, images, needs, keys, first_row, spans):
-        """VisionSignals for the batch's images [n_rows, 3, S, S], running the tower only on rows not cached."""
+    def signals(self, model, images, needs, keys, first_pixel, spans, pixel_spans=None):
+        """VisionSignals for a batch's items (sum(spans) rows), running the tower only on images not cached.
+
+        images: [n_pixel_rows, 3, S, S], the decoded items' rows (item r from first_pixel[r], pixel_spans[r]
+        rows); an item without pixels (pixel_spans[r] == 0 < spans[r]) must be cached or share its key
+        with a decoded item of the batch.
+        """
         from llava.pruning.base import VisionSignals
 
-        if images is None:
+        pixel_spans = spans if pixel_spans is None else pixel_spans
+        if not any(spans):
             return None
         if not self.size:  # no cache: every question runs the tower on its own images (the plain path)
             keys = [None] * len(keys)
@@ -418,9 +519,12 @@ class VisionCache:
                 self._items.move_to_end(key)
                 per_item[r] = hit
             elif key is None or key not in [keys[c] for c in compute]:
+                if pixel_spans[r] != spans[r]:
+                    raise RuntimeError(f"batch row {r}: its images were not decoded and their tower output is "
+                                       "not held (vision cache)")
                 compute.append(r)
         if compute:
-            rows = [j for r in compute for j in range(first_row[r], first_row[r] + spans[r])]
+            rows = [j for r in compute for j in range(first_pixel[r], first_pixel[r] + spans[r])]
             fresh = model.vision_signals(images[rows], needs=needs)
             self.tower_rows += len(rows)
             start = 0

@@ -14,9 +14,10 @@ rows (never a hard-coded length), cut to at most every row's length minus one.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
@@ -32,12 +33,23 @@ class _Prefix:
 
 
 class PrefixStore:
-    """A bounded LRU of prefix KV caches, keyed by (image key, budget)."""
+    """Prefix KV caches keyed by (image key, budget) for later generate calls.
 
-    def __init__(self, size: int = 4) -> None:
+    It holds at most `size` caches (LRU; None: no cap) and, after `retain(keep)`, only those `keep`
+    accepts. `computed` counts the prefix prefills run and `seconds` their time, `peak` the most caches
+    held at once (for tests and the bench).
+    """
+
+    def __init__(self, size: int | None = None) -> None:
         self.size = size
         self._items: OrderedDict[Hashable, _Prefix] = OrderedDict()
-        self.computed = 0  # prefix prefills run (for tests and the bench)
+        self._keep: Callable[[Hashable], bool] = lambda key: True
+        self.computed = 0
+        self.seconds = 0.0
+        self.peak = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key: Hashable) -> _Prefix | None:
         hit = self._items.get(key)
@@ -46,10 +58,19 @@ class PrefixStore:
         return hit
 
     def put(self, key: Hashable, prefix: _Prefix) -> None:
+        if not self._keep(key):
+            return
         self._items[key] = prefix
         self._items.move_to_end(key)
-        while len(self._items) > max(self.size, 0):
+        while self.size is not None and len(self._items) > max(self.size, 0):
             self._items.popitem(last=False)
+        self.peak = max(self.peak, len(self._items))
+
+    def retain(self, keep: Callable[[Hashable], bool]) -> None:
+        """Drop the caches `keep` rejects, and from now on store only those it accepts."""
+        self._keep = keep
+        for key in [k for k in self._items if not keep(k)]:
+            del self._items[key]
 
 
 def common_prefix_length(rows: Sequence[torch.Tensor]) -> int:
@@ -119,7 +140,9 @@ def generate_shared(
                 continue
         if own < 1:
             own = 0
+        start = time.perf_counter()
         prefix = _Prefix(members_rows[0][:own], _prefill(model, members_rows[0][:own]))
+        store.seconds += time.perf_counter() - start
         store.computed += 1
         if prefix_keys[members[0]] is not None:
             store.put(key, prefix)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava.constants import IMAGE_TOKEN_INDEX
-from llava.eval.runner import GenerationArgs, VQAItem, build_prompt, group_by_image, run_vqa
+from llava.eval.runner import GenerationArgs, VQAItem, _collate, _PromptDataset, group_by_image, run_vqa
 from llava.model.shared_prefix import PrefixStore, common_prefix_length, generate_shared
 from llava.pruning import get_method, list_methods
 from llava.pruning.config import PruningConfig
@@ -45,42 +44,49 @@ def _answers(model, tok, proc, items, path, share, batch_size=2, **kw):
 
 
 def _batch(model, tok, proc, pairs):
-    """Left-padded input_ids/mask and pixels for (image index, question) pairs."""
-    from PIL import Image
-
-    from llava.mm_utils import process_images, tokenizer_image_token
-
-    ids = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tok, IMAGE_TOKEN_INDEX, return_tensors="pt")
-           for _, q in pairs]
-    width = max(len(x) for x in ids)
-    input_ids = torch.zeros(len(ids), width, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for b, x in enumerate(ids):
-        input_ids[b, width - len(x):], mask[b, width - len(x):] = x, 1
-    images = [Image.open(SAMPLES / IMAGES[i]).convert("RGB") for i, _ in pairs]
-    return input_ids, mask, process_images(images, proc, model.config)
+    """Left-padded input_ids/mask, pixel rows and image sizes for (image index, question) pairs, built by
+    the runner's own dataset and collate (anyres: every view a row)."""
+    items = [VQAItem(f"q{n}", q, [IMAGES[i]]) for n, (i, q) in enumerate(pairs)]
+    dataset = _PromptDataset(items, tok, proc, model.config, "vicuna_v1", str(SAMPLES), model.pruning.anyres_mode)
+    _, input_ids, mask, pixels, sizes, spans = _collate(0)([dataset[n] for n in range(len(items))])
+    return input_ids, mask, pixels, [s for group in sizes for s in group], spans
 
 
+FAMILIES = ["tiny", "next_model"]  # LLaVA-1.5 and LLaVA-NeXT (anyres)
+IMAGE_OF_ROW = [0, 1, 0, 1]  # two images with two questions each
+# the shared path's batches, as rows of the plain batch: one question; one image with two; all four
+SHARED_BATCHES = [[0], [0, 2], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method,k", SETTINGS, ids=[f"{m}-{k}" for m, k in SETTINGS])
-def test_logits_and_tokens_equal_the_plain_path(tiny, method, k):
-    tok, model, proc, _ = tiny
-    pairs = [(0, QUESTIONS[0]), (1, QUESTIONS[1]), (0, QUESTIONS[2]), (1, QUESTIONS[3])]  # 2 images x 2
-    input_ids, mask, pixels = _batch(model, tok, proc, pairs)
-    cfg = PruningConfig(method=method, visual_token_num=k)
-    kw = dict(do_sample=False, max_new_tokens=5, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+def test_logits_and_tokens_equal_the_plain_path(request, family, method, k):
+    """At batch sizes 1, 2 and 4 the shared path's tokens equal the plain path's and its logits agree to round-off."""
+    tok, model, proc, _ = request.getfixturevalue(family)
+    pairs = [(i, QUESTIONS[n]) for n, i in enumerate(IMAGE_OF_ROW)]
+    input_ids, mask, pixels, sizes, spans = _batch(model, tok, proc, pairs)
+    cfg = PruningConfig(method=method, visual_token_num=k, anyres_mode=model.pruning.anyres_mode)
+    kw = dict(do_sample=False, max_new_tokens=3, pad_token_id=0, output_scores=True, return_dict_in_generate=True,
+              pruning=cfg)
     signals = model.vision_signals(pixels, pruning=cfg)
-    plain = model.generate(input_ids, attention_mask=mask, vision_signals=signals, pruning=cfg, **kw)
-    store = PrefixStore()
-    shared = generate_shared(model, input_ids, mask, [("img", i) for i, _ in pairs], store,
-                             vision_signals=signals, pruning=cfg, **kw)
-    assert store.computed == 2  # one prefix per image
-    assert torch.equal(plain.sequences, shared.sequences)
-    for a, b in zip(plain.scores, shared.scores, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
-    # the stored prefixes are reused by a later batch of the same images: nothing is prefilled again
-    again = generate_shared(model, input_ids[[1, 0]], mask[[1, 0]], [("img", 1), ("img", 0)], store,
-                            vision_signals=signals.index([1, 0]), pruning=cfg, **kw)
-    assert store.computed == 2 and torch.equal(again.sequences, plain.sequences[[1, 0]])
+    plain = model.generate(input_ids, attention_mask=mask, vision_signals=signals, image_sizes=sizes, **kw)
+    for rows in SHARED_BATCHES:
+        store = PrefixStore()
+        views = [j for r in rows for j in range(sum(spans[:r]), sum(spans[:r + 1]))]  # every view of each row
+        ids, row_mask = input_ids[rows], mask[rows]
+        width = int(row_mask.sum(1).max())  # as the runner's collate pads them: to the longest row
+        shared = generate_shared(model, ids[:, -width:], row_mask[:, -width:], [("img", pairs[r][0]) for r in rows],
+                                 store, vision_signals=signals.index(views), image_sizes=[sizes[r] for r in rows], **kw)
+        assert store.computed == len({pairs[r][0] for r in rows})  # one prefix per image
+        assert torch.equal(shared.sequences, plain.sequences[rows]), f"batch of {len(rows)}"
+        for a, b in zip(plain.scores, shared.scores, strict=True):
+            torch.testing.assert_close(b, a[rows], rtol=1e-4, atol=1e-4)
+    # the stored prefixes are reused by a later batch of the same images (reversed): nothing is prefilled again
+    back = [3, 2, 1, 0]
+    views = [j for r in back for j in range(sum(spans[:r]), sum(spans[:r + 1]))]
+    again = generate_shared(model, input_ids[back], mask[back], [("img", pairs[r][0]) for r in back], store,
+                            vision_signals=signals.index(views), image_sizes=[sizes[r] for r in back], **kw)
+    assert store.computed == 2 and torch.equal(again.sequences, plain.sequences[back])
 
 
 def test_common_prefix_is_computed_not_assumed():
@@ -104,8 +110,9 @@ def test_runner_answers_equal_the_plain_path(tiny, tmp_path, method, k):
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_batch_sizes_and_a_resume_inside_an_image(tiny, tmp_path, batch_size):
-    tok, model, proc, _ = tiny
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_sizes_and_a_resume_inside_an_image(request, tmp_path, family, batch_size):
+    tok, model, proc, _ = request.getfixturevalue(family)
     items = _items(7)
     with model.pruning_config(PruningConfig(method="fastervlm", visual_token_num=58)):
         plain = _answers(model, tok, proc, items, tmp_path / "plain.jsonl", share=False, batch_size=batch_size)
@@ -160,3 +167,85 @@ def test_llava_next_shares_too(next_model, tmp_path, k):
         shared = _answers(model, tok, proc, items, tmp_path / "shared.jsonl", share=True, batch_size=3)
     assert [a["text"] for a in shared] == [a["text"] for a in plain]
     assert {a["metadata"]["shared_prefix"] for a in shared} == {True}
+
+
+def test_an_image_is_decoded_once_while_its_tower_output_is_held(tiny, tmp_path, monkeypatch):
+    """Later questions about an image skip decoding and preprocessing; with the cache off each one decodes."""
+    import llava.mm_utils
+
+    tok, model, proc, _ = tiny
+    opened = []
+    real = llava.mm_utils.load_image
+
+    def counting(path):
+        opened.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(llava.mm_utils, "load_image", counting)
+    items = _items(9)
+    with model.pruning_config(PruningConfig(method="fastervlm", visual_token_num=58)):
+        shared = _answers(model, tok, proc, items, tmp_path / "shared.jsonl", share=True, batch_size=2)
+        assert sorted(opened) == sorted(IMAGES)  # three images, nine questions: three decodes
+        opened.clear()
+        plain = _answers(model, tok, proc, items, tmp_path / "plain.jsonl", share=False, batch_size=2,
+                         vision_cache_size=0)
+    assert len(opened) == 9
+    assert [(a["question_id"], a["text"]) for a in shared] == [(a["question_id"], a["text"]) for a in plain]
+
+
+def test_next_reuses_the_anyres_views_without_decoding(next_model, tmp_path, monkeypatch):
+    import llava.mm_utils
+
+    tok, model, proc, _ = next_model
+    opened = []
+    real = llava.mm_utils.load_image
+    monkeypatch.setattr(llava.mm_utils, "load_image", lambda path: opened.append(path) or real(path))
+    items = _items(5)
+    with model.pruning_config(PruningConfig(method="fastervlm", visual_token_num=40)):
+        shared = _answers(model, tok, proc, items, tmp_path / "shared.jsonl", share=True, batch_size=2)
+        assert len(opened) == 3
+        plain = _answers(model, tok, proc, items, tmp_path / "plain.jsonl", share=False, batch_size=2,
+                         vision_cache_size=0)
+    assert [a["text"] for a in shared] == [a["text"] for a in plain]
+    assert [a["metadata"]["visual_tokens"] for a in shared] == [a["metadata"]["visual_tokens"] for a in plain]
+
+
+def test_an_image_with_one_question_takes_the_plain_path(tiny, tmp_path):
+    """Nothing to share: the question is answered by the plain path, and its record says so."""
+    tok, model, proc, _ = tiny
+    items = _items(3) + [VQAItem("q3", QUESTIONS[3], [IMAGES[0]])]  # shapes: 2 questions, the others 1
+    with model.pruning_config(PruningConfig(method="fastervlm", visual_token_num=58)):
+        shared = _answers(model, tok, proc, items, tmp_path / "shared.jsonl", share=True, batch_size=4)
+        plain = _answers(model, tok, proc, items, tmp_path / "plain.jsonl", share=False, batch_size=4)
+    assert {a["question_id"]: a["metadata"]["shared_prefix"] for a in shared} == {
+        "q0": True, "q3": True, "q1": False, "q2": False}
+    assert [(a["question_id"], a["text"]) for a in shared] == [(a["question_id"], a["text"]) for a in plain]
+
+
+def test_prefix_caches_are_kept_only_for_the_image_that_goes_on(tiny, tmp_path, monkeypatch):
+    """A K sweep of 2, batch 2, 3 images x 3 questions: at most 2 caches per K held, none computed twice."""
+    import llava.model.shared_prefix as sp
+
+    tok, model, proc, _ = tiny
+    stores = []
+
+    class Recording(sp.PrefixStore):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.between = []  # caches held when each batch starts
+            stores.append(self)
+
+        def retain(self, keep):
+            super().retain(keep)
+            self.between.append(len(self))
+
+    monkeypatch.setattr(sp, "PrefixStore", Recording)
+    items = _items(9)  # grouped: shapes x3, stripes x3, scene x3 -> batches [s s] [s t] [t t] [c c] [c]
+    with model.pruning_config(PruningConfig(method="fastervlm", visual_token_num=58)):
+        answers = _answers(model, tok, proc, items, {58: tmp_path / "a58.jsonl", 24: tmp_path / "a24.jsonl"},
+                           share=True, batch_size=2)
+    assert len(answers) == 18 and all(a["metadata"]["shared_prefix"] for a in answers)
+    store = stores[0]
+    assert store.computed == 3 * 2  # one prefix per image and K
+    assert store.between == [0, 2, 2, 0, 2]  # the carried image's prefix, one per K
+    assert store.peak == 4  # batch [s t]: shapes' (carried in) and stripes' (carried on), per K
