@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "--llm-layers say otherwise: FLOPs, LLM prefill, TTFT, decode, KV cache, peak memory")
     eff.add_argument("--method-args", action="append", default=None, metavar="METHOD:key=value,...",
                      help="options of one method in --efficiency (repeatable), e.g. pdrop:layers=2:4:6,lambda=0.5")
+    eff.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                     help="--efficiency times in wall seconds, or in this process's CPU seconds (all threads): "
+                          "the work done, which other processes on a busy shared CPU barely change")
     eff.add_argument("--efficiency-layers", type=int, default=8,
                      help="LLM layers for --efficiency with random weights (FastV's layer 2 of 8)")
     head = p.add_argument_group("headline (P1, P2, P3)")
@@ -202,12 +205,13 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
     gate = Gate(args.max_other_load, args.retries, min(args.wait_quiet, 30))
     if args.wait_quiet > 0:
         wait_until_quiet(args.max_other_load, args.wait_quiet)
-    print(f"{len(configs)} configurations: " + ", ".join(c.label for c in configs))
+    print(f"{len(configs)} configurations: " + ", ".join(c.label for c in configs), flush=True)
     rows = run_efficiency(model, batch, configs, new_tokens=args.max_new_tokens, warmup=args.warmup,
-                          repeats=args.repeats, device=device, gate=gate)
+                          repeats=args.repeats, device=device, gate=gate, clock=args.clock)
     add_ratios(rows)
     settings = _settings(args, model, dtype, description)
-    settings.update(batch=batch_size, methods=methods, budgets=args.visual_token_num or list(DEFAULT_BUDGETS))
+    settings.update(batch=batch_size, methods=methods, budgets=args.visual_token_num or list(DEFAULT_BUDGETS),
+                    clock=args.clock)
     result = {
         "machine": machine_info(device), "settings": settings, "flops_convention": F.CONVENTION,
         "memory_measure": PeakMemory(device).what, "load_average": {"start": load0, "end": load_average()},

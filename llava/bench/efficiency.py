@@ -157,9 +157,11 @@ def _run(model, cfg: EffConfig, batch: BenchBatch, new_tokens: int, clock: Clock
 
 
 def run_efficiency(model, batch: BenchBatch, configs: list[EffConfig], *, new_tokens: int, warmup: int,
-                   repeats: int, device, gate: Gate | None = None, log=print) -> list[dict]:
-    """Warm up (the last warm-up pass measures memory), then `repeats` interleaved rounds; one dict per row."""
-    clock, gate = Clock(device), gate or Gate(retries=0)
+                   repeats: int, device, gate: Gate | None = None, clock: str = "wall", log=print) -> list[dict]:
+    """Warm up (the last warm-up pass measures memory), then `repeats` interleaved rounds; one dict per row.
+
+    clock: 'wall' seconds, or 'cpu' (this process's CPU seconds, for a busy shared machine; `Clock`)."""
+    clock, gate = Clock(device, clock), gate or Gate(retries=0)
     rows = [_Row(cfg) for cfg in configs]
     for row in rows:
         try:

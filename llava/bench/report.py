@@ -226,7 +226,9 @@ def efficiency_markdown(result: dict) -> str:
     out = [f"# Efficiency per method ({result['machine']['cpu']}, {result['machine']['torch_threads']} threads, "
            f"{s['dtype']}, torch {result['machine']['torch']})", "",
            f"Model: {s['model']}, {s['llm_layers']} LLM layers; batch {s['batch']}; {s['repeats']} interleaved rounds "
-           f"after {s['warmup']} warm-up; {s['max_new_tokens']} new tokens. Times: median [p10-p90] over the rounds; "
+           f"after {s['warmup']} warm-up; {s['max_new_tokens']} new tokens. Times ("
+           + ("this process's CPU seconds, all threads" if s.get("clock") == "cpu" else "wall clock")
+           + "): median [p10-p90] over the rounds; "
            "speedups: median of the per-round ratios to the 'none' pass of the same round. TFLOPs: the LLM prefill "
            "with every layer at the length it ran on (plus the in-LLM scoring); peak memory: "
            + result["memory_measure"] + ".", "", efficiency_table(result["runs"]), ""]

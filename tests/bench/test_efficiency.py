@@ -95,6 +95,7 @@ def test_efficiency_run_end_to_end(tmp_path):
 
     out = tmp_path / "eff"
     result = main(["--efficiency", "--arch", "tiny", "--dtype", "float32", "--pruning-method", "none,fastervlm,fastv,pdrop",
+                   "--clock", "cpu",
                    "--visual-token-num", "64", "--repeats", "1", "--max-new-tokens", "2", "--wait-quiet", "0",
                    "--retries", "0", "--threads", "1", "--out", str(out)])
     for ext in ("json", "md", "png"):
@@ -116,8 +117,21 @@ def test_efficiency_run_end_to_end(tmp_path):
     assert set(check["per_budget"]) == {64} and check["goal"] == 0.9
     md = (out / "efficiency.md").read_text()
     assert "| fastv K=64 | 64 | 576 | L2: 64 | 320.0 |" in md and "FastV LLM prefill speedup" in md
-    assert json.loads((out / "efficiency.json").read_text())["settings"]["methods"] == ["none", "fastervlm", "fastv",
-                                                                                         "pdrop"]
+    settings = json.loads((out / "efficiency.json").read_text())["settings"]
+    assert settings["clock"] == "cpu" and settings["methods"] == ["none", "fastervlm", "fastv", "pdrop"]
+
+
+def test_cpu_clock_counts_process_time():
+    import time
+
+    from llava.bench.measure import Clock
+
+    cpu, wall = Clock("cpu", "cpu"), Clock("cpu")
+    c0, w0 = cpu.now(), wall.now()
+    time.sleep(0.2)  # sleeping costs no CPU time
+    assert wall.now() - w0 >= 0.2 and cpu.now() - c0 < 0.1
+    with pytest.raises(ValueError, match="clock must be one of"):
+        Clock("cpu", "gpu")
 
 
 def test_a_refused_configuration_is_reported_not_run(setup, tmp_path):
