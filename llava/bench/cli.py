@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     eff.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                      help="--efficiency times in wall seconds, or in this process's CPU seconds (all threads): "
                           "the work done, which other processes on a busy shared CPU barely change")
+    eff.add_argument("--fastv-rounds", type=int, default=5,
+                     help="--efficiency: rounds of FastV's prefill-only check (none vs FastV at each budget, adjacent "
+                          "passes); 0 skips it and judges FastV from the table's rounds")
     eff.add_argument("--efficiency-layers", type=int, default=8,
                      help="LLM layers for --efficiency with random weights (FastV's layer 2 of 8)")
     head = p.add_argument_group("headline (P1, P2, P3)")
@@ -209,6 +212,15 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
     rows = run_efficiency(model, batch, configs, new_tokens=args.max_new_tokens, warmup=args.warmup,
                           repeats=args.repeats, device=device, gate=gate, clock=args.clock)
     add_ratios(rows)
+    pairs = None
+    fastv_budgets = sorted({c.k for c in configs if c.method == "fastv"}, reverse=True)
+    if args.fastv_rounds > 0 and fastv_budgets:
+        from .efficiency import fastv_prefill_pairs
+
+        print("FastV: the LLM prefill alone, none vs each budget in adjacent passes", flush=True)
+        fastv_args = dict(next(c.args for c in configs if c.method == "fastv"))
+        pairs = fastv_prefill_pairs(model, batch, fastv_budgets, rounds=args.fastv_rounds, device=device,
+                                    clock=args.clock, args=fastv_args, gate=gate)
     settings = _settings(args, model, dtype, description)
     settings.update(batch=batch_size, methods=methods, budgets=args.visual_token_num or list(DEFAULT_BUDGETS),
                     clock=args.clock)
@@ -216,7 +228,7 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
         "machine": machine_info(device), "settings": settings, "flops_convention": F.CONVENTION,
         "memory_measure": PeakMemory(device).what, "load_average": {"start": load0, "end": load_average()},
         "wall_seconds": time.time() - started, "passes_rerun_busy_machine": gate.discarded,
-        "fastv_check": fastv_check(rows), "runs": rows,
+        "fastv_check": fastv_check(rows, pairs=pairs), "runs": rows,
     }
     md = efficiency_markdown(result)
     paths = write_outputs(result, Path(args.out), "efficiency", md,

@@ -95,7 +95,7 @@ def test_efficiency_run_end_to_end(tmp_path):
 
     out = tmp_path / "eff"
     result = main(["--efficiency", "--arch", "tiny", "--dtype", "float32", "--pruning-method", "none,fastervlm,fastv,pdrop",
-                   "--clock", "cpu",
+                   "--clock", "cpu", "--fastv-rounds", "2",
                    "--visual-token-num", "64", "--repeats", "1", "--max-new-tokens", "2", "--wait-quiet", "0",
                    "--retries", "0", "--threads", "1", "--out", str(out)])
     for ext in ("json", "md", "png"):
@@ -114,7 +114,13 @@ def test_efficiency_run_end_to_end(tmp_path):
     assert fastv["kv_cache_bytes"] < none["kv_cache_bytes"]
     assert fastv["prefill_speedup_flops"] == pytest.approx(none["flops"]["prefill"] / fastv["flops"]["prefill"])
     check = result["fastv_check"]
-    assert set(check["per_budget"]) == {64} and check["goal"] == 0.9
+    assert set(check["per_budget"]) == set(check["in_table"]) == {64} and check["goal"] == 0.9
+    pairs = check["pairs"]
+    assert check["source"] == "prefill pairs" and pairs["rounds"] == 2
+    assert pairs["layer_lengths"]["fastv K=64"] == fastv["layer_lengths"]  # the same prefill as the table's
+    assert pairs["flops"]["fastv K=64"] == fastv["flops"]["prefill"] and pairs["flops"]["none"] == none["flops"]["prefill"]
+    assert len(pairs["seconds"]["none"]["values"]) == 2
+    assert check["per_budget"][64]["predicted"] == pytest.approx(fastv["prefill_speedup_flops"])
     md = (out / "efficiency.md").read_text()
     assert "| fastv K=64 | 64 | 576 | L2: 64 | 320.0 |" in md and "FastV LLM prefill speedup" in md
     settings = json.loads((out / "efficiency.json").read_text())["settings"]
