@@ -229,7 +229,7 @@ def efficiency_markdown(result: dict) -> str:
            f"after {s['warmup']} warm-up; {s['max_new_tokens']} new tokens. Times ("
            + ("this process's CPU seconds, all threads" if s.get("clock") == "cpu" else "wall clock")
            + "): median [p10-p90] over the rounds; "
-           "speedups: median of the per-round ratios to the 'none' pass of the same round. TFLOPs: the LLM prefill "
+           "speedups: median of the per-round ratios to the 'none' pass of the same round. GFLOPs: the LLM prefill "
            "with every layer at the length it ran on (plus the in-LLM scoring); peak memory: "
            + result["memory_measure"] + ".", "", efficiency_table(result["runs"]), ""]
     if check:
@@ -248,7 +248,7 @@ def efficiency_markdown(result: dict) -> str:
 
 def plot_efficiency(rows: list[dict], path: Path, title: str) -> None:
     """Left: LLM prefill time vs budget per method (median, p10-p90 bars), each with its FLOPs-predicted
-    time (dotted: the unpruned time scaled by the FLOPs ratio). Right: LLM prefill TFLOPs vs budget.
+    time (dotted: the unpruned time scaled by the FLOPs ratio). Right: LLM prefill GFLOPs vs budget.
     Methods without a budget (a schedule in their arguments) sit at their layer-averaged tokens (x)."""
     import matplotlib
 
