@@ -1,7 +1,8 @@
 """Benchmark LLaVA with visual-token pruning: per-stage time (vision, [CLS] scoring, selection, projector,
 splice, prefill = time to first token, decode per token, end to end), peak memory, KV-cache bytes and
-analytic FLOPs, for a list of K, methods and batch sizes; `--baseline` adds the original FasterVLM path
-and `--headline` measures P1/P2/P3 side by side. Writes JSON, a Markdown table and a PNG of speed vs K
+analytic FLOPs, for a list of K, methods and batch sizes; `--baseline` adds the original FasterVLM path,
+`--headline` measures P1/P2/P3 side by side and `--efficiency` every method x budget (FLOPs with in-LLM drops
+counted per layer, LLM prefill, TTFT, decode, KV cache, memory). Writes JSON, a Markdown table and a PNG of speed vs K
 (see docs/PERFORMANCE.md)."""
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     src.add_argument("--seed", type=int, default=0)
     run = p.add_argument_group("sweep")
-    run.add_argument("--visual-token-num", type=_ints, default=[576, 144, 64], help="K values, e.g. 576,144,64")
-    run.add_argument("--pruning-method", default="fastervlm", help="comma-separated registered methods")
+    run.add_argument("--visual-token-num", type=_ints, default=None,
+                     help="K values, e.g. 576,144,64 (default 576,144,64; with --efficiency 192,128,64)")
+    run.add_argument("--pruning-method", default=None,
+                     help="comma-separated registered methods (default fastervlm; with --efficiency "
+                          "none,fastervlm,fastv,pdrop,dart, where 'none' is the unpruned row)")
     run.add_argument("--pruning-args", default=None, help='method options "key=value,..."')
     run.add_argument("--batch-size", type=_ints, default=[1], help="batch sizes, e.g. 1,8")
     run.add_argument("--baseline", action="store_true",
                      help="also time the original FasterVLM path (eager CLIP with all maps, project all 576) at batch 1")
-    run.add_argument("--max-new-tokens", type=int, default=8, help="greedy tokens per answer (EOS does not stop)")
+    run.add_argument("--max-new-tokens", type=int, default=None,
+                     help="greedy tokens per answer (EOS does not stop); default 8, with --headline 2 for P2, "
+                          "with --efficiency 3")
     run.add_argument("--warmup", type=int, default=1, help="untimed passes per config (the last measures memory)")
     run.add_argument("--repeats", type=int, default=3, help="timed rounds (configs interleaved)")
     run.add_argument("--conv-mode", default="vicuna_v1")
@@ -61,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wait-quiet", type=float, default=60,
                      help="seconds to wait, before each measured section, for other processes to go quiet")
     run.add_argument("--out", default="outputs/bench", help="output folder for JSON, Markdown and PNG")
+    eff = p.add_argument_group("efficiency per method (FasterVLM's efficiency table)")
+    eff.add_argument("--efficiency", action="store_true",
+                     help="every method x budget side by side at 7B dims (8 LLM layers) unless --arch/--model-path/"
+                          "--llm-layers say otherwise: FLOPs, LLM prefill, TTFT, decode, KV cache, peak memory")
+    eff.add_argument("--method-args", action="append", default=None, metavar="METHOD:key=value,...",
+                     help="options of one method in --efficiency (repeatable), e.g. pdrop:layers=2:4:6,lambda=0.5")
+    eff.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                     help="--efficiency times in wall seconds, or in this process's CPU seconds (all threads): "
+                          "the work done, which other processes on a busy shared CPU barely change")
+    eff.add_argument("--fastv-rounds", type=int, default=5,
+                     help="--efficiency: rounds of FastV's prefill-only check (none vs FastV at each budget, adjacent "
+                          "passes); 0 skips it and judges FastV from the table's rounds")
+    eff.add_argument("--efficiency-layers", type=int, default=8,
+                     help="LLM layers for --efficiency with random weights (FastV's layer 2 of 8)")
     head = p.add_argument_group("headline (P1, P2, P3)")
     head.add_argument("--headline", action="store_true",
                       help="P1/P2/P3 at 7B dims with random weights, unless --arch/--model-path say otherwise")
@@ -122,7 +142,9 @@ def run_sweep(args) -> dict:
 
 
 def _sweep(args, tokenizer, model, processor, device, dtype, description) -> dict:
-    methods = [m.strip() for m in args.pruning_method.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.pruning_method or "fastervlm").split(",") if m.strip()]
+    args.max_new_tokens = args.max_new_tokens or 8
+    args.visual_token_num = args.visual_token_num or [576, 144, 64]
     for m in methods:
         get_method(m)
     method_args = parse_method_args(args.pruning_args)
@@ -147,6 +169,73 @@ def _sweep(args, tokenizer, model, processor, device, dtype, description) -> dic
     paths = write_outputs(result, Path(args.out), "bench", sweep_markdown(result), f"{description}, {result['settings']['dtype']}")
     print(sweep_markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return result
+
+
+def run_efficiency_mode(args) -> dict:
+    started, load0 = time.time(), load_average()
+    if args.llm_layers is None and not args.model_path:
+        top = ARCHS[args.arch or "llava-v1.5-7b"]["text"]["num_hidden_layers"]
+        args.llm_layers = min(args.efficiency_layers, top)
+    args.random_weights = args.random_weights or not args.model_path
+    tokenizer, model, processor, device, dtype, description = _setup(args)
+    print(f"model: {description}, {len(model.get_model().layers)} LLM layers, {dtype}; "
+          f"built in {time.time() - started:.1f} s")
+    with torch.inference_mode():
+        return _efficiency(args, tokenizer, model, processor, device, dtype, description, started, load0)
+
+
+def _efficiency(args, tokenizer, model, processor, device, dtype, description, started, load0) -> dict:
+    from .efficiency import DEFAULT_BUDGETS, DEFAULT_METHODS, add_ratios, fastv_check, parse_method_overrides, plan, \
+        run_efficiency
+    from .report import efficiency_markdown, plot_efficiency
+
+    args.max_new_tokens = args.max_new_tokens or 3
+
+    methods = [m.strip() for m in args.pruning_method.split(",") if m.strip()] if args.pruning_method \
+        else list(DEFAULT_METHODS)
+    for m in methods:
+        if m != "none":
+            get_method(m)
+    if args.pruning_args:
+        raise SystemExit("--efficiency runs several methods: give options per method with --method-args METHOD:k=v,...")
+    batch_size = args.batch_size[0] if len(args.batch_size) == 1 else None
+    if batch_size is None:
+        raise SystemExit("--efficiency runs one batch size; give one --batch-size")
+    configs = plan(methods, args.visual_token_num or list(DEFAULT_BUDGETS), len(model.get_model().layers),
+                   model.get_vision_tower().num_patches, parse_method_overrides(args.method_args))
+    batch = make_batch(tokenizer, processor, model.config, batch_size, device, dtype, args.conv_mode)
+    gate = Gate(args.max_other_load, args.retries, min(args.wait_quiet, 30))
+    if args.wait_quiet > 0:
+        wait_until_quiet(args.max_other_load, args.wait_quiet)
+    print(f"{len(configs)} configurations: " + ", ".join(c.label for c in configs), flush=True)
+    rows = run_efficiency(model, batch, configs, new_tokens=args.max_new_tokens, warmup=args.warmup,
+                          repeats=args.repeats, device=device, gate=gate, clock=args.clock)
+    add_ratios(rows)
+    pairs = None
+    fastv_budgets = sorted({c.k for c in configs if c.method == "fastv"}, reverse=True)
+    if args.fastv_rounds > 0 and fastv_budgets:
+        from .efficiency import fastv_prefill_pairs
+
+        print("FastV: the LLM prefill alone, none vs each budget in adjacent passes", flush=True)
+        fastv_args = dict(next(c.args for c in configs if c.method == "fastv"))
+        pairs = fastv_prefill_pairs(model, batch, fastv_budgets, rounds=args.fastv_rounds, device=device,
+                                    clock=args.clock, args=fastv_args, gate=gate)
+    settings = _settings(args, model, dtype, description)
+    settings.update(batch=batch_size, methods=methods, budgets=args.visual_token_num or list(DEFAULT_BUDGETS),
+                    clock=args.clock)
+    result = {
+        "machine": machine_info(device), "settings": settings, "flops_convention": F.CONVENTION,
+        "memory_measure": PeakMemory(device).what, "load_average": {"start": load0, "end": load_average()},
+        "wall_seconds": time.time() - started, "passes_rerun_busy_machine": gate.discarded,
+        "fastv_check": fastv_check(rows, pairs=pairs), "runs": rows,
+    }
+    md = efficiency_markdown(result)
+    paths = write_outputs(result, Path(args.out), "efficiency", md,
+                          f"{description}, {settings['llm_layers']} LLM layers, {settings['dtype']}, batch {batch_size}",
+                          plot=plot_efficiency)
+    print(md)
+    print("wrote " + ", ".join(str(p) for p in paths.values()) + f" in {result['wall_seconds']:.0f} s")
     return result
 
 
@@ -183,7 +272,7 @@ def _headline(args, tokenizer, model, processor, device, dtype, description, sta
                         gate=section("p1"))
     print("P2: K sweep at batch 1")
     rows, p2 = k_sweep(model, batch1, args.p2_k, pruned_k=args.p2_pruned_k, method="fastervlm",
-                       new_tokens=args.max_new_tokens if args.max_new_tokens != 8 else 2,
+                       new_tokens=args.max_new_tokens or 2,
                        rounds=args.p2_rounds, warmup=args.warmup, device=device, gate=section("p2"))
     print("P3: batch 1 vs batch %d" % args.p3_batch)
     batch = make_batch(tokenizer, processor, model.config, args.p3_batch, device, dtype, args.conv_mode)
@@ -243,4 +332,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("give either --model-path (real weights) or --arch (random weights), not both")
     # The model is built outside inference_mode: parameters created inside it are inference tensors
     # that report requires_grad=False, which sends the LM head down at::matmul's copying bmm path.
+    if args.headline and args.efficiency:
+        raise SystemExit("give --headline or --efficiency, not both")
+    if args.efficiency:
+        return run_efficiency_mode(args)
     return run_headline(args) if args.headline else run_sweep(args)

@@ -174,3 +174,57 @@ def pipeline_flops(
 def kv_cache_bytes(d: ModelDims, batch: int, length: int, element_size: int) -> int:
     """Keys and values of every layer for `batch` rows of `length` positions."""
     return 2 * d.layers * batch * d.kv_heads * length * d.head_dim * element_size
+
+
+# ---- in-LLM pruning: every layer at its own length ------------------------------------------------
+def _layers_of(d: ModelDims, lengths) -> list[int]:
+    lengths = [lengths] * d.layers if isinstance(lengths, int) else [int(x) for x in lengths]
+    if len(lengths) != d.layers:
+        raise ValueError(f"need one length per LLM layer ({d.layers}), got {len(lengths)}")
+    return lengths
+
+
+def prefill_flops_layers(d: ModelDims, batch: int, lengths, logits_rows: int = 1) -> int:
+    """LLM prefill where layer i runs on `lengths[i]` padded positions (an in-LLM method's drops;
+    an int: every layer the same, which equals `prefill_flops`)."""
+    lengths = _layers_of(d, lengths)
+    per_token = _llm_linear_macs_per_token(d)
+    macs = sum(batch * n * per_token + 2 * batch * d.heads * n * n * d.head_dim for n in lengths)
+    return 2 * (macs + batch * logits_rows * d.hidden * d.vocab)
+
+
+def decode_flops_layers(d: ModelDims, batch: int, lengths, new_tokens: int) -> int:
+    """All decode steps after a prefill whose layer i cached `lengths[i]` keys."""
+    lengths = _layers_of(d, lengths)
+    linear = batch * _llm_linear_macs_per_token(d)
+    total = 0
+    for step in range(1, new_tokens):
+        attention = sum(2 * batch * d.heads * (n + step) * d.head_dim for n in lengths)
+        total += 2 * (d.layers * linear + attention + batch * d.hidden * d.vocab)
+    return total
+
+
+def in_llm_scoring_flops(d: ModelDims, batch: int, lengths, probe_layers, drop_layers, q_rows) -> int:
+    """What an in-LLM method's scoring adds to the prefill, under the module's convention.
+
+    Per probed layer: the probe's query rows against that layer's keys, 2 * B * H * R * L * Dh
+    (QK^T only; softmax and head mean count 0), R = the rows `q_rows` keeps (a slice of the L
+    positions, None: all). A probed layer that is also a drop layer is scored on the tokens entering
+    it, before its drop (PyramidDrop), which costs its q and k projections once more on those
+    tokens. Selection arithmetic beyond that (sorting, DART's cosine similarities) counts 0.
+    """
+    lengths = _layers_of(d, lengths)
+    total = 0
+    for p in probe_layers:
+        ahead = p in drop_layers
+        n = lengths[p - 1] if ahead and p > 0 else lengths[p]
+        rows = n if q_rows is None else len(range(n)[q_rows])
+        total += 2 * batch * d.heads * rows * n * d.head_dim
+        if ahead:
+            total += 2 * batch * n * d.hidden * (d.heads + d.kv_heads) * d.head_dim
+    return total
+
+
+def kv_cache_bytes_layers(d: ModelDims, batch: int, lengths, element_size: int) -> int:
+    """Keys and values of every layer, layer i holding `lengths[i]` positions."""
+    return sum(2 * batch * d.kv_heads * n * d.head_dim * element_size for n in _layers_of(d, lengths))

@@ -23,16 +23,29 @@ import numpy as np
 import torch
 
 
-class Clock:
-    """Wall-clock seconds; synchronises CUDA before each reading."""
+CLOCKS = ("wall", "cpu")
 
-    def __init__(self, device: torch.device | str) -> None:
+
+class Clock:
+    """Wall-clock seconds (kind 'wall'); synchronises CUDA before each reading.
+
+    kind 'cpu' reads this process's CPU time instead (all threads summed, `time.process_time`): the
+    work a stage did, which other processes on a shared machine barely change, where wall time grows
+    with their load. CPU only (kernels on a GPU do not count as process time).
+    """
+
+    def __init__(self, device: torch.device | str, kind: str = "wall") -> None:
+        if kind not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {kind!r}")
         self.cuda = torch.device(device).type == "cuda"
+        if self.cuda and kind == "cpu":
+            raise ValueError("--clock cpu measures CPU work; on CUDA use the wall clock")
+        self.kind = kind
 
     def now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return time.process_time() if self.kind == "cpu" else time.perf_counter()
 
 
 def summarize(values: Sequence[float], keep: Sequence[bool] | None = None) -> dict:

@@ -176,10 +176,113 @@ def plot_speed_vs_k(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: dict, out_dir: Path, stem: str, markdown: str, title: str) -> dict[str, Path]:
+def write_outputs(result: dict, out_dir: Path, stem: str, markdown: str, title: str, plot=None) -> dict[str, Path]:
+    """JSON, Markdown and PNG (`plot(rows, path, title)`, default `plot_speed_vs_k`) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
     paths["json"].write_text(json.dumps(result, indent=1, default=str))
     paths["md"].write_text(markdown)
-    plot_speed_vs_k(result["runs"], paths["png"], title)
+    (plot or plot_speed_vs_k)(result["runs"], paths["png"], title)
     return paths
+
+
+# ---- efficiency per method (llava.bench.efficiency) ------------------------------------------------
+def _x(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}x"
+
+
+def efficiency_table(rows: list[dict]) -> str:
+    """FasterVLM's efficiency-table layout: one row per method and budget, the unpruned row first."""
+    head = ["Method", "budget K", "visual tokens in", "after pruning layers", "layer-avg tokens", "GFLOPs (LLM prefill)",
+            "FLOPs ↓", "LLM prefill ms", "prefill speedup (FLOPs-predicted)", "measured / predicted", "TTFT ms",
+            "TTFT speedup (FLOPs)", "decode ms/token", "KV cache MB", "peak mem MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = next((r for r in rows if r["method"] == "none" and "skipped" not in r), None)
+    for r in rows:
+        if "skipped" in r:
+            lines.append("| " + " | ".join([r["label"], str(r["k"] or "-"), f"skipped: {r['skipped']}"]
+                                           + [""] * (len(head) - 3)) + " |")
+            continue
+        s, f = r["seconds"], r["flops"]
+        after = "; ".join(", ".join(f"L{l}: {k}" for l, k in zip(ls, ks)) for ls, ks in
+                          zip(r["prune_layers"], r["visual_tokens_after_layers"]) if ls) or "-"
+        drop = "-" if ref is None else f"{100 * (1 - f['prefill'] / ref['flops']['prefill']):.1f}%"
+        cells = [
+            r["label"], "-" if r["method"] == "none" or r["scheduled"] else str(r["k"]),
+            ", ".join(map(str, r["visual_tokens"])), after, f"{r['layer_averaged_visual_tokens']:.1f}",
+            f"{f['prefill'] / 1e9:.1f}", drop, _ms(s["prefill"]),
+            f"{_x(r.get('prefill_speedup'))} ({_x(r.get('prefill_speedup_flops'))})",
+            _pct(r.get("prefill_fraction_of_flops")), _ms(s["ttft"]),
+            f"{_x(r.get('ttft_speedup'))} ({_x(r.get('ttft_speedup_flops'))})",
+            f"{1e3 * s['decode_per_token']['median']:.1f}", _mb(r["kv_cache_bytes"]),
+            _mb(r["peak_memory_bytes"].get("pass")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def efficiency_markdown(result: dict) -> str:
+    s, check = result["settings"], result.get("fastv_check")
+    out = [f"# Efficiency per method ({result['machine']['cpu']}, {result['machine']['torch_threads']} threads, "
+           f"{s['dtype']}, torch {result['machine']['torch']})", "",
+           f"Model: {s['model']}, {s['llm_layers']} LLM layers; batch {s['batch']}; {s['repeats']} interleaved rounds "
+           f"after {s['warmup']} warm-up; {s['max_new_tokens']} new tokens. Times ("
+           + ("this process's CPU seconds, all threads" if s.get("clock") == "cpu" else "wall clock")
+           + "): median [p10-p90] over the rounds; "
+           "speedups: median of the per-round ratios to the 'none' pass of the same round. GFLOPs: the LLM prefill "
+           "with every layer at the length it ran on (plus the in-LLM scoring); peak memory: "
+           + result["memory_measure"] + ".", "", efficiency_table(result["runs"]), ""]
+    if check:
+        fmt = lambda d: "; ".join(f"K={k}: {v['measured']:.2f}x / {v['predicted']:.2f}x = "  # noqa: E731
+                                  f"{100 * v['fraction']:.1f}%" for k, v in sorted(d.items(), reverse=True))
+        pairs = check.get("pairs")
+        where = (f"the prefill alone in {pairs['rounds']} rounds of adjacent passes" if pairs
+                 else "the table's rounds")
+        out += [f"FastV LLM prefill speedup over none, measured / FLOPs-predicted ({where}): "
+                f"{fmt(check['per_budget'])} (goal >= {100 * check['goal']:.0f}%: "
+                f"{'met' if check['met'] else 'NOT met'}).", ""]
+        if pairs and check["in_table"]:
+            out += [f"In the table's rounds (whole passes, a round apart): {fmt(check['in_table'])}.", ""]
+    return "\n".join(out)
+
+
+def plot_efficiency(rows: list[dict], path: Path, title: str) -> None:
+    """Left: LLM prefill time vs budget per method (median, p10-p90 bars), each with its FLOPs-predicted
+    time (dotted: the unpruned time scaled by the FLOPs ratio). Right: LLM prefill GFLOPs vs budget.
+    Methods without a budget (a schedule in their arguments) sit at their layer-averaged tokens (x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    live = [r for r in rows if "skipped" not in r]
+    ref = next((r for r in live if r["method"] == "none"), None)
+    n_all = max((max(r["visual_tokens"]) for r in live), default=576)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    methods = list(dict.fromkeys(r["method"] for r in live))
+    for i, method in enumerate(methods):
+        rs = [r for r in live if r["method"] == method]
+        xs = [n_all if method == "none" else (r["layer_averaged_visual_tokens"] if r["scheduled"] else r["k"])
+              for r in rs]
+        order = sorted(range(len(rs)), key=lambda j: xs[j])
+        rs, xs = [rs[j] for j in order], [xs[j] for j in order]
+        color, marker = colors[i % len(colors)], "x" if rs[0]["scheduled"] else "o"
+        med = [r["seconds"]["prefill"]["median"] for r in rs]
+        err = [[m - r["seconds"]["prefill"]["p10"] for m, r in zip(med, rs)],
+               [r["seconds"]["prefill"]["p90"] - m for m, r in zip(med, rs)]]
+        ax.errorbar(xs, med, yerr=err, fmt=marker + "-", capsize=3, color=color, label=rs[0]["label"].split(" K=")[0])
+        if ref is not None and method != "none":
+            ax.plot(xs, [ref["seconds"]["prefill"]["median"] * r["flops"]["prefill"] / ref["flops"]["prefill"]
+                         for r in rs], ":", color=color)
+        ax2.plot(xs, [r["flops"]["prefill"] / 1e9 for r in rs], marker + "-", color=color, label=rs[0]["label"].split(" K=")[0])
+    for a, ylabel in ((ax, "LLM prefill seconds (dotted: FLOPs-predicted)"), (ax2, "LLM prefill GFLOPs")):
+        a.set_xlabel("visual-token budget K (scheduled methods: layer-averaged tokens)")
+        a.set_ylabel(ylabel)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax2.set_title("FLOPs counted per layer at the length it runs on", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -54,6 +54,7 @@ class PassResult:
     memory: dict[str, int] = field(default_factory=dict)
     cpu_busy: float | None = None  # process CPU time / (wall time x threads)
     other_load: float | None = None  # share of the machine's CPU other processes used meanwhile
+    llm: dict = field(default_factory=dict)  # what the LLM ran on (`llm_facts`): row lengths, dropper report, KV lengths
 
     @property
     def ttft(self) -> float:
@@ -133,15 +134,32 @@ class _Decoder:
         return out.logits[:, -1]
 
 
+def llm_facts(decoder: _Decoder, mm) -> dict:
+    """What the LLM ran on in a prefill, for the FLOPs and token accounting (read after the prefill).
+
+    row_lengths: real (unpadded) prompt tokens per row; visual_tokens: per image, the tokens entering
+    the LLM. With an in-LLM method also: in_llm (the dropper's `report()`), its drop_layers,
+    probe_layers and probe query rows (q_rows, a slice or None), and kv_lengths (keys cached per layer).
+    """
+    facts = {"row_lengths": [int(x) for x in mm.attention_mask.sum(dim=1).tolist()],
+             "visual_tokens": list(mm.encoded.token_counts) if mm.encoded is not None else []}
+    if decoder.loop is not None:
+        dropper = decoder.loop.dropper
+        facts.update(in_llm=dropper.report(), drop_layers=list(dropper.drop_layers),
+                     probe_layers=list(dropper.probe_layers), q_rows=dropper.q_rows,
+                     kv_lengths=decoder.loop.kv_lengths())
+    return facts
+
+
 @torch.no_grad()
 def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens: int, clock: Clock,
                     memory: PeakMemory | None, seconds: dict,
-                    pruning: PruningConfig | None = None) -> tuple[torch.Tensor, int, int, tuple]:
+                    pruning: PruningConfig | None = None, facts: dict | None = None) -> tuple[torch.Tensor, int, int, tuple]:
     """Splice, prefill and a greedy decode loop with the KV cache; fills seconds['splice'/'prefill'/'decode'].
 
     Returns (tokens [B, new_tokens], padded prompt length, KV-cache bytes after the prefill, the top-5
     logits and ids of every step). EOS does not stop the loop, so every pass decodes the same number
-    of tokens.
+    of tokens. `facts`, when given, receives `llm_facts` (outside the timed stages).
     """
     t0 = clock.now()
     mm = model.prepare_multimodal_inputs(batch.input_ids, None, batch.attention_mask, padding_side="left",
@@ -160,6 +178,10 @@ def generate_greedy(model, batch: BenchBatch, encoded: EncodedImages, new_tokens
     if memory:
         memory.mark("prefill")
     kv = cache_bytes(decoder.cache)
+    if facts is not None:
+        t_facts = clock.now()
+        facts.update(llm_facts(decoder, mm))
+        t2 += clock.now() - t_facts  # the decode clock starts after this bookkeeping
     tokens = [token]
     for _ in range(new_tokens - 1):
         logits = decoder.step(token)
@@ -226,15 +248,16 @@ def run_ours(model, batch: BenchBatch, k: int | None, method, method_args: dict,
         memory.mark("projector")
     seconds.update(vision=t1 - t0, select=t2 - t1, projector=t3 - t2)
     budget = k if method.stage == "pre_llm" or k is None else min(k, n)
+    facts: dict = {}
     out_tokens, length, kv, top = generate_greedy(model, batch, _encoded(projected, kept, n, budget), new_tokens,
-                                                   clock, memory, seconds, pruning)
+                                                   clock, memory, seconds, pruning, facts)
     wall = clock.now() - t0
     seconds["e2e"] = wall
     other = load.stop()
     busy = (_cpu_time() - cpu0) / max(wall * torch.get_num_threads(), 1e-9)
     seconds["scoring"] = timer.time(clock)  # after the pass, outside its clock
     return PassResult(seconds, out_tokens, length, projected.shape[1], kv, new_tokens, top_logits=top,
-                      memory=memory.finish() if memory else {}, cpu_busy=busy, other_load=other)
+                      memory=memory.finish() if memory else {}, cpu_busy=busy, other_load=other, llm=facts)
 
 
 class OriginalTower:

@@ -431,7 +431,7 @@ def _generate(model, tokenizer, batch: _Batch, jobs: list[tuple[int, Any]], shar
         )
     logits = torch.stack(out.logits, 1) if with_logits else None  # T x [B, V] -> [B, T, V]
     tokens = out.sequences if with_logits else out  # [B, T] new tokens
-    per_image = iter(_visual_token_report(model.last_multimodal))
+    per_image = iter(_visual_token_report(model.last_multimodal, model.config.num_hidden_layers))
     return [(text, [next(per_image) for _ in range(batch.counts[r])], tokens[b], None if logits is None else logits[b])
             for b, ((r, _), text) in enumerate(zip(jobs, tokenizer.batch_decode(tokens, skip_special_tokens=True)))]
 
@@ -569,29 +569,28 @@ def _named_context_overflow(question_ids: Sequence[Any], truncate_prompts: bool)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _visual_token_report(encoded) -> list[dict]:
-    """Per image: the visual tokens entering the LLM and, for in-LLM methods, the count after pruning."""
+def _visual_token_report(encoded, num_layers: int) -> list[dict]:
+    """Per image: the visual tokens entering the LLM, the count after each pruning layer and the
+    layer-averaged count, the same fields for every method (`llava.pruning.accounting`); for dynamic
+    layouts (OneVision) also the image's unpruned count N_i and the budget K_i asked for."""
+    from llava.pruning.accounting import visual_token_accounting
+
     if encoded is None:
         return []
-    reports = [{"visual_tokens": n} for n in encoded.token_counts]
-    if encoded.unpruned_counts is not None:  # dynamic layouts (OneVision): N_i and the K_i asked for
+    reports = visual_token_accounting(encoded.token_counts, num_layers, encoded.in_llm)
+    if encoded.unpruned_counts is not None:
         for rep, n_full, k in zip(reports, encoded.unpruned_counts, encoded.budgets):
             rep.update(visual_tokens_unpruned=n_full, visual_token_budget=k)
-    if encoded.in_llm:
-        for rep, after, avg in zip(reports, encoded.in_llm["kept_after_layer"], encoded.in_llm["layer_averaged"]):
-            rep.update(prune_layer=encoded.in_llm["layer"], visual_tokens_after_layer=after,
-                       layer_averaged_visual_tokens=avg)
-        if "layers" in encoded.in_llm:  # staged methods (pdrop): every pruning layer and the count after it
-            for rep, stages in zip(reports, encoded.in_llm["kept_per_stage"]):
-                rep.update(prune_layers=list(encoded.in_llm["layers"]), visual_tokens_after_layers=list(stages))
     return reports
 
 
 def _merge_reports(reports: list[dict]) -> dict:
-    """One image: its numbers; several: a list per field; none: visual_tokens = []."""
+    """One image: its numbers; several: a list per field; none (a text-only question): every field []."""
+    from llava.pruning.accounting import ACCOUNTING_KEYS
+
     if len(reports) == 1:
         return reports[0]
-    keys = reports[0].keys() if reports else ["visual_tokens"]
+    keys = reports[0].keys() if reports else ACCOUNTING_KEYS
     return {key: [r[key] for r in reports] for key in keys}
 
 

@@ -10,6 +10,14 @@ those percentages over the benchmarks present at that K that have a baseline.
   python -m llava.eval.summarize RESULTS_DIR [--baseline-k 576] [--out PREFIX] [--published LLaVA-1.5-7B]
 writes Markdown to stdout and PREFIX.md, PREFIX.csv and PREFIX.png (relative score vs K); `--published`
 adds a row of that model's published K=576 numbers (the catalogue's baselines) to the Markdown.
+
+`--align layer-averaged` lines methods up at equal layer-averaged visual tokens, as papers compare
+in-LLM methods (FastV, PyramidDrop: all tokens enter the LLM, fewer run in its later layers) with
+pre-LLM ones (K tokens in every layer). Rows are (method, K) runs, read from the records' `method`
+and `layer_averaged_visual_tokens` (written by the scorers from the answers' metadata; a record
+without them counts as its K), sorted by layer-averaged tokens, largest first; runs within
+`--group-tolerance` (relative) of a group's first row share its group. The unpruned row (layer-averaged
+tokens = the baseline K) is the baseline of every method; the plot shows Avg vs layer-averaged tokens.
 """
 
 from __future__ import annotations
@@ -76,7 +84,8 @@ def build_table(records: Sequence[tuple[Path, dict]], baseline_k: int = 576) -> 
         k = baseline_k if rec["k"] is None else int(rec["k"])
         key = (k, canonical_name(rec["benchmark"]))
         if key in scores:
-            raise ValueError(f"{key[1]} at K={k} is in both {origin[key]} and {path}; keep one of them")
+            raise ValueError(f"{key[1]} at K={k} is in both {origin[key]} and {path}; keep one of them "
+                             "(records of several methods: --align layer-averaged puts them side by side)")
         scores[key], origin[key] = float(rec["headline"]), path
     table = PaperTable(baseline_k, scores)
     present = {b for _, b in scores}
@@ -167,7 +176,128 @@ def plot(table: PaperTable, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> PaperTable:
+# ---- methods lined up at equal layer-averaged visual tokens ---------------------------------------
+@dataclass
+class AlignedTable:
+    """Headline scores by run (method, K) and benchmark, the runs ordered by layer-averaged tokens."""
+
+    baseline_k: int
+    runs: list[tuple[str, int]]  # (method, K), the baseline run first, then by layer-averaged tokens
+    layer_avg: dict[tuple[str, int], float]
+    groups: dict[tuple[str, int], float]  # each run's group: the layer-averaged tokens of the group's first run
+    scores: dict[tuple[tuple[str, int], str], float]
+    benchmarks: list[str]
+    relative: dict[tuple[tuple[str, int], str], float] = field(default_factory=dict)
+    avg: dict[tuple[str, int], float | None] = field(default_factory=dict)
+    baseline: tuple[str, int] | None = None
+
+
+def build_aligned(records: Sequence[tuple[Path, dict]], baseline_k: int = 576,
+                  tolerance: float = 0.05) -> AlignedTable:
+    """Arrange records into runs (method, K) ordered by layer-averaged tokens; a repeated
+    (method, K, benchmark) raises ValueError. Unpruned runs (layer-averaged = baseline K) of any
+    method form one baseline row; where several give a benchmark's score, the first (by path) counts."""
+    scores: dict[tuple[tuple[str, int], str], float] = {}
+    origin: dict[tuple[tuple[str, int], str], Path] = {}
+    tokens: dict[tuple[str, int], list[float]] = {}
+    for path, rec in records:
+        k = baseline_k if rec["k"] is None else int(rec["k"])
+        avg = rec.get("layer_averaged_visual_tokens")
+        avg = float(k if avg is None else avg)
+        method = "unpruned" if avg >= baseline_k else str(rec.get("method") or "?")
+        run = (method, baseline_k if method == "unpruned" else k)
+        key = (run, canonical_name(rec["benchmark"]))
+        if key in scores:
+            if method == "unpruned":
+                continue  # another method's unpruned run: the same model, scored once
+            raise ValueError(f"{key[1]} of {method} at K={k} is in both {origin[key]} and {path}; keep one of them")
+        scores[key], origin[key] = float(rec["headline"]), path
+        tokens.setdefault(run, []).append(avg)
+    layer_avg = {run: sum(v) / len(v) for run, v in tokens.items()}
+    baseline = ("unpruned", baseline_k) if ("unpruned", baseline_k) in layer_avg else None
+    others = sorted((r for r in layer_avg if r != baseline), key=lambda r: (-layer_avg[r], r[0], -r[1]))
+    groups: dict[tuple[str, int], float] = {}
+    head = None
+    for run in others:
+        if head is None or layer_avg[run] < head * (1 - tolerance):
+            head = layer_avg[run]
+        groups[run] = head
+    if baseline:
+        groups[baseline] = float(baseline_k)
+    present = {b for _, b in scores}
+    benchmarks = [b for b in PAPER_ORDER if b in present] + sorted(present - set(PAPER_ORDER))
+    table = AlignedTable(baseline_k, ([baseline] if baseline else []) + others, layer_avg, groups, scores,
+                         benchmarks, baseline=baseline)
+    base = {b: scores[(baseline, b)] for b in benchmarks if baseline and (baseline, b) in scores}
+    for (run, b), v in scores.items():
+        if base.get(b):
+            table.relative[(run, b)] = 100 * v / base[b]
+    for run in table.runs:
+        rel = [table.relative[(run, b)] for b in benchmarks if (run, b) in table.relative]
+        table.avg[run] = sum(rel) / len(rel) if rel else None
+    return table
+
+
+def aligned_markdown(table: AlignedTable) -> str:
+    """One row per run: its group, method, K, layer-averaged tokens, the benchmarks and Avg."""
+    head = ["≈ layer-avg tokens", "method", "K", "layer-avg tokens", *table.benchmarks, "Avg"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in table.runs:
+        cells = []
+        for b in table.benchmarks:
+            if (run, b) not in table.scores:
+                cells.append("-")
+                continue
+            rel = table.relative.get((run, b))
+            cells.append(f"{table.scores[(run, b)]:.2f}" + ("" if rel is None else f" ({rel:.1f}%)"))
+        avg = table.avg[run]
+        method = "unpruned (baseline)" if run == table.baseline else run[0]
+        lines.append("| " + " | ".join([f"{table.groups[run]:.0f}", method, str(run[1]), f"{table.layer_avg[run]:.1f}",
+                                         *cells, "-" if avg is None else f"{avg:.1f}%"]) + " |")
+    return "\n".join(lines)
+
+
+def write_aligned_csv(table: AlignedTable, path: Path) -> None:
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["group", "method", "K", "layer-averaged tokens",
+                         *(c for b in table.benchmarks for c in (b, f"{b} %")), "Avg %"])
+        for run in table.runs:
+            row = [fmt(table.groups[run]), run[0], run[1], fmt(table.layer_avg[run])]
+            for b in table.benchmarks:
+                row += [fmt(table.scores.get((run, b))), fmt(table.relative.get((run, b)))]
+            writer.writerow(row + [fmt(table.avg[run])])
+
+
+def plot_aligned(table: AlignedTable, path: Path) -> None:
+    """PNG of Avg (% of baseline) vs layer-averaged visual tokens, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    methods = list(dict.fromkeys(r[0] for r in table.runs if r != table.baseline))
+    for method in methods:
+        pts = sorted((table.layer_avg[r], table.avg[r]) for r in table.runs
+                     if r[0] == method and table.avg[r] is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    if table.baseline and table.avg.get(table.baseline) is not None:
+        ax.axhline(table.avg[table.baseline], color="k", linestyle="--", linewidth=1, label="unpruned")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("layer-averaged visual tokens (FLOPs-equivalent)")
+    ax.set_ylabel(f"Avg score, % of the unpruned run (K={table.baseline_k})")
+    ax.set_title("Methods at equal layer-averaged visual tokens")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> PaperTable | AlignedTable:
     from llava.cli_errors import UserError, add_debug_arg
     from llava.cli_help import HelpFormatter
 
@@ -178,12 +308,20 @@ def main(argv: Sequence[str] | None = None) -> PaperTable:
     parser.add_argument("--published", action="append", default=[], metavar="MODEL",
                         help="add MODEL's published K=576 row from the catalogue (LLaVA-1.5-7B or LLaVA-1.5-13B); "
                              "repeatable")
+    parser.add_argument("--align", choices=("k", "layer-averaged"), default="k",
+                        help="rows by K (one method), or by layer-averaged visual tokens: methods side by side")
+    parser.add_argument("--group-tolerance", type=float, default=0.05,
+                        help="with --align layer-averaged: runs within this relative distance share a group")
     add_debug_arg(parser)
     args = parser.parse_args(argv)
     records = find_records(args.results_dir)
     if not records:
         raise UserError(f"no score records (JSON with {sorted(RECORD_KEYS)}) under {args.results_dir}; "
                         "run the scorers with --save-json first")
+    if args.align == "layer-averaged":
+        if args.published:
+            raise SystemExit("--published adds rows to the K table; leave it out with --align layer-averaged")
+        return _main_aligned(args, records)
     table = build_table(records, args.baseline_k)
     for b in table.no_baseline:
         print(f"warning: no baseline (K={args.baseline_k}) score for {b}; it is left out of Avg")
@@ -199,6 +337,22 @@ def main(argv: Sequence[str] | None = None) -> PaperTable:
         Path(f"{prefix}.md").write_text(markdown + "\n", encoding="utf-8")
         write_csv(table, Path(f"{prefix}.csv"))
         plot(table, Path(f"{prefix}.png"))
+        print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.png")
+    return table
+
+
+def _main_aligned(args, records) -> AlignedTable:
+    table = build_aligned(records, args.baseline_k, args.group_tolerance)
+    if table.baseline is None:
+        print(f"warning: no unpruned run (layer-averaged tokens = {args.baseline_k}); no relative scores")
+    markdown = aligned_markdown(table)
+    print(markdown)
+    if args.out:
+        prefix = Path(args.out)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{prefix}.md").write_text(markdown + "\n", encoding="utf-8")
+        write_aligned_csv(table, Path(f"{prefix}.csv"))
+        plot_aligned(table, Path(f"{prefix}.png"))
         print(f"wrote {prefix}.md, {prefix}.csv, {prefix}.png")
     return table
 

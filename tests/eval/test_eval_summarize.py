@@ -92,3 +92,100 @@ def test_end_to_end_with_a_scorer(ref13b, tmp_path, capsys):
     table = summarize.main([str(tmp_path / "res")])
     assert table.scores[(576, "POPE")] == pytest.approx(85.9469, abs=1e-4)
     assert "| 64 | 85.95 (100.0%) | 100.0% |" in capsys.readouterr().out
+
+
+# ---- --align layer-averaged: methods side by side at equal layer-averaged visual tokens ------------
+def _run_record(root, method, bench, k, headline, layer_avg):
+    path = root / method / bench / f"k{k}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run = {"method": method, "method_args": {}, "visual_tokens": 576 if method in ("fastv", "pdrop") else k,
+           "layer_averaged_visual_tokens": layer_avg}
+    path.write_text(json.dumps(score_record(bench, {}, headline, k, run)))
+
+
+@pytest.fixture
+def methods_results(tmp_path):
+    root = tmp_path / "runs"
+    _run_record(root, "fastervlm", "POPE", 576, 86.0, 576.0)
+    _run_record(root, "fastv", "POPE", 576, 86.0, 576.0)  # also unpruned: the same baseline, counted once
+    _run_record(root, "fastervlm", "POPE", 144, 86.0 * 0.95, 144.0)
+    _run_record(root, "fastervlm", "POPE", 64, 86.0 * 0.90, 64.0)
+    _run_record(root, "fastv", "POPE", 64, 86.0 * 0.80, (2 * 576 + 30 * 64) / 32)  # 96.0
+    _run_record(root, "pdrop", "POPE", 576, 86.0 * 0.97, 144.0 * 1.02)  # within 5% of fastervlm K=144
+    _run_record(root, "fastervlm", "MME", 576, 1500.0, 576.0)
+    _run_record(root, "fastervlm", "MME", 64, 1200.0, 64.0)
+    return root
+
+
+def test_aligned_table_orders_runs_by_layer_averaged_tokens(methods_results):
+    table = summarize.build_aligned(find_records(methods_results), 576, 0.05)
+    assert table.baseline == ("unpruned", 576)
+    assert table.runs == [("unpruned", 576), ("pdrop", 576), ("fastervlm", 144), ("fastv", 64), ("fastervlm", 64)]
+    assert table.layer_avg[("fastv", 64)] == pytest.approx(96.0)
+    assert table.groups[("pdrop", 576)] == table.groups[("fastervlm", 144)] == pytest.approx(146.88)
+    assert table.groups[("fastv", 64)] == 96.0 and table.groups[("fastervlm", 64)] == 64.0
+    assert table.relative[(("fastv", 64), "POPE")] == pytest.approx(80.0)
+    assert table.avg[("fastervlm", 64)] == pytest.approx((90.0 + 80.0) / 2)
+    assert table.benchmarks == ["POPE", "MME"]
+    # the K table refuses records of several methods and points to this mode
+    with pytest.raises(ValueError, match="--align layer-averaged"):
+        build_table(find_records(methods_results), 576)
+
+
+def test_aligned_cli_outputs(methods_results, tmp_path, capsys):
+    prefix = tmp_path / "out" / "aligned"
+    summarize.main([str(methods_results), "--align", "layer-averaged", "--out", str(prefix)])
+    out = capsys.readouterr().out
+    assert "| ≈ layer-avg tokens | method | K | layer-avg tokens | POPE | MME | Avg |" in out
+    assert "| 576 | unpruned (baseline) | 576 | 576.0 | 86.00 (100.0%) | 1500.00 (100.0%) | 100.0% |" in out
+    assert "| 147 | pdrop | 576 | 146.9 | 83.42 (97.0%) | - | 97.0% |" in out
+    assert "| 96 | fastv | 64 | 96.0 | 68.80 (80.0%) | - | 80.0% |" in out
+    rows = list(csv.reader((tmp_path / "out" / "aligned.csv").open()))
+    assert rows[0][:4] == ["group", "method", "K", "layer-averaged tokens"] and rows[2][1] == "pdrop"
+    assert (tmp_path / "out" / "aligned.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scorer_records_the_runs_method_and_layer_averaged_tokens(tmp_path):
+    from llava.eval.score_json import run_accounting
+
+    answers = tmp_path / "a.jsonl"
+    meta = {"pruning_method": "fastv", "pruning_args": {"layer": 2}, "visual_token_num": 64}
+    rows = [{"question_id": 1, "metadata": {**meta, "visual_tokens": 576, "layer_averaged_visual_tokens": 96.0}},
+            {"question_id": 2, "metadata": {**meta, "visual_tokens": [576, 576],
+                                            "layer_averaged_visual_tokens": [96.0, 100.0]}},
+            {"question_id": 3, "metadata": {**meta, "visual_tokens": [], "layer_averaged_visual_tokens": []}}]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_accounting(answers) == {"method": "fastv", "method_args": {"layer": 2}, "visual_tokens": 576.0,
+                                       "layer_averaged_visual_tokens": pytest.approx((96 + 96 + 100) / 3)}
+    old = tmp_path / "old.jsonl"  # answers from before the layer-averaged field: a pre-LLM method's K
+    old.write_text(json.dumps({"metadata": {"pruning_method": "fastervlm", "visual_tokens": 64}}) + "\n")
+    assert run_accounting(old)["layer_averaged_visual_tokens"] == 64.0
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"metadata": {"pruning_method": "dart"}}) + "\n")
+    with pytest.raises(ValueError, match="answers of several methods"):
+        run_accounting(mixed)
+    assert run_accounting(tmp_path / "none.json") is None
+
+
+def test_save_from_args_adds_the_run_to_the_record(tmp_path):
+    from argparse import Namespace
+
+    from llava.eval.score_json import save_from_args
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": 1, "metadata": {
+        "pruning_method": "pdrop", "pruning_args": {"layers": [8, 16, 24]}, "visual_tokens": 576,
+        "layer_averaged_visual_tokens": 252.0}}) + "\n")
+    out = tmp_path / "rec" / "pope.json"
+    args = Namespace(save_json=str(out), benchmark_name="POPE", k=576, result_file=str(answers))
+    save_from_args(args, {"f1": 80.0}, 80.0)
+    assert json.loads(out.read_text()) == {"benchmark": "POPE", "k": 576, "metrics": {"f1": 80.0}, "headline": 80.0,
+                                           "method": "pdrop", "method_args": {"layers": [8, 16, 24]},
+                                           "visual_tokens": 576.0, "layer_averaged_visual_tokens": 252.0}
+    grades = Namespace(save_json=str(out), benchmark_name="MM-Vet", k=64, grade_file="g.json", run_answers=None)
+    save_from_args(grades, {}, 30.0)  # a grade file carries no metadata: the record stays as before
+    assert "method" not in json.loads(out.read_text())
+    with pytest.raises(FileNotFoundError, match="--run-answers"):
+        save_from_args(Namespace(**{**vars(grades), "run_answers": str(tmp_path / "missing.jsonl")}), {}, 30.0)
+    save_from_args(Namespace(**{**vars(grades), "run_answers": str(answers)}), {}, 30.0)
+    assert json.loads(out.read_text())["layer_averaged_visual_tokens"] == 252.0

@@ -33,7 +33,8 @@ if [[ -n "${OPENAI_API_KEY:-}" ]]; then
     fi
 fi
 if [[ -f "$REVIEWS" ]]; then
-    "$PYTHON" -m llava.eval.summarize_gpt_review -f "$REVIEWS" --save-json "$(score_json "$BENCH")" --k "$K"
+    "$PYTHON" -m llava.eval.summarize_gpt_review -f "$REVIEWS" --save-json "$(score_json "$BENCH")" --k "$K" \
+        --run-answers "$ANSWERS"
 else
     log "LLaVA-Bench needs a GPT judge. Answers are in $ANSWERS. Either export OPENAI_API_KEY and rerun
   this script (answers are reused), or run

@@ -38,7 +38,7 @@ if [[ -f "$GRADES" ]]; then
     caps=()
     [[ -f "$MMVET_JSON" ]] && caps=(--mmvet-json "$MMVET_JSON")
     "$PYTHON" -m llava.eval.eval_mmvet_summary --grade-file "$GRADES" "${caps[@]}" \
-        --save-json "$(score_json "$BENCH")" --k "$K"
+        --save-json "$(score_json "$BENCH")" --k "$K" --run-answers "$ANSWERS"
 else
     log "MM-Vet needs a GPT grader. Answers converted to $CONVERTED. Either
   - export OPENAI_API_KEY and rerun this script (answers are reused), or
