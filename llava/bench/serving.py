@@ -43,7 +43,9 @@ def write_checkpoint(folder: Path, arch: str, llm_layers: int, dtype: str) -> Pa
     hf.save_pretrained(folder)
     del hf
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    LlavaProcessor(image_processor=random_image_processor(), tokenizer=tokenizer, patch_size=14,
+    image_processor = random_image_processor()
+    image_processor.save_pretrained(folder)  # preprocessor_config.json, which our loader reads
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1).save_pretrained(folder)
     publish_llava_hf_layout(folder)
     return folder

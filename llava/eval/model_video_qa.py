@@ -248,7 +248,7 @@ def answer_videos(model, tokenizer, items: Sequence[VideoItem], files: dict, arg
                                      attention_mask=mask[rows].to(device), pad_token_id=pad_id,
                                      **budget, **gen.to_kwargs())
                 mm = model.last_multimodal
-                reports = _visual_token_report(mm)
+                reports = _visual_token_report(mm, model.config.num_hidden_layers)
                 texts = tokenizer.batch_decode(out, skip_special_tokens=True)
                 for j, (r, text) in enumerate(zip(rows, texts)):
                     item = todo[idx[r]]

@@ -578,7 +578,7 @@ def _visual_token_report(encoded, num_layers: int) -> list[dict]:
     if encoded is None:
         return []
     reports = visual_token_accounting(encoded.token_counts, num_layers, encoded.in_llm)
-    if encoded.unpruned_counts is not None:
+    if getattr(encoded, "unpruned_counts", None) is not None:
         for rep, n_full, k in zip(reports, encoded.unpruned_counts, encoded.budgets):
             rep.update(visual_tokens_unpruned=n_full, visual_token_budget=k)
     return reports

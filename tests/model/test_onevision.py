@@ -200,9 +200,11 @@ def test_answers_metadata_reports_each_images_count_budget_and_unpruned_count(ov
     model = ov[1]
     _generate(model, {k: v[:1] for k, v in batch.items()},
               PruningConfig(visual_token_num=64))
-    (report,) = _visual_token_report(model.last_multimodal)
+    (report,) = _visual_token_report(model.last_multimodal, model.config.num_hidden_layers)
     n_full = image_grid(SIZES[0], model.family_inputs.keywords["geometry"]).num_tokens
-    assert report == {"visual_tokens": report["visual_tokens"], "visual_tokens_unpruned": n_full,
+    k = report["visual_tokens"]
+    assert report == {"visual_tokens": k, "prune_layers": [], "visual_tokens_after_layers": [],
+                      "layer_averaged_visual_tokens": float(k), "visual_tokens_unpruned": n_full,
                       "visual_token_budget": 64}
     assert report["visual_tokens"] in (63, 64)
 
