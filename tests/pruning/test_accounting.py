@@ -45,7 +45,7 @@ def test_text_only_answers_carry_every_field_empty():
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_every_method_reports_the_same_fields(name, tiny, sample_images):
+def test_every_method_reports_the_same_fields(name, tiny, tiny_path, sample_images):
     """Through `generate` on the tiny model, read as the runner writes every answer's metadata."""
     from llava.constants import IMAGE_TOKEN_INDEX
     from llava.eval.runner import build_prompt
@@ -58,7 +58,13 @@ def test_every_method_reports_the_same_fields(name, tiny, sample_images):
     pixels = process_images(sample_images[:1], processor, model.config)
     method = get_method(name)
     cfg = in_llm_config(name, TINY_RUN, 64) if method.stage == "in_llm" else PruningConfig(name, 64)
-    model.generate(ids, images=pixels, max_new_tokens=2, do_sample=False, pad_token_id=0, pruning=cfg)
+    question = {}
+    if "text_relevance" in method.needs:  # CDPruner reads the question, with the CLIP text tower
+        from llava.model.builder import load_pretrained_model
+
+        model = load_pretrained_model(tiny_path, device="cpu", torch_dtype="float32", pruning_method=name)[1]
+        question = dict(texts=["What is this?"])
+    model.generate(ids, images=pixels, max_new_tokens=2, do_sample=False, pad_token_id=0, pruning=cfg, **question)
     layers = model.config.num_hidden_layers
     (rec,) = _visual_token_report(model.last_multimodal, layers)
     assert set(ACCOUNTING_KEYS) <= rec.keys()
