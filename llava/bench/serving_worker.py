@@ -16,8 +16,10 @@ def main(job_path: str, out_path: str) -> None:
 
     job = json.load(open(job_path))
     waves = job["waves"]
+    # no prefix or multimodal cache: every question here is new (our HF driver's plain path, without sharing)
     llm = LLM(model=job["model"], dtype=job["dtype"], max_model_len=2048, enforce_eager=True, seed=0,
-              limit_mm_per_prompt={"image": 1}, max_num_seqs=max(waves),
+              limit_mm_per_prompt={"image": 1}, max_num_seqs=max(waves), enable_prefix_caching=False,
+              mm_processor_cache_gb=0,
               hf_overrides={"architectures": ["FasterVLMLlavaForConditionalGeneration"],
                             "fastervlm_visual_token_num": job["k"]})
     requests = [{"prompt": job["prompt"], "multi_modal_data": {"image": Image.open(p).convert("RGB")}}

@@ -29,6 +29,7 @@ def hf_config_from_ours(config: PretrainedConfig, vision_config: CLIPVisionConfi
     """
     text = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k in LlamaConfig().to_dict()})
     text.vocab_size = max(config.vocab_size, image_token_id + 1)
+    text.architectures = ["LlamaForCausalLM"]  # the text model's own class, as llava-hf's configs name it
     extra, config_class = {}, LlavaConfig
     if config.image_aspect_ratio == "anyres":
         if config.mm_patch_merge_type != "spatial_unpad":
