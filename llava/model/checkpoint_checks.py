@@ -119,7 +119,14 @@ def load_with_info(cls, model_path: str, **kwargs):
 
 def load_weights(cls, model_path: str, allow_missing_weights: bool = False, ignore: tuple[str, ...] = (),
                  what: str = "the LLaVA model", **kwargs):
-    """`load_with_info`, then its loading report checked. `ignore`: regexes of keys this layout lacks or leaves unused."""
-    model, info = load_with_info(cls, model_path, **kwargs)
+    """`load_with_info`, then its loading report checked. `ignore`: regexes of keys this layout lacks or leaves unused.
+
+    transformers' own weight report is silenced for the load: the check below reports what matters
+    (missing or unexpected weights outside `ignore`) in one line naming the folder.
+    """
+    from llava import compat
+
+    with compat.own_load_report():
+        model, info = load_with_info(cls, model_path, **kwargs)
     check_loading_info(model_path, info, allow_missing_weights, ignore, what)
     return model

@@ -96,7 +96,11 @@ def test_two_ranks_equal_one_process(tiny_path, reference, tmp_path):
     for k in (58, 29):
         merged = _read(tmp_path / f"a_k{k}.jsonl")
         assert _texts(merged) == _texts(ref[k])
-        assert [r["metadata"] for r in merged] == [r["metadata"] for r in ref[k]]
+        # the same metadata, except which path ran: sharding may leave a rank one question of an image,
+        # which takes the plain path (shared_prefix false) where one process shares; the answers are equal
+        strip = lambda records: [{m: v for m, v in r["metadata"].items() if m != "shared_prefix"}  # noqa: E731
+                                 for r in records]
+        assert strip(merged) == strip(ref[k])
         shards = [_read(shard_path(tmp_path / f"a_k{k}.jsonl", r, 2)) for r in range(2)]
         assert [len(s) for s in shards] == [3, 3]
         assert [r["answer_id"] for s in shards for r in s] == [r["answer_id"] for r in merged]
