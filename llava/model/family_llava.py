@@ -35,6 +35,23 @@ HF_MM = re.compile(r"^(model\.)?(multi_modal_projector\.|image_newline$|vision_t
 HF_LLM_KEYS = {r"^model\.language_model\.": "model.", r"^language_model\.model\.": "model.",
                r"^language_model\.lm_head\.": "lm_head."}
 _HF_PROJECTOR = {"linear_1.": "0.", "linear_2.": "2."}
+
+
+def hf_mm_tensors(path: str, *parts: str) -> tuple[dict, dict]:
+    """A llava-hf style checkpoint's multimodal tensors, old (`x.`) or new (`model.x.`) keys alike.
+
+    parts: the top-level names to read besides the projector (e.g. "image_newline", "vision_tower.").
+    Returns (every found tensor under its name without `model.`, the projector's in our nn.Sequential names).
+    """
+    names = ("multi_modal_projector.",) + parts
+    found = checkpoint_tensors(path, tuple(p for name in names for p in ("model." + name, name)))
+    found = {k[len("model."):] if k.startswith("model.") else k: v for k, v in found.items()}
+    projector = {}
+    for key, value in strip_prefix(found, "multi_modal_projector.").items():
+        for hf, ours in _HF_PROJECTOR.items():
+            if key.startswith(hf):
+                projector[ours + key[len(hf):]] = value
+    return found, projector
 _PROJECTOR_ACTS = {"gelu": "mlp2x_gelu"}
 
 
@@ -176,14 +193,7 @@ def load_hf(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     fit = _Fit()
     llm = _load_llm(path, llm_config(fields, llm_type), opts, HF_MM, fit, key_mapping=HF_LLM_KEYS)
     model = LlavaForPruning(llm.config, llm)
-    found = checkpoint_tensors(path, ("model.multi_modal_projector.", "multi_modal_projector.", "model.image_newline",
-                                      "image_newline", "model.vision_tower.", "vision_tower."))
-    found = {k[len("model."):] if k.startswith("model.") else k: v for k, v in found.items()}
-    projector = {}
-    for key, value in strip_prefix(found, "multi_modal_projector.").items():
-        for hf, ours in _HF_PROJECTOR.items():
-            if key.startswith(hf):
-                projector[ours + key[len(hf):]] = value
+    found, projector = hf_mm_tensors(path, "image_newline", "vision_tower.")
     _install_mm_parts(model, projector, found.get("image_newline"), fit)
     adapter = vision_adapter(fields["vision_config"].get("model_type", "clip_vision_model"))
     tower = adapter.from_config(fields["vision_config"], model.config.mm_vision_select_layer,

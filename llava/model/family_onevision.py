@@ -18,9 +18,9 @@ import argparse
 import functools
 from pathlib import Path
 
-from .checkpoint import checkpoint_tensors, strip_prefix
+from .checkpoint import strip_prefix
 from .families import LoadOptions, register_family
-from .family_llava import _HF_PROJECTOR, HF_LLM_KEYS, HF_MM, _Fit, _install_mm_parts, _load_llm, llm_config
+from .family_llava import HF_LLM_KEYS, HF_MM, _Fit, _install_mm_parts, _load_llm, hf_mm_tensors, llm_config
 from .multimodal import LlavaForPruning
 from .onevision import OneVisionGeometry, collapse_image_runs, encode_onevision
 
@@ -84,14 +84,7 @@ def load_onevision(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     fit = _Fit()
     llm = _load_llm(path, llm_config(fields, llm_type), opts, HF_MM, fit, key_mapping=HF_LLM_KEYS)
     model = LlavaForPruning(llm.config, llm)
-    found = checkpoint_tensors(path, ("model.multi_modal_projector.", "multi_modal_projector.", "model.image_newline",
-                                      "image_newline", "model.vision_tower.", "vision_tower."))
-    found = {k[len("model."):] if k.startswith("model.") else k: v for k, v in found.items()}
-    projector = {}
-    for key, value in strip_prefix(found, "multi_modal_projector.").items():
-        for hf, ours in _HF_PROJECTOR.items():
-            if key.startswith(hf):
-                projector[ours + key[len(hf):]] = value
+    found, projector = hf_mm_tensors(path, "image_newline", "vision_tower.")
     _install_mm_parts(model, projector, found.get("image_newline"), fit)
     tower = SiglipVisionTower.from_config(dict(raw["vision_config"]), fields["mm_vision_select_layer"],
                                           attn_implementation=opts.vision_attn_implementation,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import checkpoint_tensors, strip_prefix
+from .checkpoint import strip_prefix
 from .families import LoadOptions, register_family
-from .family_llava import _HF_PROJECTOR, HF_LLM_KEYS, _Fit, _install_mm_parts, _load_llm, hf_fields, llm_config
+from .family_llava import HF_LLM_KEYS, _Fit, _install_mm_parts, _load_llm, hf_fields, hf_mm_tensors, llm_config
 from .multimodal_encoder.registry import vision_adapter
 from .video_llava import VideoLlavaForPruning
 
@@ -62,14 +62,7 @@ def load_video_llava(path: str, raw: dict, opts: LoadOptions) -> VideoLlavaForPr
     fit = _Fit()
     llm = _load_llm(path, llm_config(fields, llm_type), opts, VIDEO_LLAVA_MM, fit, key_mapping=HF_LLM_KEYS)
     model = VideoLlavaForPruning(llm.config, llm, num_frames=num_frames_of(raw))
-    found = checkpoint_tensors(path, ("model.multi_modal_projector.", "multi_modal_projector.", "model.image_tower.",
-                                      "image_tower.", "model.video_tower.", "video_tower."))
-    found = {k[len("model."):] if k.startswith("model.") else k: v for k, v in found.items()}
-    projector = {}
-    for key, value in strip_prefix(found, "multi_modal_projector.").items():
-        for hf, ours in _HF_PROJECTOR.items():
-            if key.startswith(hf):
-                projector[ours + key[len(hf):]] = value
+    found, projector = hf_mm_tensors(path, "image_tower.", "video_tower.")
     _install_mm_parts(model, projector, None, fit)
     adapter = vision_adapter(fields["vision_config"].get("model_type", "clip_vision_model"))
     image_tower = _load_tower(adapter, fields, "patch", strip_prefix(found, "image_tower."), "image_tower.", fit, opts)

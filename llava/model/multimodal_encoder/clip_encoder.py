@@ -20,6 +20,7 @@ from llava.probe import HeadGeometry, QKProbe
 from llava.pruning.base import VisionSignals
 from llava.pruning.signals import compute_signals, tower_plan
 
+from .patch_grid import PatchGridProperties
 from .registry import register_vision_adapter
 
 
@@ -36,7 +37,7 @@ CLIP_TEXT_KEYS = (r"^text_model\.", r"^text_projection\.", r"^visual_projection\
 
 
 @register_vision_adapter("clip_vision_model", "clip")
-class CLIPVisionTower(nn.Module):
+class CLIPVisionTower(PatchGridProperties, nn.Module):
     """LLaVA's CLIP vision tower, truncated at the selected layer, with on-demand pruning signals."""
 
     def __init__(
@@ -85,31 +86,6 @@ class CLIPVisionTower(nn.Module):
             config = CLIPVisionConfig(**{k: v for k, v in config.items() if k != "model_type"})
         config._attn_implementation = attn_implementation
         return cls(CLIPVisionModel(config), select_layer, select_feature)
-
-    # ---- properties LLaVA code relies on -------------------------------------------------------
-    @property
-    def config(self) -> CLIPVisionConfig:
-        return self.vision_tower.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vision_tower.embeddings.patch_embedding.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vision_tower.embeddings.patch_embedding.weight.device
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    @property
-    def num_patches_per_side(self) -> int:
-        return self.config.image_size // self.config.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.num_patches_per_side**2
 
     # ---- signals ---------------------------------------------------------------------------
     def signal_probe(self, needs: frozenset[str] | set[str]) -> QKProbe:

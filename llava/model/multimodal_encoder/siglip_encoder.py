@@ -24,6 +24,7 @@ from llava.pruning.base import SIGNAL_CLS_ATTN, VisionSignals
 from llava.pruning.signals import compute_signals, signal_spec, tower_plan
 
 from .clip_encoder import resolve_hidden_state_index
+from .patch_grid import PatchGridProperties
 from .registry import register_vision_adapter
 
 # Signals that may stand in for [CLS] attention: one score per patch, read from the tower without [CLS].
@@ -35,7 +36,7 @@ class MissingSignalError(ValueError):
 
 
 @register_vision_adapter("siglip_vision_model", "siglip")
-class SiglipVisionTower(nn.Module):
+class SiglipVisionTower(PatchGridProperties, nn.Module):
     """SigLIP truncated at the selected layer, with probe signals and a stand-in for [CLS] attention."""
 
     def __init__(self, vision_model: SiglipVisionModel, select_layer: int = -1, select_feature: str = "patch",
@@ -73,31 +74,6 @@ class SiglipVisionTower(nn.Module):
         model = load_weights(SiglipVisionModel, path, allow_missing_weights, ignore=(r"^text_model\.",),
                              what="the SigLIP vision tower", **load_kwargs)
         return cls(model, select_layer, select_feature, name=str(path))
-
-    # ---- properties the model relies on ---------------------------------------------------------
-    @property
-    def config(self) -> SiglipVisionConfig:
-        return self.vision_tower.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vision_tower.embeddings.patch_embedding.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vision_tower.embeddings.patch_embedding.weight.device
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    @property
-    def num_patches_per_side(self) -> int:
-        return self.config.image_size // self.config.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.num_patches_per_side**2
 
     # ---- signals ---------------------------------------------------------------------------------
     def tower_signals(self, needs: frozenset[str] | set[str]) -> frozenset[str]:
