@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if not Path(args.vllm_python).is_file():
         raise SystemExit(f"--vllm-python {args.vllm_python} not found; build it with scripts/make_vllm_env.sh")
+    args.vllm_python = os.path.abspath(args.vllm_python)  # not resolved: a venv's python is a symlink
     waves = [int(c) for c in args.concurrency.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: "
 
 def _vllm_python() -> str | None:
     path = os.environ.get("FASTERVLM_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
-    return path if Path(path).is_file() else None
+    # absolute (the subprocesses run in a temp folder), but not resolved: a venv's python is a symlink
+    return os.path.abspath(path) if Path(path).is_file() else None
 
 
 PYTHON = _vllm_python()
