@@ -239,3 +239,26 @@ def test_one_tower_run_serves_several_budgets(ov, batch):
         model.generate(inputs=one["input_ids"], attention_mask=one["attention_mask"], image_sizes=one["image_sizes"],
                        vision_signals=model.vision_signals(one["pixel_values"], pruning=cfg), pruning=cfg,
                        max_new_tokens=1)
+
+
+IN_LLM_RUNS = {  # settings that fit the tiny Qwen2's 2 layers, per in-LLM method
+    "fastv": PruningConfig("fastv", 64, method_args={"layer": 1}),
+    "pdrop": PruningConfig("pdrop", method_args={"layers": (1,), "ratios": (0.5,)}),
+    "dart": PruningConfig("dart", 64, method_args={"layer": 1}),
+    "sparsevlm": PruningConfig("sparsevlm", 64, method_args={"layers": (0,), "keep": (66,)}),
+    "fitprune": PruningConfig("fitprune", method_args={"removed": (100, 0)}),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in list_methods() if get_method(n).stage == "in_llm"])
+def test_every_in_llm_method_runs_inside_onevisions_qwen2_or_names_what_it_lacks(ov, batch, name):
+    """Each in-LLM method prunes the image block inside the Qwen2 LLM (all tokens enter it)."""
+    model, one = ov[1], {key: value[:1] for key, value in batch.items()}
+    assert model.config.num_hidden_layers == 2
+    cfg = IN_LLM_RUNS[name]
+    _generate(model, one, cfg, 2)
+    report = model.last_multimodal.in_llm
+    assert report, name
+    block = model.last_multimodal.token_counts[0]
+    after = report["kept_per_stage"][0] if "kept_per_stage" in report else report["kept_after_layer"]
+    assert all(0 < k < block for k in after), (name, block, after)
