@@ -273,9 +273,8 @@ def run(args: argparse.Namespace) -> int:
 
     from llava.eval.answers_writer import answered_ids, check_resume
     from llava.eval.distributed import DEFAULT_TIMEOUT_MIN, World, process_group
-    from llava.eval.merge import merge_answers
     from llava.eval.runner import _check_unique, answers_paths, budgets_of, expected_run_fields, \
-        load_model_from_args
+        load_model_from_args, merge_rank_shards
     from llava.eval.sharding import balanced_chunk, shard_path
     from llava.pruning import parse_method_args
 
@@ -306,11 +305,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"nothing left to answer in {', '.join(map(str, files.values()))}", file=sys.stderr)
         group.barrier()
-        if world.size > 1 and world.is_main:
-            keys = [item.key for item in items]
-            for path in targets.values():
-                n = merge_answers(keys, [shard_path(path, r, world.size) for r in range(world.size)], path)
-                print(f"[rank 0] merged {world.size} shards, {n} answers -> {path}", file=sys.stderr)
+        merge_rank_shards(world, items, targets)
     return written
 
 

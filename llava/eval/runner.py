@@ -663,12 +663,17 @@ def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_meta
     with process_group(world, device, getattr(args, "dist_timeout", DEFAULT_TIMEOUT_MIN)) as group:
         written = _answer_shard(args, world.shard(items), files, extra_metadata, device)
         group.barrier()
-        if world.size > 1 and world.is_main:
-            keys = [item.key for item in items]
-            for path in targets.values():
-                n = merge_answers(keys, [shard_path(path, r, world.size) for r in range(world.size)], path)
-                print(f"[rank 0] merged {world.size} shards, {n} answers -> {path}", file=sys.stderr)
+        merge_rank_shards(world, items, targets)
     return written
+
+
+def merge_rank_shards(world, items: Sequence[VQAItem], targets: Mapping) -> None:
+    """On rank 0 of a multi-rank run (after the barrier): merge every rank's shard of each answers file."""
+    if world.size > 1 and world.is_main:
+        keys = [item.key for item in items]
+        for path in targets.values():
+            n = merge_answers(keys, [shard_path(path, r, world.size) for r in range(world.size)], path)
+            print(f"[rank 0] merged {world.size} shards, {n} answers -> {path}", file=sys.stderr)
 
 
 def _check_unique(items: Sequence[VQAItem]) -> None:
