@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Sequence
 
+from . import judge_client
 from .io_utils import index_by_qid, read_json, read_jsonl, write_json
 
-DEFAULT_URL = "https://api.openai.com/v1"
+DEFAULT_URL = judge_client.OPENAI_URL
 MMVET_INSTRUCTION = (
     "Grade how correct a model's prediction is against the ground truth, as a number from 0.0 to 1.0 "
     "(1.0 fully correct, 0.0 wrong; partial credit allowed). In the ground truth, <AND> joins parts that "
@@ -37,28 +34,14 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def api_key() -> str:
-    """The API key from OPENAI_API_KEY; a RuntimeError says how to set it."""
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if not key:
-        raise RuntimeError("OPENAI_API_KEY is not set; export it to use the GPT judge")
-    return key
+    """The API key from OPENAI_API_KEY; a JudgeError (a RuntimeError) says how to set it."""
+    return judge_client.api_key(judge_client.DEFAULT_KEY_ENV)
 
 
 def chat(messages: list[dict], model: str, max_tokens: int = 512, retries: int = 3, timeout: float = 120) -> str:
-    """One chat completion (temperature 0); retries with back-off on HTTP/network errors."""
-    url = os.environ.get("OPENAI_BASE_URL", DEFAULT_URL).rstrip("/") + "/chat/completions"
-    body = json.dumps({"model": model, "messages": messages, "temperature": 0.0, "max_tokens": max_tokens}).encode()
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key()}"}
-    for attempt in range(retries):
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=timeout) as resp:
-                return json.load(resp)["choices"][0]["message"]["content"]
-        except urllib.error.HTTPError as err:
-            problem = f"HTTP {err.code} from {url}"
-        except (urllib.error.URLError, TimeoutError) as err:
-            problem = f"network error {type(err).__name__} for {url}"
-        time.sleep(2 ** attempt)
-    raise RuntimeError(f"GPT judge failed after {retries} tries: {problem}")
+    """One chat completion (temperature 0) from OPENAI_BASE_URL (default OpenAI), through `judge_client`."""
+    endpoint = judge_client.ChatEndpoint(model=model, retries=retries, timeout=timeout, backoff=1.0)
+    return endpoint.chat(messages, max_tokens=max_tokens)
 
 
 def parse_mmvet_score(text: str) -> float | None:

@@ -26,6 +26,13 @@ What each benchmark produces inside --out-dir (LLaVA's `playground/data/eval/<be
   vqav2       llava_vqav2_mscoco_test-dev2015.jsonl, test2015/ (+ val annotations for the validation split)
   vizwiz      llava_test.jsonl, test/ (+ val.json for the val split)
 
+The video-QA benchmarks (msvd, msrvtt, tgif, activitynet) are built from a local copy of Video-LLaVA's
+GPT_Zero_Shot_QA/<Bench>_Zero_Shot_QA folder given by --dataset (test_q.json or FasterVLM's
+test_q_1k.json, the matching answers, the videos): llava_test_q.json, llava_test_a.json (video names
+resolved to files: ActivityNet's v_ prefix, the first of .mp4 .avi .mov .mkv) and the video folder,
+linked rather than copied (`llava.eval.catalogue.video_qa`). `--limit N` keeps the first N questions;
+the driver's `--num-samples N` does the same at answer time.
+
 Where the lmms-lab data differs from what LLaVA-1.5 used (also recorded in the info file's notes):
   * POPE: lmms-lab has 3,000 questions per category; LLaVA's file has 2,910 for `random` (POPE commit
     e3e39262), so the random-category numbers are not directly comparable.
@@ -61,7 +68,8 @@ INFO_FILE = "prepare_hf_info.json"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--benchmark", required=True, help=f"one of: {', '.join(catalogue.names())} (or an alias)")
+    parser.add_argument("--benchmark", required=True,
+                        help=f"one of: {', '.join(catalogue.names() + catalogue.video_names())} (or an alias)")
     parser.add_argument("--dataset", default=None, help="local dataset folder, or a hub id found in the local cache "
                         "(default: the lmms-lab id of the benchmark)")
     parser.add_argument("--split", default=None, help="split to convert (default: the one LLaVA-1.5 reports)")
@@ -74,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ScienceQA: LLaVA's llava_test_CQM-A.json, to take problem ids from (matched by prompt)")
     parser.add_argument("--cache-dir", default=None,
                         help="the datasets cache a hub id is looked up in offline (default: HF_DATASETS_CACHE)")
+    parser.add_argument("--skip-missing-videos", action="store_true",
+                        help="video-QA: leave out questions whose video is missing (default: stop, naming one)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -91,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         config=args.config if args.config is not None else bench.config, out_dir=out_dir, limit=args.limit,
         images_dataset=args.images_dataset, images_config=args.images_config,
         reference_questions=args.reference_questions, progress=not args.no_progress, cache_dir=args.cache_dir,
+        skip_missing=args.skip_missing_videos,
     )
     bench.converter(ctx)  # files and folders are created as they are written, so a failed open leaves nothing
     written = sum(s.written for s in ctx.stores)

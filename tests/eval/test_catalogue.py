@@ -95,4 +95,7 @@ def test_query_cli_for_the_scripts():
     assert query("folder", "SEED").stdout == "seed_bench\n"
     bad = query("folder", "nope")
     assert bad.returncode == 2 and "unknown benchmark 'nope'; choose from gqa" in bad.stderr
-    assert re.fullmatch(r"(\S+\t\S+\t\S+\n){12}", query("list").stdout)
+    assert re.fullmatch(r"(\S+\t\S+\t\S+\n){16}", query("list").stdout)  # 12 image + 4 video-QA benchmarks
+    assert query("video-fields", "anet").stdout == \
+        "activitynet\tGPT_Zero_Shot_QA/Activitynet_Zero_Shot_QA\tActivityNet-QA\tall_test\n"
+    assert query("video-fields", "pope").returncode == 2

@@ -5,6 +5,7 @@
     python -m llava.eval.catalogue column mmbench    # MMB        (the paper column its score fills)
     python -m llava.eval.catalogue fields sqa        # scienceqa<TAB>scienceqa<TAB>SQA-IMG  (name, folder, column)
     python -m llava.eval.catalogue list              # every benchmark: name, folder, column(s)
+    python -m llava.eval.catalogue video-fields msvd # msvd<TAB>GPT_Zero_Shot_QA/MSVD_Zero_Shot_QA<TAB>MSVD-QA<TAB>videos
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ FIELDS = {
     "scorer": lambda r: r.scorer,
     "hub-id": lambda r: r.hub_id,
     "fields": lambda r: f"{r.name}\t{r.folder}\t{r.columns[0]}",  # what scripts/v1_5/eval/common.sh reads
+    # what scripts/video/eval/common.sh reads: name, folder, column, video folder
+    "video-fields": lambda r: f"{r.name}\t{r.folder}\t{r.columns[0]}\t{_video_folder(r)}",
 }
+
+
+def _video_folder(record) -> str:
+    if not isinstance(record, catalogue.VideoBenchmark):
+        raise ValueError(f"{record.name} is not a video-QA benchmark; choose from {', '.join(catalogue.video_names())}")
+    return record.video_folder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("benchmark", nargs="?", help="a benchmark name, alias or paper column")
     args = parser.parse_args(argv)
     if args.field == "list":
-        for r in catalogue.RECORDS:
+        for r in (*catalogue.RECORDS, *catalogue.VIDEO_RECORDS):
             print(f"{r.name}\t{r.folder}\t{','.join(r.columns)}")
         return 0
     if not args.benchmark:

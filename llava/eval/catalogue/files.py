@@ -153,6 +153,7 @@ class Context:
     reference_questions: str | None = None
     progress: bool = True
     cache_dir: str | None = None
+    skip_missing: bool = False  # video-QA: leave out questions whose video is missing instead of failing
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
