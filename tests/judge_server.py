@@ -56,9 +56,10 @@ class FakeJudge:
 
 
 def field(body: dict, name: str) -> str:
-    """The value after `<name>:` in the user message of a judge request (our prompt's layout)."""
+    """The value after `<name>:` in the user message of a judge request (our prompt's layout), up to the
+    next field or blank line, so a prediction of several lines is read whole."""
     user = body["messages"][-1]["content"]
-    match = re.search(rf"^{re.escape(name)}: (.*)$", user, re.MULTILINE)
+    match = re.search(rf"^{re.escape(name)}: (.*?)(?=\n[A-Z][a-z ]+: |\n\n|\Z)", user, re.MULTILINE | re.DOTALL)
     return match.group(1) if match else ""
 
 

@@ -310,8 +310,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Answer the questions; returns the answers this process wrote."""
     return run(build_parser().parse_args(argv))
 
 
+def _cli(argv: list[str]) -> int:
+    main(argv)
+    return 0  # run_main exits with an int return value: the count of answers is not an exit status
+
+
 if __name__ == "__main__":
-    run_main(main)
+    run_main(_cli)

@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "limit": ctx.limit, "counts": ctx.counts, "images": {"written": written, "unchanged": unchanged},
             "files": ctx.files, "notes": ctx.notes}
     write_json(out_dir / INFO_FILE, info, indent=2)
-    print(f"{bench.name}: {json.dumps(ctx.counts)}; images written {written}, unchanged {unchanged}")
+    images = f"; images written {written}, unchanged {unchanged}" if ctx.stores else ""
+    print(f"{bench.name}: {json.dumps(ctx.counts)}{images}")
     for kind, path in ctx.files.items():
         print(f"  {kind}: {path}")
     for message in ctx.notes:

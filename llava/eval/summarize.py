@@ -18,6 +18,11 @@ and `layer_averaged_visual_tokens` (written by the scorers from the answers' met
 without them counts as its K), sorted by layer-averaged tokens, largest first; runs within
 `--group-tolerance` (relative) of a group's first row share its group. The unpruned row (layer-averaged
 tokens = the baseline K) is the baseline of every method; the plot shows Avg vs layer-averaged tokens.
+
+`--video` builds FasterVLM's video table instead, from the video-QA records (MSVD-QA, MSRVTT-QA, TGIF-QA,
+ActivityNet-QA; `llava.eval.summarize_video`): accuracy and score per benchmark and (method, K per frame),
+averaged as % of the unpruned run; `--published Video-LLaVA-7B` / `--published FasterVLM` add the
+published rows. Without `--video`, video-QA records are left out of the image table.
 """
 
 from __future__ import annotations
@@ -297,7 +302,7 @@ def plot_aligned(table: AlignedTable, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> PaperTable | AlignedTable:
+def main(argv: Sequence[str] | None = None):
     from llava.cli_errors import UserError, add_debug_arg
     from llava.cli_help import HelpFormatter
 
@@ -312,12 +317,24 @@ def main(argv: Sequence[str] | None = None) -> PaperTable | AlignedTable:
                         help="rows by K (one method), or by layer-averaged visual tokens: methods side by side")
     parser.add_argument("--group-tolerance", type=float, default=0.05,
                         help="with --align layer-averaged: runs within this relative distance share a group")
+    parser.add_argument("--video", action="store_true",
+                        help="the video-QA table (FasterVLM's video table) from the video-QA records")
     add_debug_arg(parser)
     args = parser.parse_args(argv)
     records = find_records(args.results_dir)
     if not records:
         raise UserError(f"no score records (JSON with {sorted(RECORD_KEYS)}) under {args.results_dir}; "
                         "run the scorers with --save-json first")
+    video = [(p, r) for p, r in records if catalogue.is_video(str(r["benchmark"]))]
+    if args.video:
+        from llava.eval.summarize_video import main_video
+
+        if not video:
+            raise UserError(f"no video-QA score records under {args.results_dir}; run scripts/video/eval/*.sh first")
+        return main_video(video, args.out, args.published)
+    records = [(p, r) for p, r in records if not catalogue.is_video(str(r["benchmark"]))]
+    if not records:
+        raise UserError(f"only video-QA score records under {args.results_dir}; add --video for their table")
     if args.align == "layer-averaged":
         if args.published:
             raise SystemExit("--published adds rows to the K table; leave it out with --align layer-averaged")
