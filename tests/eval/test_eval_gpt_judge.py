@@ -28,7 +28,8 @@ def test_missing_key_fails_before_any_request(monkeypatch):
 def test_scorers_do_not_import_the_judge():
     code = ("import sys, importlib\n"
             "for m in ['eval_pope','eval_mme','eval_science_qa','eval_textvqa','eval_vqa','eval_gqa','eval_seed',"
-            "'eval_mmbench','eval_mmvet_summary','convert_mmvet_for_eval','summarize_gpt_review','summarize']:\n"
+            "'eval_mmbench','eval_mmvet_summary','convert_mmvet_for_eval','summarize_gpt_review','summarize',"
+            "'eval_video_qa','summarize_video']:\n"
             "    importlib.import_module('llava.eval.' + m)\n"
             "print('llava.eval.gpt_judge' in sys.modules, 'pandas' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

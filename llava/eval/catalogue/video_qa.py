@@ -156,7 +156,7 @@ def _record(name: str, aliases: tuple[str, ...], column: str, folder: str, video
 
 
 # Published accuracy / score of Video-LLaVA-7B (README "Main Results", assets/res_vi.jpg of
-# PKU-YuanGroup/Video-LLaVA at 984e65b; arXiv 2311.10122, Table 3): full test sets.
+# PKU-YuanGroup/Video-LLaVA at 984e65b; arXiv 2311.10122): full test sets.
 MSVD = _record("msvd", ("msvd-qa", "msvd_qa"), "MSVD-QA", "MSVD_Zero_Shot_QA", "videos", (70.7, 3.9))
 MSRVTT = _record("msrvtt", ("msrvtt-qa", "msrvtt_qa"), "MSRVTT-QA", "MSRVTT_Zero_Shot_QA", "videos/all", (59.2, 3.5))
 TGIF = _record("tgif", ("tgif-qa", "tgif_qa"), "TGIF-QA", "TGIF_Zero_Shot_QA", "mp4", (70.0, 4.0))
