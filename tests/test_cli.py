@@ -19,7 +19,7 @@ DRIVERS = ["llava.eval.model_vqa_loader", "llava.eval.model_vqa", "llava.eval.mo
            "llava.eval.model_vqa_mmbench", "llava.eval.model_video_qa"]
 SCORERS = ["llava.eval.eval_gqa", "llava.eval.eval_mmbench", "llava.eval.eval_mme", "llava.eval.eval_mmvet_summary",
            "llava.eval.eval_pope", "llava.eval.eval_science_qa", "llava.eval.eval_seed", "llava.eval.eval_textvqa",
-           "llava.eval.eval_vqa", "llava.eval.merge", "llava.eval.summarize"]
+           "llava.eval.eval_vqa", "llava.eval.merge", "llava.eval.summarize", "llava.eval.eval_video_qa"]
 HELP_PROBE = """
 import json, runpy, sys
 for module in sys.argv[1:]:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from llava.cli_errors import run_main
+from llava.cli_errors import add_debug_arg, run_main
 from llava.cli_help import HelpFormatter
 
 from .answers_writer import _repair_tail
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send nothing: summarise the judgements already in --judgements (all must be there)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_save_args(parser, "")
+    add_debug_arg(parser)
     return parser
 
 

@@ -35,3 +35,23 @@ def test_scorers_do_not_import_the_judge():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2]).stdout.split()
     assert out == ["False", "False", "False"]
+
+
+def test_grade_mmvet_through_the_shared_client(tmp_path, monkeypatch):
+    """gpt_judge's requests go through llava.eval.judge_client to OPENAI_BASE_URL (a local fake judge)."""
+    from judge_server import FakeJudge
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-mmvet-test")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1")
+    replies = iter(["n/a", "0.7", "1.0"])
+    with FakeJudge(lambda body, n: next(replies)) as judge:
+        monkeypatch.setenv("OPENAI_BASE_URL", judge.url)
+        grades = gpt_judge.grade_mmvet({"v1_0": {"question": "q0", "answer": "a0"}, "v1_1": {"question": "q1", "answer": "a1"}},
+                                       {"v1_0": "p0", "v1_1": "p1"}, tmp_path / "g.json", "gpt-4-0613", 1,
+                                       gpt_judge.MMVET_INSTRUCTION)
+    assert grades["v1_0"]["score"] == [0.7] and grades["v1_0"]["content"] == ["0.7"]  # "n/a" asked again
+    assert grades["v1_1"]["score"] == [1.0]
+    assert [r["body"]["model"] for r in judge.requests] == ["gpt-4-0613"] * 3
+    assert judge.requests[0]["headers"]["Authorization"] == "Bearer sk-mmvet-test"
+    assert "Prediction: p0" in judge.requests[0]["body"]["messages"][0]["content"]

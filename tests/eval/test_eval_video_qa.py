@@ -15,6 +15,13 @@ from llava.eval.judge_client import JudgeError, RateLimiter
 KEY = "sk-test-0123456789abcdef-never-written"
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """The fake judge is local: no HTTP proxy of the environment may stand in between."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
 @pytest.mark.parametrize("reply, parsed", [
     ("{'pred': 'yes', 'score': 4}", ("yes", 4)),
     ("  {'pred': 'no', 'score': 0}\n", ("no", 0)),
@@ -168,6 +175,20 @@ def test_the_key_is_in_no_output_and_a_refused_key_stops_at_once(tmp_path, answe
     captured = capsys.readouterr()
     for text in [captured.out, captured.err, *(p.read_text() for p in tmp_path.rglob("*") if p.is_file())]:
         assert KEY not in text
+
+
+def test_an_unreachable_judge_is_a_clear_error(tmp_path, answers, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with pytest.raises(JudgeError, match=rf"failed after 2 tries: network error for http://127.0.0.1:{port}/v1/"
+                                         r"chat/completions: .*rerun to resume"):
+        vqa.main(["--answers-file", str(answers), "--judgements", str(tmp_path / "j.jsonl"), "--judge-base-url",
+                  f"http://127.0.0.1:{port}/v1", "--http-retries", "2", "--retry-backoff", "0", "--no-progress"])
+    assert not (tmp_path / "j.jsonl").exists() or not (tmp_path / "j.jsonl").read_text()
 
 
 def test_a_local_judge_needs_no_key_but_openai_does(tmp_path, answers, monkeypatch):
