@@ -138,3 +138,17 @@ def test_random_onevision_generates_at_k64(small_model):
                                max_new_tokens=2, do_sample=False)
     assert out.shape == (1, 2) and small_model.last_multimodal.token_counts[0] <= 64
     assert FF.family_pipeline_flops(SMALL, (300, 500), 64)["visual_tokens"] == 64
+
+
+def test_bench_cli_reports_family_flops_per_k(tmp_path):
+    import json
+
+    from llava.bench.cli import main
+
+    result = main(["--arch", "qwen2.5-vl-7b", "--image-size", "480x640", "--visual-token-num", "128,64",
+                   "--out", str(tmp_path)])
+    assert [r["visual_tokens"] for r in result["runs"]] == [391, 128, 64]
+    assert result["runs"][2] == FF.family_pipeline_flops("qwen2.5-vl-7b", (480, 640), 64)
+    assert json.loads((tmp_path / "flops_qwen2.5-vl-7b.json").read_text())["runs"][1]["visual_tokens"] == 128
+    with pytest.raises(SystemExit, match="reports FLOPs only"):
+        main(["--arch", "qwen3-vl-8b", "--headline"])
