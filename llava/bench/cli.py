@@ -17,6 +17,7 @@ from llava.pruning import get_method, parse_method_args
 
 from . import flops as F
 from .measure import PeakMemory, load_average, machine_info, matmul_probe, wait_until_quiet
+from .family_flops import FAMILY_ARCHS
 from .models import ARCHS, build_random_model, load_model, make_batch, random_image_processor, tiny_tokenizer
 from .report import headline_markdown, sweep_markdown, write_outputs
 from .sweep import Config, Gate, add_speedups, run_configs
@@ -34,8 +35,12 @@ def _ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__)
     src = p.add_argument_group("model")
-    src.add_argument("--arch", choices=sorted(ARCHS), default=None,
-                     help="build this LLaVA-1.5 shape with random weights (7b/13b need --random-weights)")
+    src.add_argument("--arch", choices=sorted(ARCHS) + sorted(FAMILY_ARCHS), default=None,
+                     help="build this LLaVA-1.5 shape with random weights (7b/13b need --random-weights); the "
+                          f"processor families ({', '.join(FAMILY_ARCHS)}) report analytic FLOPs per stage for "
+                          "--image-size (llava.bench.family_flops; not timed yet)")
+    src.add_argument("--image-size", default="480x640",
+                     help="HEIGHTxWIDTH of the image whose token layout sets a processor family's FLOPs")
     src.add_argument("--random-weights", action="store_true", help="confirm random weights for --arch (no download)")
     src.add_argument("--model-path", default=None, help="a real checkpoint folder (or cached hub id)")
     src.add_argument("--vision-tower", default=None, help="local CLIP folder overriding mm_vision_tower")
@@ -133,6 +138,29 @@ def _settings(args, model, dtype, description) -> dict:
         "dims": F.ModelDims.from_model(model).to_dict(), "warmup": args.warmup, "repeats": args.repeats,
         "max_new_tokens": args.max_new_tokens, "conv_mode": args.conv_mode,
     }
+
+
+def run_family_flops(args) -> dict:
+    """`--arch` of a processor family: the analytic FLOPs per stage, per K and batch size, for one image size."""
+    import json
+
+    from .family_flops import _size, family_pipeline_flops
+
+    if args.headline or args.efficiency or args.baseline or args.model_path:
+        raise SystemExit(f"--arch {args.arch} reports FLOPs only: --headline, --efficiency, --baseline and "
+                         "--model-path time the LLaVA-1.5 path")
+    size = _size(args.image_size)
+    new_tokens = args.max_new_tokens or 8
+    rows = [family_pipeline_flops(args.arch, size, k, new_tokens=new_tokens, batch=b)
+            for b in args.batch_size for k in [None, *(args.visual_token_num or [256, 128, 64])]]
+    result = {"arch": args.arch, "image_size": list(size), "flops_convention": F.CONVENTION, "runs": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"flops_{args.arch}.json").write_text(json.dumps(result, indent=2) + "\n")
+    for r in rows:
+        print(f"{args.arch} {r['resized']} K={r['visual_tokens']}/{r['visual_tokens_unpruned']}: "
+              f"TTFT {r['flops']['ttft'] / 1e12:.3f} TFLOPs, e2e {r['flops']['e2e'] / 1e12:.3f} TFLOPs")
+    return result
 
 
 def run_sweep(args) -> dict:
@@ -334,6 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
     # that report requires_grad=False, which sends the LM head down at::matmul's copying bmm path.
     if args.headline and args.efficiency:
         raise SystemExit("give --headline or --efficiency, not both")
+    if args.arch in FAMILY_ARCHS:
+        return run_family_flops(args)
     if args.efficiency:
         return run_efficiency_mode(args)
     return run_headline(args) if args.headline else run_sweep(args)

@@ -222,3 +222,66 @@ def make_batch(tokenizer, image_processor, model_config, batch: int, device: str
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     pixels = process_images(sample_images(first + batch)[first:], image_processor, model_config)
     return BenchBatch(ids.to(device), mask.to(device), pixels.to(device=device, dtype=dtype), questions)
+
+
+# ---- processor families at real dimensions ---------------------------------------------------------
+def onevision_raw_config(arch, image_token_index: int | None = None) -> dict:
+    """A llava-hf OneVision config.json (as a dict) of the `llava.bench.family_flops` preset `arch`."""
+    from .family_flops import get_family_arch
+
+    arch = get_family_arch(arch) if isinstance(arch, str) else arch
+    if arch.family != "llava-onevision":
+        raise ValueError(f"--arch {arch.name} is a {arch.family} preset; the benchmark builds random weights only "
+                         "for LLaVA-OneVision so far (its FLOPs come from llava.bench.family_flops)")
+    t, llm = arch.tower, arch.llm
+    text = dict(model_type="qwen2", hidden_size=llm.hidden, intermediate_size=llm.intermediate,
+                num_hidden_layers=llm.layers, num_attention_heads=llm.heads, num_key_value_heads=llm.kv_heads,
+                vocab_size=llm.vocab, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                initializer_range=0.02)
+    vision = dict(model_type="siglip_vision_model", hidden_size=t.hidden, intermediate_size=t.intermediate,
+                  num_hidden_layers=t.layers, num_attention_heads=t.heads, patch_size=t.patch,
+                  image_size=arch.onevision["vision_config"]["image_size"], vision_use_head=False)
+    token = arch.onevision.get("image_token_index", 151646) if image_token_index is None else image_token_index
+    return dict(model_type="llava_onevision", text_config=text, vision_config=vision, vision_feature_layer=-1,
+                vision_feature_select_strategy="full", vision_aspect_ratio=arch.onevision["vision_aspect_ratio"],
+                image_grid_pinpoints=arch.onevision["image_grid_pinpoints"], image_token_index=token)
+
+
+def build_random_onevision(arch="onevision-qwen2-7b", llm_layers: int | None = None, dtype: torch.dtype = torch.float32,
+                           device: str = "cpu", seed: int = 0, image_token_index: int | None = None):
+    """LLaVA-OneVision of the preset's shape (SigLIP, projector, newline, Qwen2) with random weights.
+
+    Built as `llava.model.family_onevision.load_onevision` builds it from a checkpoint (same parts and
+    family_inputs), on the meta device and then filled with uniform noise, so 7B dims cost no init
+    time. The prompts it takes are the processor's (`<image>` runs of N_i image tokens).
+    """
+    import functools
+
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    from llava.model.family_llava import llm_config
+    from llava.model.family_onevision import onevision_fields, onevision_inputs
+    from llava.model.multimodal import LlavaForPruning
+    from llava.model.multimodal_encoder.siglip_encoder import SiglipVisionTower
+    from llava.model.onevision import OneVisionGeometry
+
+    raw = onevision_raw_config(arch, image_token_index)
+    if llm_layers is not None:
+        if llm_layers < 1:
+            raise ValueError(f"--llm-layers must be >= 1, got {llm_layers}")
+        raw["text_config"]["num_hidden_layers"] = llm_layers
+    fields, llm_type = onevision_fields(raw)
+    config = llm_config(fields, llm_type)
+    vision = SiglipVisionConfig(**{k: v for k, v in raw["vision_config"].items() if k != "model_type"})
+    vision._attn_implementation = "sdpa"
+    with init_empty_weights(include_buffers=False):
+        model = LlavaForPruning(config, AutoModelForCausalLM.from_config(config))
+        siglip = SiglipVisionModel(vision)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    _materialize(model, dtype, device, 0.02, generator)
+    _materialize(siglip, dtype, device, 0.02, generator)
+    model.to(device)
+    model.attach_vision_tower(SiglipVisionTower(siglip.to(device), -1, "patch"))
+    model.family_inputs = functools.partial(onevision_inputs, geometry=OneVisionGeometry.from_config(raw))
+    return model.eval()

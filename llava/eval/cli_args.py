@@ -33,8 +33,28 @@ def parse_visual_token_num(text: str) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """LLaVA's evaluation flags plus ours (budget, method, batching, resume, device), each with help."""
+def parse_visual_token_ratio(text: str) -> float:
+    """`--visual-token-ratio`: the kept fraction r in (0, 1] (K_i = round(r x N_i) per image)."""
+    if "," in str(text):
+        raise argparse.ArgumentTypeError(f"one kept fraction per run, got {text!r}; a sweep takes K lists "
+                                         "(--visual-token-num K1,K2,...) or one run per ratio")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a kept fraction in (0, 1], e.g. 0.25, got {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"the kept fraction must be in (0, 1] (0.25 keeps a quarter of each image's "
+                                         f"tokens), got {text!r}")
+    return value
+
+
+def add_common_args(parser: argparse.ArgumentParser, conv_mode_default: str | None = "llava_v1") -> None:
+    """LLaVA's evaluation flags plus ours (budget, method, batching, resume, device), each with help.
+
+    conv_mode_default None (the image drivers): without --conv-mode, a checkpoint with its own
+    processor (OneVision, Qwen) is prompted with its chat template, and LLaVA checkpoints with llava_v1
+    (`llava.eval.runner.resolve_conv_mode`).
+    """
     add = parser.add_argument
     add("--model-path", type=str, default="facebook/opt-350m", help="checkpoint folder (or hub id)")
     add("--model-base", type=str, default=None, help="base LLM for a projector-only or LoRA checkpoint")
@@ -42,7 +62,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add("--question-file", type=str, default="tables/question.jsonl", help="the benchmark's question file")
     add("--answers-file", type=str, default="answer.jsonl",
         help="answers jsonl, appended to and resumed (a '{k}' in it is replaced by K in a sweep)")
-    add("--conv-mode", type=str, default="llava_v1", help="conversation template (vicuna_v1 for LLaVA-1.5)")
+    add("--conv-mode", type=str, default=conv_mode_default,
+        help="conversation template (vicuna_v1 for LLaVA-1.5)" + ("" if conv_mode_default else
+             "; default: the checkpoint's own chat template for processor families (OneVision, Qwen), "
+             "llava_v1 for LLaVA checkpoints"))
     add("--num-chunks", type=int, default=1, help="split the questions into this many contiguous chunks")
     add("--chunk-idx", type=int, default=0, help="the chunk this process answers, in [0, --num-chunks)")
     add("--temperature", type=float, default=0.2, help="sampling temperature; 0 is greedy")
@@ -52,6 +75,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add("--visual-token-num", type=parse_visual_token_num, default=None,
         help="K visual tokens kept per image (None: all 576), or a sweep K1,K2,... answered "
              "in one run, one answers file per K (a '{k}' in --answers-file, else <stem>_k<K>.jsonl)")
+    add("--visual-token-ratio", type=parse_visual_token_ratio, default=None, metavar="R",
+        help="keep round(R x N_i) of image i's N_i visual tokens (at least 1), R in (0, 1]; "
+             "instead of --visual-token-num")
     add("--pruning-method", type=str, default="fastervlm", choices=METHOD_NAMES, metavar="METHOD",
         help=f"how the K tokens are chosen: {', '.join(METHOD_NAMES)}")
     add("--pruning-args", type=str, default=None,
@@ -116,6 +142,9 @@ def check_driver_inputs(args: argparse.Namespace) -> None:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top_p must be in (0, 1], got {args.top_p}")
+    if getattr(args, "visual_token_ratio", None) is not None and args.visual_token_num is not None:
+        raise ValueError(f"give --visual-token-num ({args.visual_token_num}) or --visual-token-ratio "
+                         f"({args.visual_token_ratio}), not both")
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -44,6 +44,7 @@ RUN_FIELDS = (
     "metadata.lang",
     "metadata.anyres_mode",
     "metadata.pruning_ratio",
+    "metadata.visual_token_ratio",
     "metadata.vision_attn",
 )
 SHOW = 20  # how many offending keys an error message lists

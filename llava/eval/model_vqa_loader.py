@@ -39,7 +39,7 @@ def add_question_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(description: str = __doc__, epilog: str = EPILOG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
-    add_common_args(parser)
+    add_common_args(parser, conv_mode_default=None)
     add_question_args(parser)
     return parser
 

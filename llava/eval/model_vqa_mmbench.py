@@ -110,7 +110,7 @@ def read_mmbench_tsv(path: str) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
-    add_common_args(parser)
+    add_common_args(parser, conv_mode_default=None)
     parser.add_argument("--single-pred-prompt", action="store_true", help="append the letter instruction")
     parser.add_argument("--all-rounds", action="store_true", help="also ask every rotation of the options")
     parser.add_argument("--lang", type=str, default="en", choices=sorted(LETTER_INSTRUCTION),

@@ -65,7 +65,7 @@ def science_items(problems: list[dict], single_pred_prompt: bool, source: str = 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
-    add_common_args(parser)
+    add_common_args(parser, conv_mode_default=None)
     parser.add_argument("--single-pred-prompt", action="store_true", help="append the letter instruction")
     parser.add_argument("--answer-prompter", action="store_true", help="(LLaVA flag; not used by LLaVA-1.5)")
     args = parser.parse_args(argv)

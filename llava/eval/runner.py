@@ -137,6 +137,52 @@ def check_images_exist(items: Sequence[VQAItem], image_folder: str) -> None:
                     )
 
 
+def load_item_images(item: VQAItem, image_folder: str) -> list[Image.Image]:
+    """A question's images as RGB PIL images (files under `image_folder`, PIL images, or lazy decoders)."""
+    from llava.mm_utils import load_image, to_rgb
+
+    images = []
+    for image in item.images:
+        if isinstance(image, Image.Image):
+            images.append(to_rgb(image, f"of question {item.question_id}"))
+        elif callable(image):  # decoded lazily (e.g. base64 in a TSV), so only a batch is in memory
+            try:
+                images.append(to_rgb(image(), "(decoded)"))
+            except Exception as err:
+                raise ValueError(f"question {item.question_id}: cannot decode its image: {err}") from err
+        else:
+            try:
+                images.append(load_image(os.path.join(image_folder, image)))
+            except Exception as err:
+                raise ValueError(f"question {item.question_id}: cannot read image {image!r}: {err}") from err
+    return images
+
+
+class _ProcessorDataset(Dataset):
+    """Prompts (the family's `ProcessorInputs.prompt`) and PIL images of processor families; the batch
+    is encoded by the processor in the collate function, so DataLoader workers prepare it ahead."""
+
+    def __init__(self, items, processor, builder, conv_mode: str | None, image_folder: str):
+        self.items, self.processor, self.builder = items, processor, builder
+        self.conv_mode, self.image_folder = conv_mode, image_folder
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        prompt = self.builder.prompt(self.processor, item.question, len(item.images), self.conv_mode)
+        return i, prompt, load_item_images(item, self.image_folder)
+
+
+def _processor_collate(processor, builder):
+    def collate(batch):
+        idx, prompts, images = (list(x) for x in zip(*batch))
+        return idx, prompts, images, builder.encode(processor, prompts, images)
+
+    return collate
+
+
 class _PromptDataset(Dataset):
     """Tokenised prompts and preprocessed images, so a DataLoader can prepare them ahead.
 
@@ -155,7 +201,7 @@ class _PromptDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from llava.mm_utils import load_image, process_images, tokenizer_image_token, to_rgb
+        from llava.mm_utils import process_images, tokenizer_image_token
 
         item = self.items[i]
         use_start_end = getattr(self.model_config, "mm_use_im_start_end", False)
@@ -163,20 +209,7 @@ class _PromptDataset(Dataset):
         input_ids = tokenizer_image_token(prompt, self.tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
         if self.reuse[i]:
             return i, input_ids, None, None
-        images = []
-        for image in item.images:
-            if isinstance(image, Image.Image):
-                images.append(to_rgb(image, f"of question {item.question_id}"))
-            elif callable(image):  # decoded lazily (e.g. base64 in a TSV), so only a batch is in memory
-                try:
-                    images.append(to_rgb(image(), "(decoded)"))
-                except Exception as err:
-                    raise ValueError(f"question {item.question_id}: cannot decode its image: {err}") from err
-            else:
-                try:
-                    images.append(load_image(os.path.join(self.image_folder, image)))
-                except Exception as err:
-                    raise ValueError(f"question {item.question_id}: cannot read image {image!r}: {err}") from err
+        images = load_item_images(item, self.image_folder)
         pixels = process_images(images, self.image_processor, self.model_config, self.anyres_mode) if images else None
         return i, input_ids, pixels, [im.size for im in images]
 
@@ -222,6 +255,7 @@ def run_vqa(
     share_prefix: bool = True,
     vision_cache_size: int = 64,
     on_generated: Callable[[tuple, Any, torch.Tensor, torch.Tensor], None] | None = None,
+    inputs_builder=None,
 ) -> int:
     """Answer `items` into `answers_file` (skipping answered ids when resuming); returns how many were written.
 
@@ -245,6 +279,12 @@ def run_vqa(
     one prefix per K is kept (the image whose questions go on), at most two per K during a batch.
     `on_generated(key, K, tokens [T], logits [T, V])`, if given, receives each answer's new tokens
     and the raw logits of every step (for comparing paths, e.g. the sharing bench).
+
+    `inputs_builder` (a family's `llava.model.inputs_builder.ProcessorInputs`; `image_processor` is then
+    the checkpoint's processor): prompts come from the chat template (`conv_mode` None) or from
+    `conv_mode` with the family's image placeholder, and the processor encodes each batch. Such
+    families take the plain path: no vision cache, no shared prefix (records say
+    `shared_prefix: false`), and a sweep generates its Ks one after the other.
     """
     from llava.model.shared_prefix import PrefixStore
 
@@ -261,6 +301,10 @@ def run_vqa(
         if not todo:
             return 0
         check_images_exist(todo, image_folder)
+        if inputs_builder is not None:
+            return _answer_with_processor(model, tokenizer, image_processor, inputs_builder, todo, writers, sweep,
+                                          conv_mode, gen, model_id, image_folder, batch_size, num_workers, metadata,
+                                          on_answer, truncate_prompts, on_generated)
         image_keys_all = [_image_key(it) for it in todo]
         # the tower output of a question's images is already held when the question before it shows the
         # same files (the work is grouped by image, so that output is the cache's most recent entry, or
@@ -356,20 +400,100 @@ def run_vqa(
                 for r in need[k]:
                     item = todo[idx[r]]
                     text, reports, was_shared = answers.get((r, k)) or text_only[r]
-                    record = {
-                        "question_id": item.question_id,
-                        "prompt": item.record_prompt,
-                        "text": text.strip(),
-                        "answer_id": shortuuid.uuid(),
-                        "model_id": model_id,
-                        **item.extra,
-                        "metadata": {**run_meta, **_merge_reports(reports), "shared_prefix": was_shared},
-                    }
+                    record = _answer_record(item, text, reports, was_shared, model_id, run_meta)
                     writer.write(record)
                     written += 1
                     if on_answer:
                         on_answer(record)
         return written
+
+
+def _answer_record(item: VQAItem, text: str, reports: list[dict], shared: bool, model_id: str, run_meta: dict) -> dict:
+    """One line of the answers file (LLaVA's fields, the item's extras, and the run's metadata)."""
+    return {
+        "question_id": item.question_id,
+        "prompt": item.record_prompt,
+        "text": text.strip(),
+        "answer_id": shortuuid.uuid(),
+        "model_id": model_id,
+        **item.extra,
+        "metadata": {**run_meta, **_merge_reports(reports), "shared_prefix": shared},
+    }
+
+
+def _num_llm_layers(model) -> int:
+    """The LLM's decoder layers (the config may be the LLM's own, or a multimodal one with a text_config)."""
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None)
+    if layers is None and getattr(config, "text_config", None) is not None:
+        layers = config.text_config.num_hidden_layers
+    return int(layers)
+
+
+def _pixel_dtype(model) -> torch.dtype:
+    """The dtype images enter the model in: its vision tower's, else the model's."""
+    tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
+    return tower.dtype if tower is not None else model.dtype
+
+
+def _answer_with_processor(model, tokenizer, processor, builder, todo: Sequence[VQAItem], writers: dict, sweep: bool,
+                           conv_mode: str | None, gen: GenerationArgs, model_id: str, image_folder: str,
+                           batch_size: int, num_workers: int, metadata: dict | None, on_answer, truncate_prompts: bool,
+                           on_generated) -> int:
+    """`run_vqa` for processor families (`inputs_builder`): one generate call per batch and K, the plain path.
+
+    Each batch is encoded once by the processor (in the DataLoader); a call that answers only some of
+    its rows (a resumed K) encodes those rows again. A text-only question is answered once per batch
+    and its answer serves every K, as on the LLaVA path.
+    """
+    from llava.pruning import get_method
+
+    dataset = _ProcessorDataset(todo, processor, builder, conv_mode, image_folder)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_processor_collate(processor, builder))
+    device, dtype = model.device, _pixel_dtype(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    layers = _num_llm_layers(model)
+    reads_question = get_method(model.pruning.method).question_dependent
+    written = 0
+    for idx, prompts, images, encoded in tqdm(loader, desc=os.path.basename(str(next(iter(writers.values())).path)),
+                                              unit="batch"):
+        counts = [len(group) for group in images]
+        need = {k: [r for r, i in enumerate(idx) if todo[i].key not in w] for k, w in writers.items()}
+        answers: dict[tuple, tuple[str, list[dict]]] = {}
+        text_only: dict[int, tuple[str, list[dict]]] = {}
+        for k, rows in need.items():
+            rows = [r for r in rows if counts[r] or r not in text_only]
+            if not rows:
+                continue
+            enc = encoded if rows == list(range(len(idx))) else \
+                builder.encode(processor, [prompts[r] for r in rows], [images[r] for r in rows])
+            pruning = model.pruning.replace(visual_token_num=k) if sweep else model.pruning
+            extra = dict(texts=[relevance_text(todo[idx[r]].question) for r in rows]) if reads_question else {}
+            if truncate_prompts:
+                extra["truncate_prompts"] = True
+            with _named_context_overflow([todo[idx[r]].question_id for r in rows], truncate_prompts):
+                out = model.generate(**builder.generate_kwargs(enc, device, dtype), pruning=pruning,
+                                     pad_token_id=pad_id, **extra, **gen.to_kwargs(),
+                                     **(dict(output_logits=True, return_dict_in_generate=True) if on_generated else {}))
+            tokens = out.sequences if on_generated else out  # [B, T] new tokens
+            per_image = iter(_visual_token_report(getattr(model, "last_multimodal", None), layers))
+            for b, (r, text) in enumerate(zip(rows, tokenizer.batch_decode(tokens, skip_special_tokens=True))):
+                answers[(r, k)] = (text, [next(per_image) for _ in range(counts[r])])
+                if not counts[r]:
+                    text_only[r] = answers[(r, k)]
+                if on_generated is not None:
+                    on_generated(todo[idx[r]].key, k, tokens[b], torch.stack(out.logits, 1)[b])
+        for k, writer in writers.items():
+            run_meta = {**(metadata or {}), **({"visual_token_num": k} if sweep else {})}
+            for r in need[k]:
+                text, reports = answers.get((r, k)) or text_only[r]
+                record = _answer_record(todo[idx[r]], text, reports, False, model_id, run_meta)
+                writer.write(record)
+                written += 1
+                if on_answer:
+                    on_answer(record)
+    return written
 
 
 @dataclass
@@ -571,8 +695,8 @@ def _named_context_overflow(question_ids: Sequence[Any], truncate_prompts: bool)
 
 def _visual_token_report(encoded, num_layers: int) -> list[dict]:
     """Per image: the visual tokens entering the LLM, the count after each pruning layer and the
-    layer-averaged count, the same fields for every method (`llava.pruning.accounting`); for dynamic
-    layouts (OneVision) also the image's unpruned count N_i and the budget K_i asked for."""
+    layer-averaged count, the same fields for every method (`llava.pruning.accounting`), plus the
+    image's unpruned count N_i and the budget K_i asked for (every image family records them)."""
     from llava.pruning.accounting import visual_token_accounting
 
     if encoded is None:
@@ -590,7 +714,7 @@ def _merge_reports(reports: list[dict]) -> dict:
 
     if len(reports) == 1:
         return reports[0]
-    keys = reports[0].keys() if reports else ACCOUNTING_KEYS
+    keys = reports[0].keys() if reports else (*ACCOUNTING_KEYS, "visual_tokens_unpruned", "visual_token_budget")
     return {key: [r[key] for r in reports] for key in keys}
 
 
@@ -624,18 +748,45 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
         allow_missing_weights=getattr(args, "allow_missing_weights", False),
         **placement,
     )
+    keep_ratio = getattr(args, "visual_token_ratio", None)
+    if keep_ratio is not None:  # the kept fraction, resolved per image by PruningConfig.budget
+        model.pruning = model.pruning.replace(keep_ratio=keep_ratio)
     return tokenizer, model, image_processor, model_name
+
+
+def model_family(model_path: str) -> str:
+    """The registered family (`llava.model.families`) of a checkpoint, from its config.json alone."""
+    from llava.model.builder import read_config
+    from llava.model.families import family_of
+    from llava.model.multimodal_encoder.builder import resolve_pretrained_dir
+
+    path = resolve_pretrained_dir(os.path.expanduser(model_path))
+    return family_of(read_config(path), path).name
+
+
+def resolve_conv_mode(args: argparse.Namespace):
+    """(conv mode, inputs builder) of a run: an unset --conv-mode means the checkpoint's chat template for
+    families with an inputs builder (conv mode None), and LLaVA's llava_v1 for the others."""
+    from llava.model.inputs_builder import get_inputs_builder
+
+    builder = get_inputs_builder(model_family(args.model_path))
+    if args.conv_mode is None:
+        return (None if builder is not None else "llava_v1"), builder
+    return args.conv_mode, builder
 
 
 def run_metadata(model, args: argparse.Namespace) -> dict:
     """What every answer records about the run (a sweep overrides visual_token_num per K)."""
     pruning = model.pruning
+    tower = model.get_vision_tower() if hasattr(model, "get_vision_tower") else None
+    config = getattr(tower, "config", None)
+    anyres = model.is_anyres() if hasattr(model, "is_anyres") else False
     return {
         **pruning.to_metadata(),
-        "conv_mode": args.conv_mode,
+        "conv_mode": args.conv_mode,  # None: the checkpoint's own chat template
         "dtype": str(model.dtype).replace("torch.", ""),
-        "vision_attn": model.get_vision_tower().config._attn_implementation,
-        **({"anyres_mode": pruning.anyres_mode} if model.is_anyres() else {}),
+        "vision_attn": getattr(config, "_attn_implementation", None) or getattr(args, "vision_attn", "sdpa"),
+        **({"anyres_mode": pruning.anyres_mode} if anyres else {}),
     }
 
 
@@ -650,6 +801,8 @@ def run_from_args(args: argparse.Namespace, items: Sequence[VQAItem], extra_meta
     from llava.pruning import parse_method_args
 
     world = World.from_env()
+    conv_mode, _ = resolve_conv_mode(args)
+    args = argparse.Namespace(**{**vars(args), "conv_mode": conv_mode})
     _check_unique(items)
     items = balanced_chunk(items, args.num_chunks, args.chunk_idx)
     parse_method_args(args.pruning_args, args.pruning_method)  # a bad option fails before the model loads
@@ -707,6 +860,7 @@ def expected_run_fields(args: argparse.Namespace, k: int | None) -> dict:
     fields = {
         "model_id": get_model_name_from_path(os.path.expanduser(args.model_path)),
         "visual_token_num": k,
+        "visual_token_ratio": getattr(args, "visual_token_ratio", None),
         "pruning_method": args.pruning_method,
         "pruning_args": parse_method_args(args.pruning_args, args.pruning_method),
         "conv_mode": args.conv_mode,
@@ -737,6 +891,7 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
         print(f"nothing left to answer in {', '.join(map(str, files.values()))}", file=sys.stderr)
         return 0
     tokenizer, model, image_processor, model_name = load_model_from_args(args, device)
+    _, builder = resolve_conv_mode(args)
     gen = GenerationArgs(args.temperature, args.top_p, args.num_beams, args.max_new_tokens)
     answers = files if len(files) > 1 else next(iter(files.values()))
     return run_vqa(
@@ -745,5 +900,5 @@ def _answer_shard(args, items: Sequence[VQAItem], files: dict, extra_metadata: d
         resume=resume, metadata={**run_metadata(model, args), **(extra_metadata or {})},
         joint_sweep=getattr(args, "joint_sweep", False), truncate_prompts=getattr(args, "truncate_prompts", False),
         share_prefix=not getattr(args, "no_share_prefix", False),
-        vision_cache_size=getattr(args, "vision_cache_size", 64),
+        vision_cache_size=getattr(args, "vision_cache_size", 64), inputs_builder=builder,
     )

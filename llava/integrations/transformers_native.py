@@ -31,7 +31,7 @@ def pruning_from_kwargs(kwargs: dict) -> PruningConfig:
     """Pop FasterVLM's keyword arguments out of `kwargs` into a PruningConfig.
 
     visual_token_ratio here is the kept fraction (K = round(r x N)), like the drivers'
-    `--visual-token-ratio`; PruningConfig stores the reduction ratio 1 - r.
+    `--visual-token-ratio`: PruningConfig's `keep_ratio`.
     """
     k = kwargs.pop("visual_token_num", None)
     kept_ratio = kwargs.pop("visual_token_ratio", None)
@@ -41,8 +41,7 @@ def pruning_from_kwargs(kwargs: dict) -> PruningConfig:
         raise ValueError("give visual_token_num or visual_token_ratio, not both")
     if kept_ratio is not None and not 0 < float(kept_ratio) <= 1:
         raise ValueError(f"visual_token_ratio must be in (0, 1] (the kept fraction), got {kept_ratio!r}")
-    ratio = None if kept_ratio is None else 1.0 - float(kept_ratio)
-    cfg = PruningConfig(method=method, visual_token_num=k, ratio=ratio, method_args=args)
+    cfg = PruningConfig(method=method, visual_token_num=k, keep_ratio=kept_ratio, method_args=args)
     method = get_method(cfg.method)
     if method.stage != "pre_llm" and cfg.prunes:
         raise ValueError(f"pruning_method {cfg.method!r} prunes inside the LLM, which transformers' LLaVA classes "

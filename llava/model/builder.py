@@ -168,7 +168,7 @@ def load_pretrained_model(
     if pruning is not None:
         model.pruning = pruning
     else:  # unset fields keep the model's value (the default, or a legacy config.json's)
-        keep_k = visual_token_num is None and model.pruning.ratio is None
+        keep_k = visual_token_num is None and not model.pruning.per_image
         model.set_pruning(model.pruning.visual_token_num if keep_k else visual_token_num,
                           pruning_method, pruning_args, anyres_mode)
     _load_text_tower_if_needed(model, model_path, vision_tower_path, allow_missing_weights)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .checkpoint import strip_prefix
 from .families import LoadOptions, register_family
+from .inputs_builder import ProcessorInputs, register_inputs_builder
 from .family_llava import HF_LLM_KEYS, HF_MM, _Fit, _install_mm_parts, _load_llm, hf_mm_tensors, llm_config
 from .multimodal import LlavaForPruning
 from .onevision import OneVisionGeometry, collapse_image_runs, encode_onevision
@@ -66,6 +67,11 @@ def onevision_inputs(model, input_ids, attention_mask, images, image_sizes, visu
     encoded = encode_onevision(model, images, image_sizes, geometry, visual_token_num, pruning, signals)
     ids, mask = collapse_image_runs(input_ids, attention_mask, encoded.unpruned_counts, geometry.image_token_id)
     return ids, mask, encoded
+
+
+# The eval drivers' prompts and inputs: the processor's chat template and outputs (its batch_num_images
+# is bookkeeping the model does not take).
+register_inputs_builder("llava-onevision", ProcessorInputs(ignore=("batch_num_images",)))
 
 
 def _tiny(out_dir) -> str:

@@ -112,7 +112,7 @@ class EncodedImages:
     budgets: list[int | None] = field(default_factory=list)  # the K asked for, per image
     # in-LLM methods: {"layer", "kept_after_layer", "layer_averaged"}, staged ones also "layers", "kept_per_stage"
     in_llm: dict | None = None
-    # families with dynamic layouts (OneVision): the tokens each image gives the unpruned LLM, N_i
+    # the tokens each image gives the unpruned LLM, N_i (576 for LLaVA-1.5; anyres and OneVision: per image)
     unpruned_counts: list[int] | None = None
 
     @property
@@ -146,11 +146,12 @@ class LlavaMetaForCausalLM:
         anyres_mode: str | None = None,
         *,
         ratio: float | None = None,
+        keep_ratio: float | None = None,
     ) -> PruningConfig:
         """Set the model's default PruningConfig (`self.pruning`) and return it.
 
-        visual_token_num: K (None = no pruning), or give `ratio` instead. method, method_args and
-        anyres_mode keep their current values when None; switching to another method without
+        visual_token_num: K (None = no pruning), or give `ratio` (reduction) or `keep_ratio` (kept
+        fraction) instead. method, method_args and anyres_mode keep their current values when None; switching to another method without
         method_args drops the previous method's args. anyres_mode ('faithful' or 'paper') chooses how
         LLaVA-NeXT images are pruned (see `encode_anyres_images`); 'paper' also changes their
         preprocessing (`process_images(..., anyres_mode='paper')`, fixed 2x2 grid).
@@ -158,7 +159,7 @@ class LlavaMetaForCausalLM:
         current = self.pruning
         if method is not None and method != current.method and method_args is None:
             method_args = ()
-        changes = dict(visual_token_num=visual_token_num, ratio=ratio)
+        changes = dict(visual_token_num=visual_token_num, ratio=ratio, keep_ratio=keep_ratio)
         if method is not None:
             changes["method"] = method
         if method_args is not None:
@@ -274,7 +275,8 @@ class LlavaMetaForCausalLM:
             projected = projector(tokens.to(proj_dtype))  # [b, N, D] -> [b, N, H]
             for j, i in enumerate(full_rows):
                 features[i] = projected[j]
-        return EncodedImages(features=features, kept_indices=kept, num_patches=n, budgets=budgets)
+        return EncodedImages(features=features, kept_indices=kept, num_patches=n, budgets=budgets,
+                             unpruned_counts=[n] * len(budgets))
 
     # ---- LLaVA-NeXT (anyres) ----------------------------------------------------------------
     def is_anyres(self) -> bool:
@@ -305,7 +307,7 @@ class LlavaMetaForCausalLM:
         from llava.anyres import NEWLINE, anyres_pinpoints, grid_shape, token_layout, views_per_image
 
         cfg = self._pruning(pruning)
-        from_ratio = _from_pruning(visual_token_num) and cfg.ratio is not None
+        from_ratio = _from_pruning(visual_token_num) and cfg.per_image
         if _from_pruning(visual_token_num):
             visual_token_num = cfg.visual_token_num
         budgets = expand_budgets(visual_token_num, len(image_sizes))
@@ -338,7 +340,7 @@ class LlavaMetaForCausalLM:
         dtype = next(projector.parameters()).dtype
         method_args = cfg.args
 
-        features, kept_slots = [], []
+        features, kept_slots, unpruned = [], [], []
         start = 0
         for i, (size, n_views, k) in enumerate(zip(image_sizes, counts, budgets)):
             size = tuple(size)
@@ -355,6 +357,7 @@ class LlavaMetaForCausalLM:
                 layout = token_layout(n_crops, side, grid, size, unpad, unpad)
             is_token = layout.crop != NEWLINE
             slot_ids = torch.nonzero(is_token).flatten()
+            unpruned.append(len(layout))  # the image's block in the unpruned LLM, newlines included
             if from_ratio:  # K per view in 'paper' mode, per image over its candidates otherwise
                 k = budgets[i] = cfg.budget(side * side if paper else len(slot_ids if not in_llm else layout))
             if in_llm:  # K over the image's whole block (newline tokens included); 'paper': K per view
@@ -381,7 +384,8 @@ class LlavaMetaForCausalLM:
                 out = torch.cat([projector(extra.to(dtype)), out])
             features.append(out)
             kept_slots.append(keep_slots if k is not None else None)
-        return EncodedImages(features=features, kept_indices=kept_slots, num_patches=side * side, budgets=budgets)
+        return EncodedImages(features=features, kept_indices=kept_slots, num_patches=side * side, budgets=budgets,
+                             unpruned_counts=unpruned)
 
     def _select_anyres(self, method, method_args, view_sig, layout, slot_ids, k, paper, side):
         """Kept layout slots (sorted), for merging methods their new tokens in slot order, and the tokens

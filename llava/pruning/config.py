@@ -4,8 +4,10 @@ A model holds a default value (`model.pruning`, set by `set_pruning`), a block c
 (`with model.pruning_config(cfg): ...`), and a single call can pass its own (`generate(...,
 pruning=cfg)`). Nothing about pruning lives on `model.config`.
 
-The budget is either K (`visual_token_num`, kept tokens per image; None keeps all) or a reduction
-ratio r in [0, 1) resolved per image against that image's token count N: K = max(1, round(N * (1 - r))).
+The budget is one of: K (`visual_token_num`, kept tokens per image; None keeps all), a reduction
+ratio r in [0, 1) (`ratio`: K = max(1, round(N * (1 - r)))), or a kept fraction f in (0, 1]
+(`keep_ratio`, the drivers' `--visual-token-ratio`: K = max(1, round(f * N))), each ratio resolved per
+image against that image's token count N by `budget(N)`, the only place budgets are resolved.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ class PruningConfig:
     """How visual tokens are pruned in one call.
 
     method: a registered pruning method (`llava.pruning.list_methods()`).
-    visual_token_num: K kept per image (None keeps all); exclusive with `ratio`.
+    visual_token_num: K kept per image (None keeps all); exclusive with `ratio` and `keep_ratio`.
     ratio: reduction ratio r in [0, 1); K = max(1, round(N * (1 - r))) for an image of N tokens.
+    keep_ratio: kept fraction f in (0, 1]; K = max(1, round(f * N)) (Python's round: halves to even).
     method_args: options of the method (a mapping, "a=1,b=2" text or pairs; stored as sorted pairs).
     anyres_mode: LLaVA-NeXT pruning, 'faithful' (one budget per image, unmodified model) or 'paper'
         (FasterVLM's fixed 2x2 grid, K per view).
@@ -85,6 +88,7 @@ class PruningConfig:
     method_args: MethodArgs = ()
     anyres_mode: str = "faithful"
     video_mode: str = "frame"
+    keep_ratio: float | None = None
 
     def __post_init__(self) -> None:
         from .registry import get_method
@@ -107,6 +111,15 @@ class PruningConfig:
                 raise ValueError(f"PruningConfig: give visual_token_num ({self.visual_token_num}) or ratio "
                                  f"({self.ratio}), not both")
             object.__setattr__(self, "ratio", float(self.ratio))
+        if self.keep_ratio is not None:
+            f = self.keep_ratio
+            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f <= 1:
+                raise ValueError(f"PruningConfig.keep_ratio must be a kept fraction in (0, 1], got {f!r}")
+            given = [name for name in ("visual_token_num", "ratio") if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"PruningConfig: give keep_ratio ({f}) or {given[0]} ({getattr(self, given[0])}), "
+                                 "not both")
+            object.__setattr__(self, "keep_ratio", float(f))
         object.__setattr__(self, "method_args", _freeze_args(self.method, self.method_args))
         if self.anyres_mode not in ANYRES_MODES:
             raise ValueError(f"PruningConfig.anyres_mode must be one of {ANYRES_MODES}, not {self.anyres_mode!r}")
@@ -121,20 +134,28 @@ class PruningConfig:
     @property
     def prunes(self) -> bool:
         """Whether a budget is set at all (K or a ratio)."""
-        return self.visual_token_num is not None or self.ratio is not None
+        return self.visual_token_num is not None or self.per_image
+
+    @property
+    def per_image(self) -> bool:
+        """Whether the budget depends on each image's token count (a ratio of either kind)."""
+        return self.ratio is not None or self.keep_ratio is not None
 
     def replace(self, **changes) -> "PruningConfig":
-        """A copy with `changes` applied, validated again. Changing K clears the ratio and vice versa."""
-        if "visual_token_num" in changes and "ratio" not in changes:
-            changes["ratio"] = None
-        elif "ratio" in changes and "visual_token_num" not in changes:
-            changes["visual_token_num"] = None
+        """A copy with `changes` applied, validated again. Setting one budget (K, ratio, keep_ratio) clears
+        the other two."""
+        budget_fields = ("visual_token_num", "ratio", "keep_ratio")
+        if any(name in changes for name in budget_fields):
+            for name in budget_fields:
+                changes.setdefault(name, None)
         return dataclasses.replace(self, **changes)
 
     def budget(self, num_tokens: int) -> int | None:
         """K for an image of `num_tokens` candidate tokens (None: keep all)."""
         if self.ratio is not None:
             return max(1, round(num_tokens * (1 - self.ratio)))
+        if self.keep_ratio is not None:
+            return max(1, round(num_tokens * self.keep_ratio))
         return self.visual_token_num
 
     def to_metadata(self) -> dict:
@@ -143,6 +164,8 @@ class PruningConfig:
                "pruning_args": self.args}
         if self.ratio is not None:
             out["pruning_ratio"] = self.ratio
+        if self.keep_ratio is not None:
+            out["visual_token_ratio"] = self.keep_ratio
         if self.video_mode != "frame":
             out["video_mode"] = self.video_mode
         return out

@@ -31,6 +31,20 @@ def test_ratio_resolves_per_image_token_count():
     assert PruningConfig(visual_token_num=58).budget(2880) == 58
 
 
+def test_keep_ratio_is_the_kept_fraction_per_image():
+    cfg = PruningConfig(keep_ratio=0.25)
+    assert cfg.prunes and cfg.per_image and cfg.visual_token_num is None and cfg.ratio is None
+    # round(f * N), at least 1; Python's round takes halves to even (0.25 * 10 = 2.5 -> 2)
+    assert [cfg.budget(n) for n in (576, 2929, 10, 2, 1)] == [144, 732, 2, 1, 1]  # round(0.5) = 0 -> 1
+    assert PruningConfig(keep_ratio=1).budget(576) == 576 and PruningConfig(keep_ratio=0.1).budget(576) == 58
+    assert cfg.to_metadata() == {"visual_token_num": None, "pruning_method": "fastervlm", "pruning_args": {},
+                                 "visual_token_ratio": 0.25}
+    assert cfg.replace(visual_token_num=64) == PruningConfig(visual_token_num=64)
+    assert cfg.replace(ratio=0.5) == PruningConfig(ratio=0.5)
+    assert PruningConfig(visual_token_num=64).replace(keep_ratio=0.5) == PruningConfig(keep_ratio=0.5)
+    assert PruningConfig(ratio=0.5).replace(visual_token_num=None, keep_ratio=0.5) == PruningConfig(keep_ratio=0.5)
+
+
 def test_replace_revalidates_and_keeps_k_and_ratio_exclusive():
     cfg = PruningConfig("random", 29, method_args={"seed": 3})
     assert cfg.replace(visual_token_num=58) == PruningConfig("random", 58, method_args={"seed": 3})
@@ -59,6 +73,13 @@ def test_replace_revalidates_and_keeps_k_and_ratio_exclusive():
         (dict(method="fastv", method_args={"layer": [2]}), r"PruningConfig.method_args\['layer'\] must be a scalar"),
         (dict(method_args=5), r"PruningConfig.method_args must be a mapping"),
         (dict(anyres_mode="both"), r"PruningConfig.anyres_mode must be one of"),
+        (dict(keep_ratio=0), r"PruningConfig.keep_ratio must be a kept fraction in \(0, 1\]"),
+        (dict(keep_ratio=1.5), r"PruningConfig.keep_ratio must be a kept fraction in \(0, 1\]"),
+        (dict(keep_ratio=float("nan")), r"PruningConfig.keep_ratio must be a kept fraction"),
+        (dict(keep_ratio=True), r"PruningConfig.keep_ratio must be a kept fraction"),
+        (dict(keep_ratio="0.5"), r"PruningConfig.keep_ratio must be a kept fraction"),
+        (dict(keep_ratio=0.5, visual_token_num=64), r"give keep_ratio \(0.5\) or visual_token_num \(64\), not both"),
+        (dict(keep_ratio=0.5, ratio=0.5), r"give keep_ratio \(0.5\) or ratio \(0.5\), not both"),
     ],
 )
 def test_bad_fields_raise_one_line_errors_naming_the_field(fields, match):

@@ -15,7 +15,10 @@
 #   DEVICE, DTYPE --device / --torch-dtype            (auto / auto)
 #   MAX_NEW_TOKENS  --max_new_tokens                  (the driver's default)
 #   EXTRA_ARGS    more driver flags, word-split       (none)
-#   CONV_MODE     conversation template               (vicuna_v1)
+#   CONV_MODE     conversation template               (vicuna_v1; chat_template: no --conv-mode, the
+#                                                      checkpoint's own chat template, for processor families)
+#   FAMILY        a model family's scripts (scripts/<family>/eval, family.sh): its answers and scores live
+#                 apart, under the run name <family>-<ckpt name>
 #   FRESH=1       delete this K's answers first (otherwise a rerun resumes)
 #   PYTHON        interpreter                         (python)
 #   CUDA_VISIBLE_DEVICES="0,1,..."  one torchrun rank per listed GPU, answers merged with the merge checks;
@@ -57,7 +60,7 @@ ckpt_name() {
 CKPT_NAME="$(ckpt_name "$CKPT")"
 if [[ -z "${RUN_NAME:-}" ]]; then
     # Answers of another method (or other method options) must never be resumed into these ones.
-    RUN_NAME="$CKPT_NAME"
+    RUN_NAME="${FAMILY:+$FAMILY-}$CKPT_NAME"
     if [[ "$METHOD" != fastervlm || -n "$METHOD_ARGS" ]]; then
         RUN_NAME+="-$METHOD"
         [[ -n "$METHOD_ARGS" ]] && RUN_NAME+="-$(printf '%s' "$METHOD_ARGS" | tr -c 'A-Za-z0-9._=-' '_')"
@@ -126,9 +129,10 @@ run_driver() {
         rm -rf -- "$dir"
     fi
     mkdir -p "$dir"
-    common=(--model-path "$CKPT" --conv-mode "$CONV_MODE" --temperature 0
+    common=(--model-path "$CKPT" --temperature 0
             --visual-token-num "$K" --pruning-method "$METHOD"
             --batch-size "$BATCH_SIZE" --device "$DEVICE" --torch-dtype "$DTYPE")
+    [[ "$CONV_MODE" != chat_template ]] && common+=(--conv-mode "$CONV_MODE")
     [[ -n "$METHOD_ARGS" ]] && common+=(--pruning-args "$METHOD_ARGS")
     [[ -n "$MAX_NEW_TOKENS" ]] && common+=(--max_new_tokens "$MAX_NEW_TOKENS")
     read -ra extra <<< "$EXTRA_ARGS"

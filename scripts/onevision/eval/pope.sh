@@ -1,0 +1,4 @@
+#!/bin/bash
+# LLaVA-OneVision pope: scripts/v1_5/eval/pope.sh with the family's checkpoint and chat template.   bash scripts/onevision/eval/pope.sh K
+source "$(dirname "${BASH_SOURCE[0]}")/settings.sh"
+exec bash "$V15_EVAL/pope.sh" "$@"
