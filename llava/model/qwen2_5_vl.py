@@ -187,6 +187,9 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         if image_grid_thw is None:
             raise ValueError(f"{FAMILY}: image_grid_thw (the processor's (t, h, w) per image) is required with images")
         grid = torch.as_tensor(image_grid_thw, device=input_ids.device)
+        merge = self.config.vision_config.spatial_merge_size
+        qwen_layout.check_runs(input_ids, attention_mask, self.image_token_id,
+                               [int(t * (h // merge) * (w // merge)) for t, h, w in grid.tolist()])
         encoded = self.encode_images(pixel_values, grid, visual_token_num, cfg, signals)
         positions, _ = qwen_layout.stock_positions(_stock_model_class(), self.config, input_ids, attention_mask,
                                                    self.image_token_id, grid)

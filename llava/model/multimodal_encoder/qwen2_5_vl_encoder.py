@@ -127,10 +127,11 @@ class Qwen25VisionTower(nn.Module):
         """The signals the tower computes for `needs` (`cls_attn` becomes `mean_attn`); others are refused."""
         refused = sorted(n for n in needs if n != SIGNAL_CLS_ATTN and n not in TOWER_SIGNALS)
         if refused:
-            cls_only = [n for n in refused if signal_spec(n).needs_prefix]
-            reason = "need a [CLS] token, which Qwen2.5-VL's ViT lacks" if cls_only == refused else \
-                f"are not given by Qwen2.5-VL's ViT adapter (it gives {list(TOWER_SIGNALS)})"
-            raise MissingSignalError(f"signal(s) {refused} {reason}")
+            cls = [n for n in refused if signal_spec(n).needs_prefix]
+            other = [n for n in refused if n not in cls]
+            reasons = ([f"signal(s) {cls} need a [CLS] token, which Qwen2.5-VL's ViT lacks"] if cls else []) + \
+                ([f"signal(s) {other} are not given by its adapter (it gives {list(TOWER_SIGNALS)})"] if other else [])
+            raise MissingSignalError("; ".join(reasons))
         return frozenset(SIGNAL_MEAN_ATTN if n == SIGNAL_CLS_ATTN else n for n in needs)
 
     def _received(self, q: torch.Tensor, k: torch.Tensor, layout: compat.QwenVisionLayout,
