@@ -243,6 +243,10 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         ids = inputs if inputs is not None else input_ids
         pixels = images if images is not None else pixel_values
         kwargs.pop("mm_token_type_ids", None)
+        kwargs.pop("truncate_prompts", None)  # the runner's keyword; prompts are never cut here
+        if kwargs.pop("output_logits", False) or kwargs.pop("return_dict_in_generate", False):
+            raise ValueError(f"{FAMILY}: generate() returns the new tokens only (output_logits / "
+                             "return_dict_in_generate are not supported)")
         mm = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
                                             visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded

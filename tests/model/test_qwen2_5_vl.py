@@ -312,3 +312,14 @@ def test_the_llava_layouts_refuse_position_mode_keep(tiny):
         model.prepare_multimodal_inputs(ids, None, pruning=PruningConfig(position_mode="keep"))
     assert model.prepare_multimodal_inputs(ids, None, pruning=PruningConfig(position_mode="compact")) \
         .position_ids.tolist() == [[0, 1, 2]]
+
+
+def test_the_signal_layer_is_checked_and_defaults_to_the_last_full_attention_block(qwen):
+    tower = qwen[1].get_vision_tower()
+    assert tower.signal_layer == tower.vision_tower.fullatt_block_indexes[-1] == 3
+    with pytest.raises(ValueError, match=r"signal_layer=4 must be a block index in \[-4, 4\)"):
+        tower.signal_layer = 4
+    tower.signal_layer = -2
+    assert tower.signal_layer == 2 and not tower.full_attention
+    tower.signal_layer = None
+    assert tower.signal_layer == 3
