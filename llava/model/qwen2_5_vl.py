@@ -26,6 +26,7 @@ from llava.pruning.config import PruningConfig
 
 from . import qwen_layout
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, expand_budgets
+from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
 from .multimodal_encoder.qwen2_5_vl_encoder import MissingSignalError, QwenImages, Qwen25VisionTower
 
@@ -123,9 +124,6 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         """
         cfg = self._pruning(pruning)
         method = get_method(cfg.method)
-        if method.stage != "pre_llm" and cfg.prunes:
-            raise ValueError(f"pruning method {method.name!r} prunes inside the LLM, which {FAMILY} does not support "
-                             "yet (the LLM loop numbers positions 1-D; M-RoPE needs [3, B, T]); use a pre-LLM method")
         merge = self.config.vision_config.spatial_merge_size
         if signals is None:
             grid = torch.as_tensor(image_grid_thw)
@@ -136,7 +134,8 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
             budgets = [cfg.budget(n) for n in counts]
         else:
             budgets = expand_budgets(visual_token_num, len(counts))
-        prune = [k is not None and k < n for k, n in zip(budgets, counts)]
+        # in-LLM methods get every token; their K_i is the image's budget inside the LLM
+        prune = [k is not None and k < n and method.stage == "pre_llm" for k, n in zip(budgets, counts)]
         needs = method.needs if any(prune) else frozenset()
         if signals is None:
             signals = self.vision_signals(pixel_values, image_grid_thw, needs=needs, pruning=cfg)
@@ -220,6 +219,8 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         mm = self.prepare_multimodal_inputs(input_ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
                                             visual_token_num, pruning)
         self.last_multimodal = mm.encoded
+        if self.in_llm_pruner(mm, pruning) is not None:
+            raise ValueError("in-LLM pruning (e.g. fastv) runs in generate(); forward() would run the unpruned LLM")
         logits = qwen_layout.full_logits(self.language_model, self.lm_head, mm.inputs_embeds, mm.attention_mask,
                                          mm.position_ids, **kwargs)
         return CausalLMOutputWithPast(logits=logits)
@@ -250,6 +251,32 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         mm = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
                                             visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded
-        loop = qwen_layout.MRopeLoop(self.language_model, self.lm_head)
-        return loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
-                             **kwargs)
+        pruner = self.in_llm_pruner(mm, pruning)
+        if pruner is None:
+            loop = qwen_layout.MRopeLoop(self.language_model, self.lm_head)
+            return loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
+                                 **kwargs)
+        loop = LLMLoop(self.language_model, self.lm_head, pruner)  # drops tokens; positions [3, B, T] carried along
+        out = loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
+                            **kwargs)
+        mm.encoded.kept_indices = list(pruner.kept)
+        mm.encoded.in_llm = pruner.report()
+        return out
+
+    def in_llm_pruner(self, mm, pruning: PruningConfig | None = None):
+        """The token dropper of an in-LLM method (fastv, dart, ...) for this batch, or None (nothing to prune)."""
+        cfg = self._pruning(pruning)
+        method = get_method(cfg.method)
+        if method.stage != "in_llm" or mm.encoded is None:
+            return None
+        args = {**method.defaults, **method.check_args(dict(cfg.args))}
+        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
+        if not scheduled and all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
+            return None
+        layers = self.config.get_text_config().num_hidden_layers
+        pruner = method.llm_pruner(mm.image_spans, mm.encoded.budgets, layers, **args)
+        if getattr(pruner, "renumber_positions", False):
+            raise ValueError(f"pruning method {method.name!r} renumbers the surviving tokens' positions inside the LLM, "
+                             f"which {FAMILY} does not support yet (its M-RoPE positions are kept); use a setting that "
+                             "keeps positions (pdrop: positions=keep)")
+        return pruner

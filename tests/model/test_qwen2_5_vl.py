@@ -295,9 +295,7 @@ def test_batched_pruned_generation_equals_one_by_one(qwen, batch):
         assert out[0].tolist() == batched[i, :out.shape[1]].tolist()
 
 
-def test_in_llm_methods_and_mismatched_prompts_are_refused(qwen, batch):
-    with pytest.raises(ValueError, match="pruning method 'fastv' prunes inside the LLM, which qwen2_5_vl"):
-        _generate(qwen[1], batch, max_new_tokens=1, pruning=PruningConfig(method="fastv", visual_token_num=8))
+def test_a_mismatched_prompt_is_refused(qwen, batch):
     short = dict(batch)
     short["image_grid_thw"] = torch.tensor([[1, 16, 12], [1, 10, 20], [1, 14, 12]])
     with pytest.raises(ValueError, match="prompt 2: image 2 holds 49 pad tokens but its grid gives 42"):
@@ -323,3 +321,62 @@ def test_the_signal_layer_is_checked_and_defaults_to_the_last_full_attention_blo
     assert tower.signal_layer == 2 and not tower.full_attention
     tower.signal_layer = None
     assert tower.signal_layer == 3
+
+
+def test_the_llm_loop_takes_mrope_positions_and_gives_the_stock_logits(qwen, reference, batch):
+    from llava.model.llm_loop import LLMLoop
+    from llava.model.llm_loop import generate as loop_generate
+
+    model = qwen[1]
+    mm = model.prepare_multimodal_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                         batch["image_grid_thw"], visual_token_num=20)
+    args = (mm.inputs_embeds, mm.attention_mask, mm.position_ids)  # position_ids [3, B, T]
+    stock = qwen_layout.MRopeLoop(model.language_model, model.lm_head).prefill(*args)
+    ours = LLMLoop(model.language_model, model.lm_head).prefill(*args)
+    torch.testing.assert_close(ours, stock, atol=1e-6, rtol=0)
+    tokens = loop_generate(LLMLoop(model.language_model, model.lm_head), *args, model.generation_config,
+                           max_new_tokens=5)
+    assert tokens.tolist() == _generate(model, batch, max_new_tokens=5, visual_token_num=20).tolist()
+
+
+IN_LLM_RUNS = {  # settings that fit the tiny LLM's 2 layers; None: refused on M-RoPE (renumbers positions)
+    "fastv": PruningConfig("fastv", 16, method_args={"layer": 1}),
+    "pdrop": PruningConfig("pdrop", method_args={"layers": (1,), "ratios": (0.5,), "positions": "keep"}),
+    "dart": PruningConfig("dart", 16, method_args={"layer": 1}),
+    "sparsevlm": None,
+    "fitprune": PruningConfig("fitprune", method_args={"removed": (20, 0)}),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in list_methods() if get_method(n).stage == "in_llm"])
+def test_every_in_llm_method_runs_inside_the_mrope_llm_or_names_what_it_lacks(qwen, batch, name):
+    model = qwen[1]
+    cfg = IN_LLM_RUNS[name]
+    if cfg is None:
+        with pytest.raises(ValueError, match=rf"pruning method '{name}' renumbers the surviving tokens' positions "
+                                             r"inside the LLM, which qwen2_5_vl does not support yet"):
+            _generate(model, batch, max_new_tokens=1,
+                      pruning=PruningConfig(name, 16, method_args={"layers": (0,), "keep": (18,)}))
+        return
+    out = _generate(model, batch, max_new_tokens=2, pruning=cfg)
+    assert out.shape[0] == 3
+    enc = model.last_multimodal
+    assert enc.token_counts == [48, 50, 49]  # every token enters the LLM
+    after = enc.in_llm["kept_after_layer"]
+    assert all(0 < k < n for k, n in zip(after, enc.token_counts)), after
+
+
+def test_pdrop_renumbering_is_refused_and_fastv_batch_equals_one_by_one(qwen, batch):
+    model = qwen[1]
+    with pytest.raises(ValueError, match=r"'pdrop' renumbers .* \(pdrop: positions=keep\)"):
+        _generate(model, batch, max_new_tokens=1,
+                  pruning=PruningConfig("pdrop", method_args={"layers": (1,), "ratios": (0.5,)}))
+    cfg = PruningConfig("fastv", 16, method_args={"layer": 1})
+    batched = _generate(model, batch, max_new_tokens=4, pruning=cfg)
+    assert model.last_multimodal.in_llm["kept_after_layer"] == [16, 16, 16]
+    for i in range(3):
+        single = _row(batch, i)
+        out = model.generate(inputs=single["input_ids"], attention_mask=single["attention_mask"],
+                             images=single["pixel_values"], image_grid_thw=single["image_grid_thw"], pruning=cfg,
+                             max_new_tokens=4)
+        assert out[0].tolist() == batched[i, :out.shape[1]].tolist()
