@@ -114,6 +114,8 @@ class EncodedImages:
     in_llm: dict | None = None
     # families with dynamic layouts (OneVision): the tokens each image gives the unpruned LLM, N_i
     unpruned_counts: list[int] | None = None
+    # families whose candidates form one grid per image (Qwen-VL's merged grid): its (rows, cols) per image
+    grids: list[tuple[int, int]] | None = None
 
     @property
     def token_counts(self) -> list[int]:

@@ -161,10 +161,8 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
             else:
                 features.append(self.vision_tower.project(sig.features[0][idx]))  # [K, 4D] -> [K, H]
             kept.append(idx.cpu())
-        encoded = EncodedImages(features=features, kept_indices=kept, num_patches=max(counts, default=0),
-                                budgets=budgets, unpruned_counts=counts)
-        encoded.grids = list(signals.grids)
-        return encoded
+        return EncodedImages(features=features, kept_indices=kept, num_patches=max(counts, default=0),
+                             budgets=budgets, unpruned_counts=counts, grids=list(signals.grids))
 
     # ---- the LLM's inputs ---------------------------------------------------------------------------
     def prepare_multimodal_inputs(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,

@@ -380,3 +380,21 @@ def test_pdrop_renumbering_is_refused_and_fastv_batch_equals_one_by_one(qwen, ba
                              images=single["pixel_values"], image_grid_thw=single["image_grid_thw"], pruning=cfg,
                              max_new_tokens=4)
         assert out[0].tolist() == batched[i, :out.shape[1]].tolist()
+
+
+def test_one_vit_run_serves_several_budgets(qwen, batch):
+    model = qwen[1]
+    cfg = PruningConfig(method="vispruner", visual_token_num=10)
+    signals = model.vision_signals(batch["pixel_values"], batch["image_grid_thw"], pruning=cfg)
+    for k in (10, 30):
+        fresh = _generate(model, batch, max_new_tokens=3, pruning=cfg.replace(visual_token_num=k))
+        kept = model.last_multimodal.kept_indices
+        reused = model.generate(inputs=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                image_grid_thw=batch["image_grid_thw"], vision_signals=signals,
+                                pruning=cfg.replace(visual_token_num=k), max_new_tokens=3)
+        assert reused.tolist() == fresh.tolist()
+        assert all(torch.equal(a, b) for a, b in zip(model.last_multimodal.kept_indices, kept))
+    with pytest.raises(ValueError, match=r"the vision signals lack \['projected'\], which 'divprune' needs"):
+        model.generate(inputs=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       image_grid_thw=batch["image_grid_thw"], vision_signals=signals,
+                       pruning=PruningConfig(method="divprune", visual_token_num=10), max_new_tokens=1)
