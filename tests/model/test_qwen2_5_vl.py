@@ -398,3 +398,22 @@ def test_one_vit_run_serves_several_budgets(qwen, batch):
         model.generate(inputs=batch["input_ids"], attention_mask=batch["attention_mask"],
                        image_grid_thw=batch["image_grid_thw"], vision_signals=signals,
                        pruning=PruningConfig(method="divprune", visual_token_num=10), max_new_tokens=1)
+
+
+def test_a_prompt_with_two_images_and_a_text_only_row(qwen, reference):
+    processor, model = qwen[2], qwen[1]
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in [(168, 224), (112, 112)]]
+    two = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "what is this ?"}]}]
+    none = [{"role": "user", "content": [{"type": "text", "text": "what is here ?"}]}]
+    texts = [processor.apply_chat_template(t, add_generation_prompt=True) for t in (two, none)]
+    processor.tokenizer.padding_side = "left"
+    b = processor(images=images, text=texts, return_tensors="pt", padding=True)
+    ours = _logits(model, b)
+    with torch.no_grad():
+        theirs = reference(**b).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)  # the same left-padded layout
+    pruned = model.prepare_multimodal_inputs(b["input_ids"], b["attention_mask"], b["pixel_values"],
+                                             b["image_grid_thw"], visual_token_num=5)
+    assert model.last_multimodal is not None and pruned.encoded.token_counts == [5, 5]
+    assert [e - s for s, e in pruned.image_spans[0]] == [5, 5] and pruned.image_spans[1] == []
