@@ -13,7 +13,9 @@ API (all pure functions over tensors, except the loop):
   `get_rope_index` (through `llava.compat.stock_rope_index`; nothing of M-RoPE is rewritten here).
 - `splice(input_ids, attention_mask, embed, features, kept, counts, positions, image_token_id, mode)`
   -> `MultimodalInputs` with inputs_embeds [B, L', H], attention_mask [B, L'] and position_ids
-  [3, B, L'] (left-padded): each image's run of pad tokens becomes its kept tokens only.
+  [3, B, L'] (left-padded): each image's run of pad tokens becomes its kept tokens only, and
+  `image_spans[b]` lists the [start, end) of each image's kept tokens in row b (where per-token
+  extras such as Qwen3-VL's DeepStack features go: `features[i]` and `kept[i]` are in the same order).
   mode (`POSITION_MODES`):
     * "keep" (default): every kept token, text or visual, keeps the position it has in the unpruned
       layout; the text after an image continues as in the unpruned model.
@@ -32,6 +34,8 @@ API (all pure functions over tensors, except the loop):
   three axes. `prefill_kwargs` go to the text model's prefill call only (e.g. Qwen3-VL's DeepStack
   inputs).
 - `full_logits(text_model, lm_head, inputs_embeds, attention_mask, position_ids)` -> [B, L', V].
+- In-LLM methods: `llm_loop.LLMLoop(text_model, lm_head, dropper)` also takes the [3, B, T] ids (it
+  carries them through its drops), so the same `llm_loop.generate` call prunes inside the LLM.
 
 Shapes: B rows, L prompt tokens (pad runs expanded), L' after pruning, H hidden width, V vocabulary.
 """
