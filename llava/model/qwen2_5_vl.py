@@ -21,7 +21,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llava.pruning import get_method
-from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE, VisionSignals
+from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
 
 from . import qwen_layout
@@ -274,7 +274,7 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         layers = self.config.get_text_config().num_hidden_layers
         pruner = method.llm_pruner(mm.image_spans, mm.encoded.budgets, layers, **args)
         if getattr(pruner, "renumber_positions", False):
-            raise ValueError(f"pruning method {method.name!r} renumbers the surviving tokens' positions inside the LLM, "
-                             f"which {FAMILY} does not support yet (its M-RoPE positions are kept); use a setting that "
-                             "keeps positions (pdrop: positions=keep)")
+            raise ValueError(f"pruning method {method.name!r} renumbers the surviving tokens' positions inside the "
+                             f"LLM, which {FAMILY} does not support yet (its M-RoPE positions are kept); use a "
+                             "setting that keeps positions (pdrop: positions=keep)")
         return pruner

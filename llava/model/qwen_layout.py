@@ -239,7 +239,7 @@ class MRopeLoop:
     @torch.no_grad()
     def prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> torch.Tensor:
-        """inputs_embeds [B, T, H] (left-padded), attention_mask [B, T], position_ids [3, B, T] -> last logits [B, V]."""
+        """inputs_embeds [B, T, H] (left-padded), attention_mask [B, T], position_ids [3, B, T] -> logits [B, V]."""
         if position_ids.ndim != 3 or position_ids.shape[0] != 3:
             raise ValueError(f"MRopeLoop takes M-RoPE position ids [3, B, T], got {tuple(position_ids.shape)}")
         self.mask = attention_mask.long()

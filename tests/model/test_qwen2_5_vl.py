@@ -404,7 +404,8 @@ def test_a_prompt_with_two_images_and_a_text_only_row(qwen, reference):
     processor, model = qwen[2], qwen[1]
     rng = np.random.default_rng(3)
     images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in [(168, 224), (112, 112)]]
-    two = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "what is this ?"}]}]
+    two = [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                        {"type": "text", "text": "what is this ?"}]}]
     none = [{"role": "user", "content": [{"type": "text", "text": "what is here ?"}]}]
     texts = [processor.apply_chat_template(t, add_generation_prompt=True) for t in (two, none)]
     processor.tokenizer.padding_side = "left"
