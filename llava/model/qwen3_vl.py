@@ -104,22 +104,15 @@ def build_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, e
         attention_mask = torch.ones_like(input_ids)
     valid = attention_mask.bool()
     text = embed(input_ids)  # [B, L, H]
-    counts = encoded.unpruned_counts if encoded is not None else []
+    check_image_runs(input_ids, valid, encoded.unpruned_counts if encoded is not None else [], tokens)
     rows, image = [], 0
     for b in range(input_ids.shape[0]):
         ids, emb, pos = input_ids[b][valid[b]], text[b][valid[b]], positions[:, b][:, valid[b]]
         is_img = ids == tokens.image_token_id
-        starts = torch.nonzero(is_img & ~torch.cat([is_img.new_zeros(1), is_img[:-1]])).flatten().tolist()
         keep = torch.ones_like(is_img)
         emb = emb.clone()
         row_deep = []
-        for s in starts:
-            if encoded is None or image >= len(counts):
-                raise ValueError(f"prompt {b}: holds more image-pad runs than the {len(counts)} images given")
-            run = int(is_img[s:].int().cumprod(0).sum())
-            if run != counts[image]:
-                raise ValueError(f"prompt {b}: an image-pad run holds {run} tokens but image {image}'s grid gives "
-                                 f"{counts[image]}; build the prompt with this checkpoint's processor")
+        for s, run in image_runs(ids, tokens.image_token_id):
             kept = encoded.kept_indices[image]
             if kept is not None:
                 keep[s:s + run] = False
@@ -133,8 +126,6 @@ def build_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, e
         if compact:
             pos = compact_positions(pos, is_img[keep])
         rows.append((emb[keep], pos, is_img[keep], row_deep))
-    if encoded is not None and image != len(counts):
-        raise ValueError(f"the prompts hold {image} image-pad runs but {len(counts)} images were given")
     width = max(len(r[0]) for r in rows)
     batch, hidden = len(rows), text.shape[-1]
     embeds = text.new_zeros(batch, width, hidden)
@@ -153,6 +144,28 @@ def build_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, e
         nxt = torch.stack([r[1].max() for r in rows])[:, None] + 1
     return QwenInputs(embeds, mask, pos_out, nxt, visual if deep is not None else None, deep, encoded,
                       [r[1] for r in rows])
+
+
+def image_runs(ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
+    """(start, length) of each run of `image_token_id` in one row of ids [L]."""
+    is_img = ids == image_token_id
+    starts = torch.nonzero(is_img & ~torch.cat([is_img.new_zeros(1), is_img[:-1]])).flatten().tolist()
+    return [(s, int(is_img[s:].int().cumprod(0).sum())) for s in starts]
+
+
+def check_image_runs(input_ids: torch.Tensor, valid: torch.Tensor, counts: Sequence[int], tokens: QwenTokens) -> None:
+    """Each image-pad run (in reading order) must be as long as its image's merged grid, one run per image."""
+    image = 0
+    for b in range(input_ids.shape[0]):
+        for _, run in image_runs(input_ids[b][valid[b].bool()], tokens.image_token_id):
+            if image >= len(counts):
+                raise ValueError(f"prompt {b}: holds more image-pad runs than the {len(counts)} images given")
+            if run != counts[image]:
+                raise ValueError(f"prompt {b}: an image-pad run holds {run} tokens but image {image}'s grid gives "
+                                 f"{counts[image]}; build the prompt with this checkpoint's processor")
+            image += 1
+    if image != len(counts):
+        raise ValueError(f"the prompts hold {image} image-pad runs but {len(counts)} images were given")
 
 
 def compact_positions(pos: torch.Tensor, is_image: torch.Tensor) -> torch.Tensor:
@@ -351,6 +364,7 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         elif (input_ids == self.tokens.image_token_id).any():
             raise ValueError(f"{FAMILY}: the prompts hold image-pad tokens but no images were given")
         grid = None if image_grid_thw is None else torch.as_tensor(image_grid_thw).to(self.device)
+        check_image_runs(input_ids, attention_mask, encoded.unpruned_counts if encoded is not None else [], self.tokens)
         pos, nxt = unpruned_positions(self._rope_index, input_ids, attention_mask, grid, self.tokens)
         return build_inputs(input_ids, attention_mask, self.get_input_embeddings(), pos, nxt, encoded, deep,
                             self.tokens, compact=compact_positions)
