@@ -296,12 +296,6 @@ def check_deepstack_kwargs(text_model: nn.Module) -> None:
                            "install the version pinned in constraints.txt")
 
 
-def call_text_model(text_model: nn.Module, *, cache: Any | None, **kwargs):
-    """The stock text model's forward (`inputs_embeds`, `attention_mask`, `position_ids`, DeepStack keywords),
-    with the KV cache under the keyword this release uses; returns its output (`last_hidden_state`, normed)."""
-    return text_model(use_cache=cache is not None, **{cache_kwarg(text_model): cache}, **kwargs)
-
-
 def qwen3_vision_prelude(visual: nn.Module, pixel_values: torch.Tensor,
                          grid_thw: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """What Qwen3-VL's vision model computes before its first block, for running the blocks one by one.

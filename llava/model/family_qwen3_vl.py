@@ -59,8 +59,7 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
     tower.vision_tower.set_attn_implementation(opts.vision_attn_implementation)
     if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
         tower.image_processor = load_processor(path)
-    return Qwen3VLForPruning(full.config, tower, full.model.language_model, full.lm_head, full.model.get_rope_index,
-                             full.generation_config)
+    return Qwen3VLForPruning(full.config, tower, full.model.language_model, full.lm_head, full.generation_config)
 
 
 # ---- the tiny checkpoint --------------------------------------------------------------------------

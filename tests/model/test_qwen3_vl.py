@@ -16,7 +16,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_
 
 from llava.model.builder import load_pretrained_model
 from llava.model.family_qwen3_vl import save_tiny_qwen3_vl
-from llava.model.qwen3_vl import DeepStackLoop
+from llava.model.qwen_layout import MRopeLoop, next_positions
 from llava.pruning import PruningConfig, get_method, list_methods
 
 SIZES = [(200, 320), (390, 150), (300, 300)]  # (height, width) -> grids 12x20, 24x10, 18x18 patches
@@ -106,9 +106,9 @@ def test_greedy_tokens_equal_transformers(q3, reference, batch):
 def test_a_decode_step_continues_the_positions_as_transformers(q3, reference, batch):
     """The loop's step logits equal transformers' on the prompt plus that token (positions max + 1 per row)."""
     model = q3[1]
-    mm = model.prepare_qwen_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
-                                   batch["image_grid_thw"])
-    loop = DeepStackLoop(model.language_model, model.lm_head, mm.visual_pos_masks, mm.deepstack, mm.next_position)
+    mm, deep = model.prepare_multimodal_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                               batch["image_grid_thw"])
+    loop = MRopeLoop(model.language_model, model.lm_head, prefill_kwargs=deep)
     first = loop.prefill(mm.inputs_embeds, mm.attention_mask, mm.position_ids)
     token = torch.tensor([5, 9, 17])
     second = loop.step(loop.embed(token)[:, None])
@@ -124,10 +124,11 @@ def test_a_decode_step_continues_the_positions_as_transformers(q3, reference, ba
 def test_kept_tokens_keep_their_unpruned_positions(q3, reference, batch):
     model = q3[1]
     cfg = PruningConfig(method="fastervlm", visual_token_num=32)
-    full = model.prepare_qwen_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
-                                     batch["image_grid_thw"])
-    pruned = model.prepare_qwen_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
-                                       batch["image_grid_thw"], pruning=cfg)
+    full, _ = model.prepare_multimodal_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                              batch["image_grid_thw"])
+    pruned, _ = model.prepare_multimodal_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                                batch["image_grid_thw"], pruning=cfg)
+    rows = lambda mm: [mm.position_ids[:, b, mm.attention_mask[b].bool()] for b in range(3)]  # noqa: E731
     stock, _ = reference.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
                                               image_grid_thw=batch["image_grid_thw"],
                                               attention_mask=batch["attention_mask"])
@@ -135,7 +136,7 @@ def test_kept_tokens_keep_their_unpruned_positions(q3, reference, batch):
     for b in range(3):
         mask = batch["attention_mask"][b].bool()
         ids, pos = batch["input_ids"][b, mask], stock[:, b, mask]  # [L], [3, L]
-        torch.testing.assert_close(full.kept_positions[b], pos, atol=0, rtol=0)
+        torch.testing.assert_close(rows(full)[b], pos, atol=0, rtol=0)
         start = int(torch.nonzero(ids == image_id)[0])
         kept = pruned.encoded.kept_indices[b]
         keep = torch.ones(len(ids), dtype=torch.bool)
@@ -143,15 +144,43 @@ def test_kept_tokens_keep_their_unpruned_positions(q3, reference, batch):
         keep[start + kept] = True
         assert kept.tolist() == sorted(set(kept.tolist())) and len(kept) == 32
         # the image's kept tokens and every text token (after the image too) keep their unpruned (t, h, w)
-        torch.testing.assert_close(pruned.kept_positions[b], pos[:, keep], atol=0, rtol=0)
-        assert int(pruned.next_position[b]) == int(pos.max()) + 1 == int(full.next_position[b])
+        torch.testing.assert_close(rows(pruned)[b], pos[:, keep], atol=0, rtol=0)
+        after = next_positions(pruned.position_ids, pruned.attention_mask)[b]
+        assert int(after) == int(pos.max()) + 1 == int(next_positions(full.position_ids, full.attention_mask)[b])
     # the image's positions are on the merged grid: (t, h, w) = (s, s + row, s + col), not 1-D
     h, w = 6, 10  # image 0: 12 x 20 patches -> 6 x 10 merged
     ids = batch["input_ids"][0, batch["attention_mask"][0].bool()]
     start = int(torch.nonzero(ids == image_id)[0])
-    img = full.kept_positions[0][:, start:start + h * w]
+    img = rows(full)[0][:, start:start + h * w]
     assert img[1].view(h, w)[:, 0].tolist() == [int(img[0, 0]) + r for r in range(h)]
     assert img[2].view(h, w)[0].tolist() == [int(img[0, 0]) + c for c in range(w)]
+
+
+def test_compact_positions_renumber_a_pruned_image_and_leave_a_whole_one(q3, batch):
+    """position_mode='compact': a pruned image's K kept tokens take 1-D positions s .. s + K - 1 and the text
+    after it continues at s + K; an image that keeps everything keeps the stock (t, h, w) layout."""
+    model = q3[1]
+    keep = PruningConfig(visual_token_num=64)
+    compact = PruningConfig(visual_token_num=64, position_mode="compact")
+    args = (batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["image_grid_thw"])
+    kept_mm, _ = model.prepare_multimodal_inputs(*args, pruning=keep)
+    mm, _ = model.prepare_multimodal_inputs(*args, pruning=compact)
+    image_id = model.tokens.image_token_id
+    for b in range(3):
+        (s, e), = mm.image_spans[b]
+        ours, stock = mm.position_ids[:, b], kept_mm.position_ids[:, b]
+        if b < 2:  # 60 tokens <= 64: not pruned, the stock layout
+            torch.testing.assert_close(ours, stock, atol=0, rtol=0)
+            continue
+        first = int(stock[0, s])
+        assert ours[:, s:e].tolist() == [list(range(first, first + 64))] * 3
+        text_after = ours[:, e:]
+        assert text_after[0].tolist() == list(range(first + 64, first + 64 + text_after.shape[1]))
+        assert (batch["input_ids"][b] == image_id).sum() == 81
+    out = model.generate(inputs=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         images=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"], pruning=compact,
+                         max_new_tokens=2, do_sample=False)
+    assert out.shape == (3, 2)
 
 
 def test_a_pruned_run_equals_the_stock_model_with_its_deepstack_embeds_subset(q3, reference, batch):
@@ -321,3 +350,25 @@ def test_a_prompt_whose_image_run_does_not_match_its_grid_is_refused(q3, batch):
     with pytest.raises(ValueError, match="prompt 0: an image-pad run holds 60 tokens but image 0's grid gives 81"):
         model(input_ids=one["input_ids"], images=_image(batch, 2)["pixel_values"],
               image_grid_thw=_image(batch, 2)["image_grid_thw"])
+
+
+def test_a_text_model_without_deepstack_keywords_is_refused_by_name():
+    from transformers import Qwen2Config, Qwen2Model
+
+    from llava import compat
+
+    plain = Qwen2Model(Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   num_key_value_heads=1, vocab_size=32))
+    with pytest.raises(RuntimeError, match=r"Qwen2Model.forward takes no \['visual_pos_masks', "
+                                           r"'deepstack_visual_embeds'\] in this transformers release"):
+        compat.check_deepstack_kwargs(plain)
+
+
+def test_the_command_writes_a_checkpoint_the_loader_reads(tmp_path, capsys):
+    from llava.model.family_qwen3_vl import main
+
+    main(["--out", str(tmp_path)])
+    folder = capsys.readouterr().out.strip()
+    assert folder.endswith("qwen3-vl-tiny")
+    _, model, processor, _ = load_pretrained_model(folder, device="cpu")
+    assert type(model).__name__ == "Qwen3VLForPruning" and type(processor).__name__.startswith("Qwen3VLProcessor")
