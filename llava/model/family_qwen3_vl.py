@@ -22,8 +22,8 @@ from pathlib import Path
 from .families import LoadOptions, register_family
 
 MODEL_TYPE = "qwen3_vl"
-FAMILY = "qwen3-vl"
-TINY_DIR = "qwen3-vl-tiny"
+FAMILY = "qwen3_vl"
+TINY_DIR = "qwen3_vl-tiny"
 
 
 def is_qwen3_vl_config(raw: dict) -> bool:
@@ -39,9 +39,9 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
     """Qwen3-VL (Qwen3VLForConditionalGeneration): ViT with 2x2 merger and DeepStack, Qwen3 LLM with M-RoPE."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    from llava.compat import own_load_report
-    from llava.model.checkpoint_checks import check_loading_info
     from llava.vision_compat import load_processor
+
+    from .checkpoint_checks import load_weights
 
     from .multimodal_encoder.qwen3_vl_encoder import Qwen3VLVisionTower
     from .qwen3_vl import Qwen3VLForPruning
@@ -51,15 +51,13 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
                          "a Qwen3-VL checkpoint has 'qwen3_vl_vision'")
     kwargs = dict(opts.llm_kwargs)
     kwargs.setdefault("dtype", opts.dtype)
-    with own_load_report():
-        full, info = Qwen3VLForConditionalGeneration.from_pretrained(path, output_loading_info=True, **kwargs)
-    check_loading_info(path, info, opts.allow_missing_weights, what="the Qwen3-VL model")
-    full.eval()
-    tower = Qwen3VLVisionTower(full.model.visual, cls_stand_in=opts.cls_stand_in)
+    full = load_weights(Qwen3VLForConditionalGeneration, path, opts.allow_missing_weights, what="the Qwen3-VL model",
+                        **kwargs).eval()
+    tower = Qwen3VLVisionTower(full.model.visual, cls_stand_in=opts.cls_stand_in, name=str(path))
     tower.vision_tower.set_attn_implementation(opts.vision_attn_implementation)
     if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
         tower.image_processor = load_processor(path)
-    return Qwen3VLForPruning(full.config, tower, full.model.language_model, full.lm_head, full.generation_config)
+    return Qwen3VLForPruning(full.config, tower, full.model.language_model, full.lm_head, full.generation_config).eval()
 
 
 # ---- the tiny checkpoint --------------------------------------------------------------------------

@@ -34,9 +34,10 @@ from . import qwen_layout
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, \
     expand_budgets, tower_needs
 from .llm_loop import generate as loop_generate
+from .multimodal_encoder.qwen3_vl_encoder import MissingSignalError, Qwen3VLImage
 from .splice import MultimodalInputs
 
-FAMILY = "qwen3-vl"
+FAMILY = "qwen3_vl"
 
 
 @dataclass(frozen=True)
@@ -154,18 +155,47 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         return self.get_input_embeddings().weight.device
 
     # ---- images -> kept tokens --------------------------------------------------------------------
+    def _check_needs(self, needs: frozenset[str], method: str) -> frozenset[str]:
+        """The tower's share of `needs`; a signal this family cannot give is a one-line error naming it."""
+        if SIGNAL_TEXT_RELEVANCE in needs:
+            raise ValueError(f"pruning method {method!r} cannot run on {FAMILY}: signal 'text_relevance' scores "
+                             "patches against the question with CLIP's text tower, which a Qwen3-VL checkpoint does "
+                             "not ship")
+        try:
+            self.get_vision_tower().tower_signals(tower_needs(needs))
+        except MissingSignalError as err:
+            raise ValueError(f"pruning method {method!r} cannot run on {FAMILY}: {err}") from None
+        return tower_needs(needs)
+
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, image_grid_thw: torch.Tensor,
-                      visual_token_num: VisualTokenNum = FROM_PRUNING,
-                      pruning: PruningConfig | None = None) -> tuple[EncodedImages, list[list[torch.Tensor]]]:
+    def vision_signals(self, images: torch.Tensor, image_grid_thw: torch.Tensor, needs: frozenset[str] | None = None,
+                       pruning: PruningConfig | None = None) -> list[Qwen3VLImage]:
+        """One ViT run, reusable across budgets: per image its units, DeepStack units and the signals `needs`
+        names (default: the method's), `projected` (every unit through the merger) included when named."""
+        needs = self.pruning_needs(pruning) if needs is None else frozenset(needs)
+        tower = self.get_vision_tower()
+        computed = self._check_needs(needs, self._pruning(pruning).method)
+        out = tower(images, torch.as_tensor(image_grid_thw), needs=computed)
+        if SIGNAL_PROJECTED in needs:
+            dtype = next(tower.vision_tower.merger.parameters()).dtype
+            for img in out:
+                img.signals = img.signals.with_values(projected=tower.merge(img.signals.features[0].to(dtype))[None])
+        return out
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor | None, image_grid_thw: torch.Tensor | None,
+                      visual_token_num: VisualTokenNum = FROM_PRUNING, pruning: PruningConfig | None = None,
+                      signals: list[Qwen3VLImage] | None = None) -> tuple[EncodedImages, list[list[torch.Tensor]]]:
         """Encode, select on merged tokens, and merge the kept ones: -> (EncodedImages, per image its DeepStack
         features, layers x [K_i, H]). K_i = PruningConfig.budget(M_i) unless `visual_token_num` overrides it;
-        an image with M_i <= K_i keeps every token."""
+        an image with M_i <= K_i keeps every token. `signals` (from `vision_signals`) skips the ViT."""
         cfg = self._pruning(pruning)
         method = get_method(cfg.method)
-        grid_thw = torch.as_tensor(image_grid_thw)
         tower = self.get_vision_tower()
-        counts = (grid_thw.prod(dim=-1) // tower.merge_unit).tolist()
+        if signals is None:
+            counts = (torch.as_tensor(image_grid_thw).prod(dim=-1) // tower.merge_unit).tolist()
+        else:
+            counts = [img.num_tokens for img in signals]
         if _from_pruning(visual_token_num):
             budgets = [cfg.budget(n) for n in counts]
         else:
@@ -175,30 +205,27 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
             raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY} yet: in-LLM methods need the "
                              "LLM loop, which does not inject DeepStack features; use a pre-LLM method")
         needs = method.needs if any(prune) else frozenset()
-        if SIGNAL_TEXT_RELEVANCE in needs:
-            raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY}: signal 'text_relevance' scores "
-                             "patches against the question with CLIP's text tower, which a Qwen3-VL checkpoint does "
-                             "not ship")
-        try:
-            outs = tower(images, grid_thw, needs=tower_needs(needs))
-        except ValueError as err:
-            if type(err).__name__ != "MissingSignalError":
-                raise
-            raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY}: {err}") from None
+        if signals is None:
+            outs = self.vision_signals(images, image_grid_thw, needs=needs, pruning=cfg)
+        else:
+            self._check_needs(needs, method.name)
+            missing = sorted(n for n in needs if any(getattr(img.signals, n) is None for img in signals))
+            if missing:
+                raise ValueError(f"the vision signals lack {missing}, which {method.name!r} needs; run "
+                                 "vision_signals() with this pruning config")
+            outs = signals
         dtype = next(tower.vision_tower.merger.parameters()).dtype
         features, kept_all, deep_all = [], [], []
         for img, k, p in zip(outs, budgets, prune):
             groups = img.signals.features[0].to(dtype)  # [M, U*D]
             if not p:
-                features.append(tower.merge(groups))  # [M, U*D] -> [M, H]
+                features.append(img.signals.projected[0] if img.signals.projected is not None else
+                                tower.merge(groups))  # [M, U*D] -> [M, H]
                 deep_all.append(tower.merge_deepstack([d.to(dtype) for d in img.deepstack]))
                 kept_all.append(None)
                 continue
             sig = img.signals
-            merged_all = None
-            if SIGNAL_PROJECTED in needs:  # DivPrune selects on the LLM-input tokens: merge them all first
-                merged_all = tower.merge(groups)
-                sig = sig.with_values(projected=merged_all[None])
+            merged_all = sig.projected[0] if sig.projected is not None else None  # DivPrune: every unit merged
             selection = method.select(sig, k, **cfg.args)
             if selection.tokens is not None:
                 raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY}: it makes new tokens, which "
@@ -216,24 +243,27 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
     def prepare_multimodal_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                                   images: torch.Tensor | None, image_grid_thw: torch.Tensor | None,
                                   visual_token_num: VisualTokenNum = FROM_PRUNING,
-                                  pruning: PruningConfig | None = None) -> tuple[MultimodalInputs, dict]:
+                                  pruning: PruningConfig | None = None,
+                                  signals: list[Qwen3VLImage] | None = None) -> tuple[MultimodalInputs, dict]:
         """Processor outputs -> (qwen_layout's MultimodalInputs with position_ids [3, B, L'], the DeepStack
         keywords of the text model), encoding and pruning the images on the way."""
         cfg = self._pruning(pruning)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        if images is None:
+        if images is None and signals is None:
             if (input_ids == self.image_token_id).any():
                 raise ValueError(f"{FAMILY}: the prompts hold image-pad tokens but no images were given")
             check_image_runs(input_ids, attention_mask, [], self.tokens)
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)
             return qwen_layout.splice(input_ids, attention_mask, self.get_input_embeddings(), [], [], [], positions,
                                       self.image_token_id), {}
+        if image_grid_thw is None and signals is not None:
+            image_grid_thw = torch.tensor([img.grid for img in signals])
         if image_grid_thw is None:
             raise ValueError(f"{FAMILY}: images need image_grid_thw (the processor returns it with pixel_values)")
         grid = torch.as_tensor(image_grid_thw, device=input_ids.device)
-        encoded, deep = self.encode_images(images, grid, visual_token_num, cfg)
+        encoded, deep = self.encode_images(images, grid, visual_token_num, cfg, signals)
         check_image_runs(input_ids, attention_mask, encoded.unpruned_counts, self.tokens)
         positions, _ = qwen_layout.stock_positions(_stock_model_class(), self.qwen_config, input_ids, attention_mask,
                                                    self.image_token_id, grid)
@@ -274,14 +304,15 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
     @torch.no_grad()
     def generate(self, inputs: torch.LongTensor | None = None, images: torch.Tensor | None = None,
                  image_sizes=None, attention_mask: torch.Tensor | None = None,
-                 visual_token_num: VisualTokenNum = FROM_PRUNING, pruning: PruningConfig | None = None,
-                 texts: str | Sequence[str] | None = None, image_grid_thw: torch.Tensor | None = None,
-                 pixel_values: torch.Tensor | None = None, input_ids: torch.LongTensor | None = None,
+                 visual_token_num: VisualTokenNum = FROM_PRUNING, vision_signals: list[Qwen3VLImage] | None = None,
+                 pruning: PruningConfig | None = None, texts: str | Sequence[str] | None = None,
+                 image_grid_thw: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None, input_ids: torch.LongTensor | None = None,
                  **kwargs) -> torch.LongTensor:
         """Generate from the processor's prompts; returns only the new tokens [B, T_new].
 
         images / pixel_values: the processor's packed patches; image_grid_thw (or image_sizes holding it).
-        `pruning` sets the method, K (at most K merged tokens per image) and the position mode. After the
+        `pruning` sets the method, K (at most K merged tokens per image) and the position mode;
+        `vision_signals` (from `vision_signals()`) reuses one ViT run across budgets. After the
         call `self.last_multimodal` holds per image `token_counts`, `unpruned_counts`, `budgets`, kept
         indices (raster order of the merged grid) and `grids`. `texts` is accepted for the runner and
         unused (the one method that reads it is refused here).
@@ -290,7 +321,7 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         ids = inputs if inputs is not None else input_ids
         pixels = images if images is not None else pixel_values
         mm, deep = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
-                                                  visual_token_num, pruning)
+                                                  visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded
         loop = qwen_layout.MRopeLoop(self.language_model, self.lm_head, prefill_kwargs=deep)
         return loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,

@@ -322,12 +322,12 @@ def test_every_pre_llm_method_runs_or_names_what_it_lacks(q3, batch, name):
     run = lambda: model.generate(inputs=one["input_ids"], images=one["pixel_values"],  # noqa: E731
                                  image_grid_thw=one["image_grid_thw"], pruning=cfg, max_new_tokens=1)
     if "text_relevance" in needs:
-        with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3-vl: signal "
+        with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3_vl: signal "
                                              "'text_relevance'"):
             run()
         return
     if {"cls_feature", "cls_attn_layers"} & needs:
-        with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3-vl: signal\\(s\\) .* "
+        with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3_vl: signal\\(s\\) .* "
                                              "need a \\[CLS\\] token, which Qwen3-VL's ViT lacks"):
             run()
         return
@@ -340,7 +340,7 @@ def test_every_pre_llm_method_runs_or_names_what_it_lacks(q3, batch, name):
 @pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).stage == "in_llm"])
 def test_in_llm_methods_are_refused_in_one_line(q3, batch, name):
     model, one = q3[1], _image(batch, 2)
-    with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3-vl yet: in-LLM methods"):
+    with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3_vl yet: in-LLM methods"):
         model.generate(inputs=one["input_ids"], images=one["pixel_values"], image_grid_thw=one["image_grid_thw"],
                        pruning=PruningConfig(method=name, visual_token_num=64), max_new_tokens=1)
 
@@ -369,6 +369,25 @@ def test_the_command_writes_a_checkpoint_the_loader_reads(tmp_path, capsys):
 
     main(["--out", str(tmp_path)])
     folder = capsys.readouterr().out.strip()
-    assert folder.endswith("qwen3-vl-tiny")
+    assert folder.endswith("qwen3_vl-tiny")
     _, model, processor, _ = load_pretrained_model(folder, device="cpu")
     assert type(model).__name__ == "Qwen3VLForPruning" and type(processor).__name__.startswith("Qwen3VLProcessor")
+
+
+def test_one_vit_run_serves_several_budgets(q3, batch):
+    model, one = q3[1], _image(batch, 2)
+    cfg = PruningConfig(method="fastervlm", visual_token_num=64)
+    signals = model.vision_signals(one["pixel_values"], one["image_grid_thw"], pruning=cfg)
+    for k in (16, 64, 100):
+        cfg = cfg.replace(visual_token_num=k)
+        fresh = model.generate(inputs=one["input_ids"], images=one["pixel_values"], image_grid_thw=one["image_grid_thw"],
+                               pruning=cfg, max_new_tokens=2, do_sample=False)
+        kept = model.last_multimodal.kept_indices[0]
+        reused = model.generate(inputs=one["input_ids"], vision_signals=signals, pruning=cfg, max_new_tokens=2,
+                                do_sample=False)
+        assert reused.tolist() == fresh.tolist()
+        assert (kept is None and k >= 81) or torch.equal(model.last_multimodal.kept_indices[0], kept)
+    with pytest.raises(ValueError, match=r"the vision signals lack \['cls_attn'\], which 'fastervlm' needs"):
+        model.generate(inputs=one["input_ids"], vision_signals=model.vision_signals(
+            one["pixel_values"], one["image_grid_thw"], needs=frozenset()), pruning=cfg.replace(visual_token_num=8),
+            max_new_tokens=1)
