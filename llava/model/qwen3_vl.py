@@ -201,7 +201,8 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         else:
             budgets = expand_budgets(visual_token_num, len(counts))
         prune = [k is not None and k < n for k, n in zip(budgets, counts)]
-        if method.stage == "in_llm" and any(k is not None for k in budgets):
+        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: its schedule prunes without K
+        if method.stage == "in_llm" and (scheduled or any(k is not None for k in budgets)):
             raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY} yet: in-LLM methods need the "
                              "LLM loop, which does not inject DeepStack features; use a pre-LLM method")
         needs = method.needs if any(prune) else frozenset()

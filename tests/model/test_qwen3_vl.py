@@ -345,6 +345,15 @@ def test_in_llm_methods_are_refused_in_one_line(q3, batch, name):
                        pruning=PruningConfig(method=name, visual_token_num=64), max_new_tokens=1)
 
 
+def test_a_scheduled_in_llm_method_is_refused_without_a_budget_too(q3, batch):
+    """PyramidDrop prunes by its schedule alone; running the unpruned model instead would be silent."""
+    model, one = q3[1], _image(batch, 2)
+    with pytest.raises(ValueError, match="pruning method 'pdrop' cannot run on qwen3_vl yet"):
+        model.generate(inputs=one["input_ids"], images=one["pixel_values"], image_grid_thw=one["image_grid_thw"],
+                       pruning=PruningConfig("pdrop", method_args={"layers": (1,), "ratios": (0.5,)}),
+                       max_new_tokens=1)
+
+
 def test_a_prompt_whose_image_run_does_not_match_its_grid_is_refused(q3, batch):
     model, one = q3[1], _image(batch, 0)
     with pytest.raises(ValueError, match="prompt 0: an image-pad run holds 60 tokens but image 0's grid gives 81"):
