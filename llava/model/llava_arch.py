@@ -455,6 +455,9 @@ class LlavaMetaForCausalLM:
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        if self._pruning(pruning).position_mode == "keep":
+            raise ValueError("PruningConfig.position_mode='keep' is not supported by the LLaVA layouts: their splice "
+                             "numbers positions 1-D after the cut ('compact'); use position_mode=None or 'compact'")
         if encoded is None and self.family_inputs is not None and (images is not None or signals is not None):
             if labels is not None:
                 raise ValueError("labels are not supported with this family's images (inference only)")

@@ -187,6 +187,9 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         if image_grid_thw is None:
             raise ValueError(f"{FAMILY}: image_grid_thw (the processor's (t, h, w) per image) is required with images")
         grid = torch.as_tensor(image_grid_thw, device=input_ids.device)
+        merge = self.config.vision_config.spatial_merge_size
+        qwen_layout.check_runs(input_ids, attention_mask, self.image_token_id,
+                               [int(t * (h // merge) * (w // merge)) for t, h, w in grid.tolist()])
         encoded = self.encode_images(pixel_values, grid, visual_token_num, cfg, signals)
         positions, _ = qwen_layout.stock_positions(_stock_model_class(), self.config, input_ids, attention_mask,
                                                    self.image_token_id, grid)
@@ -240,6 +243,10 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         ids = inputs if inputs is not None else input_ids
         pixels = images if images is not None else pixel_values
         kwargs.pop("mm_token_type_ids", None)
+        kwargs.pop("truncate_prompts", None)  # the runner's keyword; prompts are never cut here
+        if kwargs.pop("output_logits", False) or kwargs.pop("return_dict_in_generate", False):
+            raise ValueError(f"{FAMILY}: generate() returns the new tokens only (output_logits / "
+                             "return_dict_in_generate are not supported)")
         mm = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
                                             visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded

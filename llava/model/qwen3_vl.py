@@ -59,23 +59,11 @@ def _stock_model_class() -> type:
 
 
 def check_image_runs(input_ids: torch.Tensor, valid: torch.Tensor, counts: Sequence[int], tokens: QwenTokens) -> None:
-    """Each image-pad run (in reading order) must be as long as its image's merged grid, one run per image.
-
-    Checked before the stock position code runs, which would fail on a mismatch without naming it.
-    """
-    if (input_ids == tokens.video_token_id).any():
+    """Each image-pad run (in reading order) must be as long as its image's merged grid (`qwen_layout.check_runs`);
+    video tokens are refused. Checked before the stock position code runs, which would fail without naming it."""
+    if (input_ids[valid.bool()] == tokens.video_token_id).any():
         raise ValueError(f"{FAMILY}: the prompts hold video tokens; videos are not supported on this family yet")
-    image = 0
-    for b in range(input_ids.shape[0]):
-        for start, end in qwen_layout.image_runs(input_ids[b][valid[b].bool()], tokens.image_token_id):
-            if image >= len(counts):
-                raise ValueError(f"prompt {b}: holds more image-pad runs than the {len(counts)} images given")
-            if end - start != counts[image]:
-                raise ValueError(f"prompt {b}: an image-pad run holds {end - start} tokens but image {image}'s grid "
-                                 f"gives {counts[image]}; build the prompt with this checkpoint's processor")
-            image += 1
-    if image != len(counts):
-        raise ValueError(f"the prompts hold {image} image-pad runs but {len(counts)} images were given")
+    qwen_layout.check_runs(input_ids, valid, tokens.image_token_id, counts)
 
 
 def deepstack_inputs(mm: MultimodalInputs, deepstack: Sequence[Sequence[torch.Tensor]]) -> dict:
@@ -319,6 +307,10 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         unused (the one method that reads it is refused here).
         """
         kwargs.pop("mm_token_type_ids", None)
+        kwargs.pop("truncate_prompts", None)  # the runner's keyword; prompts are never cut here
+        if kwargs.pop("output_logits", False) or kwargs.pop("return_dict_in_generate", False):
+            raise ValueError(f"{FAMILY}: generate() returns the new tokens only (output_logits / "
+                             "return_dict_in_generate are not supported)")
         ids = inputs if inputs is not None else input_ids
         pixels = images if images is not None else pixel_values
         mm, deep = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),

@@ -22,6 +22,7 @@ API (all pure functions over tensors, except the loop):
       the pruned tokens never existed. An image that keeps all its tokens keeps the stock (t, h, w)
       layout, so with nothing pruned both modes are the unpruned model.
 - `pruned_positions(positions, keep, image_of, pruned, mode)`: the position part of `splice` alone.
+- `check_runs(input_ids, attention_mask, image_token_id, counts)`: each image's run is N_i long.
 - `next_positions(position_ids, attention_mask)` -> [B, 1]: the position of each row's next token
   (one past the row's largest position; the stock model's `rope_deltas` rule, per row).
 - `MRopeLoop(text_model, lm_head, prefill_kwargs=None)`: prefill / step over the stock text model
@@ -79,6 +80,23 @@ def image_runs(ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
     starts = torch.nonzero(edges == 1).flatten().tolist()
     ends = torch.nonzero(edges == -1).flatten().tolist()
     return list(zip(starts, ends))
+
+
+def check_runs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, image_token_id: int,
+               counts: Sequence[int]) -> None:
+    """Raise unless the prompts' image runs, in reading order, are exactly `counts` (N_i) long."""
+    image = 0
+    for b in range(input_ids.shape[0]):
+        ids = input_ids[b] if attention_mask is None else input_ids[b][attention_mask[b].bool()]
+        for start, end in image_runs(ids, image_token_id):
+            if image >= len(counts):
+                raise ValueError(f"prompt {b}: holds more image runs than the {len(counts)} images given")
+            if end - start != counts[image]:
+                raise ValueError(f"prompt {b}: image {image} holds {end - start} pad tokens but its grid gives "
+                                 f"{counts[image]}; build the prompt with this checkpoint's processor")
+            image += 1
+    if image != len(counts):
+        raise ValueError(f"the prompts hold {image} image runs but {len(counts)} images were given")
 
 
 def pruned_positions(positions: torch.Tensor, keep: torch.Tensor, image_of: torch.Tensor,

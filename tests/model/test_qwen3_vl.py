@@ -356,7 +356,7 @@ def test_a_scheduled_in_llm_method_is_refused_without_a_budget_too(q3, batch):
 
 def test_a_prompt_whose_image_run_does_not_match_its_grid_is_refused(q3, batch):
     model, one = q3[1], _image(batch, 0)
-    with pytest.raises(ValueError, match="prompt 0: an image-pad run holds 60 tokens but image 0's grid gives 81"):
+    with pytest.raises(ValueError, match="prompt 0: image 0 holds 60 pad tokens but its grid gives 81"):
         model(input_ids=one["input_ids"], images=_image(batch, 2)["pixel_values"],
               image_grid_thw=_image(batch, 2)["image_grid_thw"])
 

@@ -40,7 +40,7 @@ from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_MEAN_ATTN, VisionSignals
 from llava.pruning.signals import signal_spec
 
 from .registry import register_vision_adapter
-from .siglip_encoder import MissingSignalError
+from .siglip_encoder import CLS_STAND_INS, MissingSignalError
 
 FAMILY = "qwen2_5_vl"
 # What this tower computes; `cls_attn` is answered with the stand-in.
@@ -64,24 +64,40 @@ class QwenImages:
 class Qwen25VisionTower(nn.Module):
     """Qwen2.5-VL's vision transformer with probe signals per merged token; the merger is `project`.
 
-    signal_layer: the block whose attention gives `mean_attn` (default: the last full-attention block).
+    signal_layer: the block whose attention gives `mean_attn` (default: the last full-attention block);
+    cls_stand_in: the signal handed to [CLS]-attention methods (only `mean_attn` exists here).
     """
 
     def __init__(self, vision_model: nn.Module, signal_layer: int | None = None, image_processor=None,
-                 name: str = "") -> None:
+                 name: str = "", cls_stand_in: str = "mean_attn") -> None:
         super().__init__()
         self.vision_tower = vision_model
         self.vision_tower.requires_grad_(False)
         self.image_processor = image_processor
         self.vision_tower_name = name
-        depth = len(vision_model.blocks)
-        full = list(vision_model.fullatt_block_indexes)
-        layer = (full[-1] if full else depth - 1) if signal_layer is None else signal_layer
-        if not -depth <= layer < depth:
-            raise ValueError(f"{FAMILY}: signal_layer={signal_layer} is out of range for a {depth}-block ViT")
-        self.signal_layer = layer % depth
+        if cls_stand_in not in CLS_STAND_INS:
+            raise ValueError(f"cls_stand_in={cls_stand_in!r}: must be one of {list(CLS_STAND_INS)}")
+        self.cls_stand_in = cls_stand_in
+        self.signal_layer = signal_layer
         self.select_layer = -1  # the features are the last block's output (what the merger reads)
         self.select_feature = "patch"
+
+    @property
+    def signal_layer(self) -> int:
+        """The block whose attention gives `mean_attn` (0-based); set it to an index (negative counts from
+        the end) or None for the default, the last full-attention block."""
+        return self._signal_layer
+
+    @signal_layer.setter
+    def signal_layer(self, layer: int | None) -> None:
+        vm = self.vision_tower
+        depth = len(vm.blocks)
+        full = list(vm.fullatt_block_indexes)
+        chosen = (full[-1] if full else depth - 1) if layer is None else layer
+        if isinstance(chosen, bool) or not isinstance(chosen, int) or not -depth <= chosen < depth:
+            raise ValueError(f"{FAMILY}: signal_layer={layer!r} must be a block index in [-{depth}, {depth}) "
+                             f"(full-attention blocks: {full})")
+        self._signal_layer = chosen % depth
 
     @classmethod
     def from_config(cls, config, signal_layer: int | None = None, attn_implementation: str = "sdpa"):
@@ -127,10 +143,11 @@ class Qwen25VisionTower(nn.Module):
         """The signals the tower computes for `needs` (`cls_attn` becomes `mean_attn`); others are refused."""
         refused = sorted(n for n in needs if n != SIGNAL_CLS_ATTN and n not in TOWER_SIGNALS)
         if refused:
-            cls_only = [n for n in refused if signal_spec(n).needs_prefix]
-            reason = "need a [CLS] token, which Qwen2.5-VL's ViT lacks" if cls_only == refused else \
-                f"are not given by Qwen2.5-VL's ViT adapter (it gives {list(TOWER_SIGNALS)})"
-            raise MissingSignalError(f"signal(s) {refused} {reason}")
+            cls = [n for n in refused if signal_spec(n).needs_prefix]
+            other = [n for n in refused if n not in cls]
+            reasons = ([f"signal(s) {cls} need a [CLS] token, which Qwen2.5-VL's ViT lacks"] if cls else []) + \
+                ([f"signal(s) {other} are not given by its adapter (it gives {list(TOWER_SIGNALS)})"] if other else [])
+            raise MissingSignalError("; ".join(reasons))
         return frozenset(SIGNAL_MEAN_ATTN if n == SIGNAL_CLS_ATTN else n for n in needs)
 
     def _received(self, q: torch.Tensor, k: torch.Tensor, layout: compat.QwenVisionLayout,
@@ -191,7 +208,7 @@ class Qwen25VisionTower(nn.Module):
                 raster = torch.empty_like(per_group)
                 raster[local - start] = per_group  # window slot j holds raster group local[j]
                 values[SIGNAL_MEAN_ATTN] = raster[None]
-                if SIGNAL_CLS_ATTN in needs:
+                if SIGNAL_CLS_ATTN in needs:  # the stand-in (CLS_STAND_INS: mean_attn only)
                     values[SIGNAL_CLS_ATTN] = raster[None]
                 if SIGNAL_MEAN_ATTN not in needs:
                     del values[SIGNAL_MEAN_ATTN]
