@@ -5,15 +5,17 @@
         units per layer, signals summed over each 2 x 2 group
       --selector (registry method, K_i = PruningConfig.budget(M_i))--> kept units (sorted)
       --patch merger and DeepStack mergers on the kept units only--> [K_i, H] and L x [K_i, H]
-      --layout: the processor's image-pad runs shrink to the kept tokens; every kept token keeps
-        the (t, h, w) position the unpruned model gives it (the stock `get_rope_index`), and the
-        text after the image keeps its unpruned positions--> inputs_embeds, mask, [3, B, L'] positions,
-        the visual-position mask and the DeepStack features of the kept tokens
+      --qwen_layout.splice: the processor's image-pad runs shrink to the kept tokens; every kept token
+        keeps the (t, h, w) position the stock `get_rope_index` gives it in the unpruned prompt, and
+        the text after the image keeps its unpruned positions (or `position_mode="compact"`)
+        --> inputs_embeds [B, L', H], mask, position_ids [3, B, L'], plus the visual-position mask and
+        the kept tokens' DeepStack features (`deepstack_inputs`)
       --Qwen3VLTextModel's own forward (it adds the DeepStack features after its first layers at the
-        visual positions), then the LM head--> logits; decoding continues each row's positions.
+        visual positions), then the LM head--> logits; `qwen_layout.MRopeLoop` decodes, continuing
+        each row's positions.
 
 Nothing here subclasses or patches transformers: the parts are the ones `Qwen3VLForConditionalGeneration`
-loads, composed side by side, and the text model is called through `llava.compat`.
+loads, composed side by side; `llava.compat` checks that the text model takes the DeepStack keywords.
 """
 
 from __future__ import annotations

@@ -400,3 +400,21 @@ def test_one_vit_run_serves_several_budgets(q3, batch):
         model.generate(inputs=one["input_ids"], vision_signals=model.vision_signals(
             one["pixel_values"], one["image_grid_thw"], needs=frozenset()), pruning=cfg.replace(visual_token_num=8),
             max_new_tokens=1)
+
+
+def test_two_images_in_one_prompt_equal_transformers_and_prune_each(q3, reference):
+    model, processor = q3[1], q3[2]
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in [(300, 300), (200, 320)]]
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"},
+                                         {"type": "text", "text": "what is here ?"}]}]
+    two = processor(images=images, text=[processor.apply_chat_template(turn, add_generation_prompt=True)],
+                    return_tensors="pt")
+    with torch.no_grad():
+        ref = reference(**two).logits
+        ours = model(**_ours(two)).logits
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    ref_tokens = reference.generate(**two, max_new_tokens=4, do_sample=False)[:, two["input_ids"].shape[1]:]
+    assert _generate(model, two, max_new_tokens=4).tolist() == ref_tokens.tolist()
+    _generate(model, two, PruningConfig(visual_token_num=32))
+    assert model.last_multimodal.token_counts == [32, 32] and model.last_multimodal.unpruned_counts == [81, 60]
