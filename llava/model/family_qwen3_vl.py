@@ -46,9 +46,10 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
     from .multimodal_encoder.qwen3_vl_encoder import Qwen3VLVisionTower
     from .qwen3_vl import Qwen3VLForPruning
 
-    if raw.get("vision_config", {}).get("model_type", "qwen3_vl_vision") != "qwen3_vl_vision":
-        raise ValueError(f"{path}: vision_config.model_type={raw['vision_config'].get('model_type')!r}; "
-                         "a Qwen3-VL checkpoint has 'qwen3_vl_vision'")
+    vision_type = raw.get("vision_config", {}).get("model_type", "qwen3_vl_vision")
+    if vision_type not in ("qwen3_vl_vision", "qwen3_vl"):  # early checkpoints wrote "qwen3_vl" (transformers fixes it)
+        raise ValueError(f"{path}: vision_config.model_type={vision_type!r}; a Qwen3-VL checkpoint has "
+                         "'qwen3_vl_vision'")
     kwargs = dict(opts.llm_kwargs)
     kwargs.setdefault("dtype", opts.dtype)
     full = load_weights(Qwen3VLForConditionalGeneration, path, opts.allow_missing_weights, what="the Qwen3-VL model",

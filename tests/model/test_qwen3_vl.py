@@ -418,3 +418,20 @@ def test_two_images_in_one_prompt_equal_transformers_and_prune_each(q3, referenc
     assert _generate(model, two, max_new_tokens=4).tolist() == ref_tokens.tolist()
     _generate(model, two, PruningConfig(visual_token_num=32))
     assert model.last_multimodal.token_counts == [32, 32] and model.last_multimodal.unpruned_counts == [81, 60]
+
+
+def test_early_checkpoints_naming_the_vision_config_qwen3_vl_load_and_others_are_refused(q3_path, tmp_path):
+    import json
+    import shutil
+
+    for vision_type, ok in (("qwen3_vl", True), ("siglip_vision_model", False)):
+        folder = tmp_path / vision_type
+        shutil.copytree(q3_path, folder)
+        raw = json.loads((folder / "config.json").read_text())
+        raw["vision_config"]["model_type"] = vision_type
+        (folder / "config.json").write_text(json.dumps(raw))
+        if ok:
+            assert type(load_pretrained_model(str(folder), device="cpu")[1]).__name__ == "Qwen3VLForPruning"
+        else:
+            with pytest.raises(ValueError, match="vision_config.model_type='siglip_vision_model'; a Qwen3-VL"):
+                load_pretrained_model(str(folder), device="cpu")
