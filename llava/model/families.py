@@ -95,3 +95,18 @@ def _ensure_builtin() -> None:
     from . import family_onevision  # noqa: F401  (registers LLaVA-OneVision)
     from . import family_qwen2_5_vl  # noqa: F401  (registers Qwen2.5-VL)
     from . import family_qwen3_vl  # noqa: F401  (registers Qwen3-VL)
+
+
+def tiny_checkpoint_cli(argv, family_label: str, save, folder_name: str) -> None:
+    """`python -m llava.model.family_<x> --out DIR [--seed S]`: write a family's tiny checkpoint to DIR/folder_name.
+
+    save(folder: Path, seed=int) -> Path writes it (random weights, the family's real geometry).
+    """
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=f"Write the tiny {family_label} checkpoint (no download).")
+    parser.add_argument("--out", required=True, help="folder to create the checkpoint in")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(save(Path(args.out) / folder_name, seed=args.seed))

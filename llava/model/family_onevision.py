@@ -14,12 +14,11 @@ geometry) with transformers' own classes and `save_pretrained`.
 
 from __future__ import annotations
 
-import argparse
 import functools
 from pathlib import Path
 
 from .checkpoint import strip_prefix
-from .families import LoadOptions, register_family
+from .families import LoadOptions, register_family, tiny_checkpoint_cli
 from .inputs_builder import ProcessorInputs, register_inputs_builder
 from .family_llava import HF_LLM_KEYS, HF_MM, _Fit, _install_mm_parts, _load_llm, hf_mm_tensors, llm_config
 from .multimodal import LlavaForPruning
@@ -179,11 +178,7 @@ def save_tiny_onevision(folder, seed: int = 0, vision_aspect_ratio: str = "anyre
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write the tiny LLaVA-OneVision checkpoint (no download).")
-    parser.add_argument("--out", required=True, help="folder to create the checkpoint in")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(save_tiny_onevision(Path(args.out) / TINY_DIR, seed=args.seed))
+    tiny_checkpoint_cli(argv, "LLaVA-OneVision", save_tiny_onevision, TINY_DIR)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ geometry) with transformers' own classes and `save_pretrained`.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from .families import LoadOptions, register_family
+from .families import LoadOptions, register_family, tiny_checkpoint_cli
 
 MODEL_TYPE = "qwen2_5_vl"
 TINY_DIR = "qwen2_5_vl-tiny"
@@ -109,11 +108,7 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write the tiny Qwen2.5-VL checkpoint (no download).")
-    parser.add_argument("--out", required=True, help="folder to create the checkpoint in")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(save_tiny_qwen2_5_vl(Path(args.out) / TINY_DIR, seed=args.seed))
+    tiny_checkpoint_cli(argv, "Qwen2.5-VL", save_tiny_qwen2_5_vl, TINY_DIR)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ transformers' own classes and `save_pretrained`.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from .families import LoadOptions, register_family
+from .families import LoadOptions, register_family, tiny_checkpoint_cli
 
 MODEL_TYPE = "qwen3_vl"
 FAMILY = "qwen3_vl"
@@ -125,11 +124,7 @@ def save_tiny_qwen3_vl(folder, seed: int = 0, min_pixels: int = TINY_MIN_PIXELS,
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write the tiny Qwen3-VL checkpoint (no download).")
-    parser.add_argument("--out", required=True, help="folder to create the checkpoint in")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(save_tiny_qwen3_vl(Path(args.out) / TINY_DIR, seed=args.seed))
+    tiny_checkpoint_cli(argv, "Qwen3-VL", save_tiny_qwen3_vl, TINY_DIR)
 
 
 if __name__ == "__main__":

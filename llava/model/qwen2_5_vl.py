@@ -28,6 +28,7 @@ from . import qwen_layout
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, expand_budgets
 from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
+from .qwen_parts import QwenComposedParts
 from .multimodal_encoder.qwen2_5_vl_encoder import MissingSignalError, QwenImages, Qwen25VisionTower
 
 FAMILY = "qwen2_5_vl"
@@ -39,7 +40,7 @@ def _stock_model_class() -> type:
     return Qwen2_5_VLModel
 
 
-class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
+class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
     """Qwen2.5-VL composed from its stock parts, with pre-LLM visual-token pruning on merged tokens.
 
     config: the checkpoint's `Qwen2_5_VLConfig`; vision_tower: the ViT adapter; language_model: the
@@ -61,34 +62,8 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
 
     # ---- parts ------------------------------------------------------------------------------------
     @property
-    def mm_projector(self) -> nn.Module:
-        """The projector: the ViT's patch merger (4 patches -> 1 LLM token)."""
-        return self.vision_tower.vision_tower.merger
-
-    @property
     def image_token_id(self) -> int:
         return int(self.config.image_token_id)
-
-    @property
-    def generation_config(self):
-        return self._generation_config
-
-    def get_vision_tower(self) -> Qwen25VisionTower:
-        return self.vision_tower
-
-    def get_model(self) -> nn.Module:
-        return self.language_model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.language_model.get_input_embeddings()
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.get_input_embeddings().weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.get_input_embeddings().weight.device
 
     # ---- images -> visual tokens ------------------------------------------------------------------
     @torch.no_grad()
@@ -194,17 +169,6 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
                                   encoded.kept_indices, encoded.unpruned_counts, positions, self.image_token_id,
                                   cfg.position_mode, encoded)
 
-    @staticmethod
-    def _grid(image_grid_thw, image_sizes):
-        """image_grid_thw, or `image_sizes` when it holds (t, h, w) rows (the runner's generic keyword)."""
-        if image_grid_thw is not None or image_sizes is None:
-            return image_grid_thw
-        grid = torch.as_tensor(image_sizes)
-        if grid.ndim != 2 or grid.shape[1] != 3:
-            raise ValueError(f"{FAMILY}: image_sizes must be the processor's image_grid_thw [n_img, 3], got shape "
-                             f"{tuple(grid.shape)}")
-        return grid
-
     # ---- forward / generate -----------------------------------------------------------------------
     @torch.no_grad()
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
@@ -214,7 +178,7 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         """Logits [B, L', V] of the pruned (left-padded) sequence; `images` and `pixel_values` are the same input."""
         pixels = images if images is not None else pixel_values
         kwargs.pop("mm_token_type_ids", None)  # derived from the pad tokens
-        mm = self.prepare_multimodal_inputs(input_ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
+        mm = self.prepare_multimodal_inputs(input_ids, attention_mask, pixels, qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY),
                                             visual_token_num, pruning)
         self.last_multimodal = mm.encoded
         if self.in_llm_pruner(mm, pruning) is not None:
@@ -246,7 +210,7 @@ class QwenVLForPruning(nn.Module, LlavaMetaForCausalLM):
         if kwargs.pop("output_logits", False) or kwargs.pop("return_dict_in_generate", False):
             raise ValueError(f"{FAMILY}: generate() returns the new tokens only (output_logits / "
                              "return_dict_in_generate are not supported)")
-        mm = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
+        mm = self.prepare_multimodal_inputs(ids, attention_mask, pixels, qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY),
                                             visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm, pruning)

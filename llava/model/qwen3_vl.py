@@ -36,6 +36,7 @@ from . import qwen_layout
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, \
     expand_budgets, tower_needs
 from .llm_loop import generate as loop_generate
+from .qwen_parts import QwenComposedParts
 from .multimodal_encoder.qwen3_vl_encoder import MissingSignalError, Qwen3VLImage
 from .splice import MultimodalInputs
 
@@ -85,7 +86,7 @@ def deepstack_inputs(mm: MultimodalInputs, deepstack: Sequence[Sequence[torch.Te
     return {"visual_pos_masks": visual, "deepstack_visual_embeds": layers}
 
 
-class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
+class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
     """Qwen3-VL composed of its loaded parts, with pre-LLM pruning on merged tokens.
 
     qwen_config: the checkpoint's `Qwen3VLConfig`; vision_tower: the ViT adapter (`Qwen3VLVisionTower`);
@@ -110,39 +111,13 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         self.last_multimodal: EncodedImages | None = None
 
     # ---- parts ------------------------------------------------------------------------------------
-    def get_vision_tower(self) -> nn.Module:
-        return self.vision_tower
-
-    def get_model(self) -> nn.Module:
-        return self.language_model
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.language_model.get_input_embeddings()
-
     @property
     def lm_head(self) -> nn.Module:
         return self.llm_head
 
     @property
-    def mm_projector(self) -> nn.Module:
-        """The patch merger: Qwen's projector."""
-        return self.vision_tower.vision_tower.merger
-
-    @property
     def image_token_id(self) -> int:
         return self.tokens.image_token_id
-
-    @property
-    def generation_config(self):
-        return self._generation_config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.get_input_embeddings().weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.get_input_embeddings().weight.device
 
     # ---- images -> kept tokens --------------------------------------------------------------------
     def _check_needs(self, needs: frozenset[str], method: str) -> frozenset[str]:
@@ -263,17 +238,6 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
                                 cfg.position_mode, encoded)
         return mm, deepstack_inputs(mm, deep)
 
-    @staticmethod
-    def _grid(image_grid_thw, image_sizes):
-        """image_grid_thw, or `image_sizes` when it holds (t, h, w) rows (the runner's generic keyword)."""
-        if image_grid_thw is not None or image_sizes is None:
-            return image_grid_thw
-        grid = torch.as_tensor(image_sizes)
-        if grid.ndim != 2 or grid.shape[1] != 3:
-            raise ValueError(f"{FAMILY}: image_sizes must be the processor's image_grid_thw [n_img, 3], got shape "
-                             f"{tuple(grid.shape)}")
-        return grid
-
     # ---- forward / generate -----------------------------------------------------------------------
     @torch.no_grad()
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
@@ -286,7 +250,7 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         kwargs.pop("mm_token_type_ids", None)
         pixels = images if images is not None else pixel_values
         mm, deep = self.prepare_multimodal_inputs(input_ids, attention_mask, pixels,
-                                                  self._grid(image_grid_thw, image_sizes), visual_token_num, pruning)
+                                                  qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY), visual_token_num, pruning)
         self.last_multimodal = mm.encoded
         logits = qwen_layout.full_logits(self.language_model, self.lm_head, mm.inputs_embeds, mm.attention_mask,
                                          mm.position_ids, **deep, **kwargs)
@@ -315,7 +279,7 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
                              "return_dict_in_generate are not supported)")
         ids = inputs if inputs is not None else input_ids
         pixels = images if images is not None else pixel_values
-        mm, deep = self.prepare_multimodal_inputs(ids, attention_mask, pixels, self._grid(image_grid_thw, image_sizes),
+        mm, deep = self.prepare_multimodal_inputs(ids, attention_mask, pixels, qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY),
                                                   visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded
         loop = qwen_layout.MRopeLoop(self.language_model, self.lm_head, prefill_kwargs=deep)

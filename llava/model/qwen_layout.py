@@ -254,3 +254,14 @@ class MRopeLoop:
         logits = self._run(token_embeds, position_ids)
         self.next_position = self.next_position + 1
         return logits
+
+
+def grid_from(image_grid_thw: torch.Tensor | None, image_sizes, family: str) -> torch.Tensor | None:
+    """image_grid_thw [n_img, 3], or `image_sizes` when it holds those (t, h, w) rows (the drivers' generic keyword)."""
+    if image_grid_thw is not None or image_sizes is None:
+        return image_grid_thw
+    grid = torch.as_tensor(image_sizes)
+    if grid.ndim != 2 or grid.shape[1] != 3:
+        raise ValueError(f"{family}: image_sizes must be the processor's image_grid_thw [n_img, 3], got shape "
+                         f"{tuple(grid.shape)}")
+    return grid

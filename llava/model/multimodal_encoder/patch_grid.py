@@ -35,3 +35,32 @@ class PatchGridProperties:
     @property
     def num_patches(self) -> int:
         return self.num_patches_per_side**2
+
+
+class QwenPatchProperties:
+    """config, dtype, device, width and merge unit of a wrapped Qwen-VL ViT (`self.vision_tower`).
+
+    The host holds a Qwen2.5-VL or Qwen3-VL vision model (patch_embed.proj, config.hidden_size and
+    config.spatial_merge_size).
+    """
+
+    @property
+    def config(self):
+        return self.vision_tower.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vision_tower.patch_embed.proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.vision_tower.patch_embed.proj.weight.device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def merge_unit(self) -> int:
+        """Patches per merged token (2 x 2)."""
+        return self.config.spatial_merge_size ** 2

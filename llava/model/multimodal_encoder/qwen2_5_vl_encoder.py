@@ -39,6 +39,7 @@ from llava.probe import HeadGeometry, QKProbe, received_attention
 from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_MEAN_ATTN, VisionSignals
 from llava.pruning.signals import signal_spec
 
+from .patch_grid import QwenPatchProperties
 from .registry import register_vision_adapter
 from .siglip_encoder import CLS_STAND_INS, MissingSignalError
 
@@ -61,7 +62,7 @@ class QwenImages:
 
 
 @register_vision_adapter("qwen2_5_vl_vision")
-class Qwen25VisionTower(nn.Module):
+class Qwen25VisionTower(QwenPatchProperties, nn.Module):
     """Qwen2.5-VL's vision transformer with probe signals per merged token; the merger is `project`.
 
     signal_layer: the block whose attention gives `mean_attn` (default: the last full-attention block);
@@ -111,22 +112,6 @@ class Qwen25VisionTower(nn.Module):
         return cls(Qwen2_5_VisionTransformerPretrainedModel._from_config(config), signal_layer)
 
     # ---- parts -----------------------------------------------------------------------------------
-    @property
-    def config(self):
-        return self.vision_tower.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vision_tower.patch_embed.proj.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vision_tower.patch_embed.proj.weight.device
-
-    @property
-    def merge_unit(self) -> int:
-        return self.vision_tower.spatial_merge_size ** 2
-
     @property
     def full_attention(self) -> bool:
         """Whether the signal layer attends over the whole image (a full-attention block)."""

@@ -32,6 +32,7 @@ from llava.probe import Captured, HeadGeometry, QKProbe, received_attention
 from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_KEYS, SIGNAL_MEAN_ATTN, VisionSignals
 from llava.pruning.signals import compute_signals, signal_spec
 
+from .patch_grid import QwenPatchProperties
 from .registry import register_vision_adapter
 from .siglip_encoder import MissingSignalError
 
@@ -59,7 +60,7 @@ class Qwen3VLImage:
 
 
 @register_vision_adapter("qwen3_vl_vision")
-class Qwen3VLVisionTower(nn.Module):
+class Qwen3VLVisionTower(QwenPatchProperties, nn.Module):
     """Qwen3VLVisionModel run block by block, with probe signals and mergers for kept groups."""
 
     def __init__(self, vision_model: nn.Module, signal_layer: int = -1, cls_stand_in: str = "mean_attn",
@@ -111,27 +112,6 @@ class Qwen3VLVisionTower(nn.Module):
         return tower
 
     # ---- geometry --------------------------------------------------------------------------------
-    @property
-    def config(self):
-        return self.vision_tower.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.vision_tower.patch_embed.proj.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.vision_tower.patch_embed.proj.weight.device
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    @property
-    def merge_unit(self) -> int:
-        """Patches per merged token (2 x 2)."""
-        return self.config.spatial_merge_size ** 2
-
     @property
     def deepstack_layers(self) -> list[int]:
         return list(self.config.deepstack_visual_indexes)
