@@ -313,5 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
+def _cli(argv: list[str] | None = None) -> None:
+    """The command line: exit status 0 on success (main returns the count of answers written, not a status)."""
+    main(argv)
+
+
 if __name__ == "__main__":
-    run_main(main)
+    run_main(_cli)
