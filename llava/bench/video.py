@@ -271,9 +271,9 @@ def flops_model_markdown(rows: list[dict], d: F.ModelDims, frames: int, text_tok
            "| method | K per frame | video tokens | TTFT GFLOPs | TTFT vs none | prefill GFLOPs | prefill vs none "
            "| KV cache MB | KV vs none |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['method']} | {r['k_per_frame'] or '-'} | {r['video_tokens']} | {r["ttft"] / 1e9:.1f} | "
-                   f"{100 * r['ttft_vs_none']:.1f}% | {r["prefill"] / 1e9:.1f} | {100 * r['prefill_vs_none']:.1f}% | "
-                   f"{r["kv_cache_bytes"] / 1e6:.1f} | {100 * r['kv_cache_bytes_vs_none']:.1f}% |")
+        out.append(f"| {r['method']} | {r['k_per_frame'] or '-'} | {r['video_tokens']} | {r['ttft'] / 1e9:.1f} | "
+                   f"{100 * r['ttft_vs_none']:.1f}% | {r['prefill'] / 1e9:.1f} | {100 * r['prefill_vs_none']:.1f}% | "
+                   f"{r['kv_cache_bytes'] / 1e6:.1f} | {100 * r['kv_cache_bytes_vs_none']:.1f}% |")
     return "\n".join(out)
 
 
