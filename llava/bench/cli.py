@@ -185,11 +185,24 @@ def run_efficiency_mode(args) -> dict:
         top = {**ARCHS, **VIDEO_ARCHS}[args.arch or "llava-v1.5-7b"]["text"]["num_hidden_layers"]
         args.llm_layers = min(args.efficiency_layers, top)
     args.random_weights = args.random_weights or not args.model_path
+    if args.model_path and args.llm_layers is not None and _is_video_checkpoint(args.model_path):
+        raise SystemExit(f"{args.model_path}: a Video-LLaVA checkpoint runs at its full depth in the bench; "
+                         "drop --llm-layers (or use --arch video-llava-7b --llm-layers N for random weights)")
     tokenizer, model, processor, device, dtype, description = _setup(args)
     print(f"model: {description}, {len(model.get_model().layers)} LLM layers, {dtype}; "
           f"built in {time.time() - started:.1f} s")
     with torch.inference_mode():
         return _efficiency(args, tokenizer, model, processor, device, dtype, description, started, load0)
+
+
+def _is_video_checkpoint(path: str) -> bool:
+    """A local folder whose config.json says model_type video_llava."""
+    import json
+
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "video_llava"
+    except (OSError, ValueError):
+        return False
 
 
 def _efficiency(args, tokenizer, model, processor, device, dtype, description, started, load0) -> dict:
@@ -199,7 +212,7 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
 
     args.max_new_tokens = args.max_new_tokens or 3
 
-    video = is_video_arch(args.arch)
+    video = is_video_arch(args.arch) or getattr(model, "get_video_tower", lambda: None)() is not None
     default_methods, default_budgets = DEFAULT_METHODS, DEFAULT_BUDGETS
     if video:  # --visual-token-num is K per frame
         from .video import DEFAULT_FRAME_BUDGETS, DEFAULT_VIDEO_METHODS
@@ -223,7 +236,8 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
 
         from .video import make_video_batch, relabel, video_pass_flops, video_run
 
-        batch = make_video_batch(tokenizer, processor, batch_size, model.num_frames, device, dtype,
+        frames_processor = processor if args.arch else model.video_processor  # a checkpoint brings its own
+        batch = make_video_batch(tokenizer, frames_processor, batch_size, model.num_frames, device, dtype,
                                  "llava_v1" if args.conv_mode == "vicuna_v1" else args.conv_mode)
         runner = dict(run_pass=video_run, flops_of=partial(video_pass_flops, frames=model.num_frames))
     else:
@@ -262,7 +276,8 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
         from .video import flops_model_markdown, video_dims, video_flops_model
 
         settings["frames"] = model.num_frames
-        dims, text_tokens = video_dims(args.arch), int(batch.attention_mask[0].sum()) - 1  # less the <video> mark
+        dims = video_dims(args.arch) if args.arch else F.ModelDims.from_model(model)
+        text_tokens = int(batch.attention_mask[0].sum()) - 1  # less the <video> mark
         budgets = args.visual_token_num or list(default_budgets)
         result["flops_model"] = video_flops_model(dims, model.num_frames, text_tokens, budgets)
         md += "\n" + flops_model_markdown(result["flops_model"], dims, model.num_frames, text_tokens) + "\n"
