@@ -3,6 +3,8 @@
 `python -m llava.kept_map` draws one panel per (method, K) with a legend (kept / dimmed / padding),
 the pad-to-square bands hatched, and a red note when the checkpoint's weights are random (the tiny
 model's config.json says `"random_weights": true`). Labels are at least 12 pt at the saved 96 dpi.
+With `--video-file` (a Video-LLaVA checkpoint) it draws one strip per (method, K) instead: the sampled
+frames side by side, each with its own kept patches (`draw_kept_strip`, `kept_frame_indices`).
 """
 
 from __future__ import annotations
