@@ -237,8 +237,9 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
         from .video import make_video_batch, relabel, video_pass_flops, video_run
 
         frames_processor = processor if args.arch else model.video_processor  # a checkpoint brings its own
+        args.conv_mode = "llava_v1" if args.conv_mode == "vicuna_v1" else args.conv_mode  # Video-LLaVA's template
         batch = make_video_batch(tokenizer, frames_processor, batch_size, model.num_frames, device, dtype,
-                                 "llava_v1" if args.conv_mode == "vicuna_v1" else args.conv_mode)
+                                 args.conv_mode)
         runner = dict(run_pass=video_run, flops_of=partial(video_pass_flops, frames=model.num_frames))
     else:
         batch = make_batch(tokenizer, processor, model.config, batch_size, device, dtype, args.conv_mode)
