@@ -344,7 +344,8 @@ def video_main(args) -> None:
              f"  on  {Path(args.model_path.rstrip('/')).name}")
     sheet = kept_grid(panels, columns=1, title=title, notes=notes, legend=False)
     sheet.save(args.out, dpi=(DPI, DPI))
-    print(f"kept-patch strips written to {args.out}" + (" (random weights: see the note in the picture)" if notes else ""))
+    note = " (random weights: see the note in the picture)" if notes else ""
+    print(f"kept-patch strips written to {args.out}{note}")
 
 
 if __name__ == "__main__":

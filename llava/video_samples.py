@@ -110,7 +110,7 @@ def write_samples(out: str | Path, samples: tuple[Sample, ...] = SAMPLES, codec:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="playground/data/video_sample", help="output folder")
+    parser.add_argument("--out", default="outputs/video_samples", help="output folder (outputs/ is not committed)")
     args = parser.parse_args(argv)
     paths = write_samples(args.out)
     print(f"wrote {len(SAMPLES)} sample videos to {paths['videos']}, questions {paths['questions']}, "

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--seed", type=int, default=0)
     run = p.add_argument_group("sweep")
     run.add_argument("--visual-token-num", type=_ints, default=None,
-                     help="K values, e.g. 576,144,64 (default 576,144,64; with --efficiency 192,128,64)")
+                     help="K values, e.g. 576,144,64 (default 576,144,64; with --efficiency 192,128,64; with a "
+                          "video arch K per frame, default 192,128,64,26,13)")
     run.add_argument("--pruning-method", default=None,
                      help="comma-separated registered methods (default fastervlm; with --efficiency "
                           "none,fastervlm,fastv,pdrop,dart, where 'none' is the unpruned row)")

@@ -88,7 +88,8 @@ def test_strip_cells_are_bright_exactly_where_kept():
         cells = _cell_centres(strip, f, side, grid, gap)
         want = set(range(grid * grid)) if keep is None else set(keep.tolist())
         bright = {i for i, px in enumerate(cells) if tuple(px) == (200, 160, 120)}
-        dimmed = {i for i, px in enumerate(cells) if tuple(px) == (49, 40, 30)}  # mask 255 * 0.25 = 63: PIL rounds v * 63 / 255
+        # dimmed: mask 255 * 0.25 = 63, and PIL rounds v * 63 / 255
+        dimmed = {i for i, px in enumerate(cells) if tuple(px) == (49, 40, 30)}
         assert bright == want and dimmed == set(range(grid * grid)) - want
     assert (strip[:, side:side + gap] == 255).all()  # the white gap between frames
     with pytest.raises(ValueError, match="3 frames but kept indices for 2"):
