@@ -3,6 +3,8 @@
 `python -m llava.kept_map` draws one panel per (method, K) with a legend (kept / dimmed / padding),
 the pad-to-square bands hatched, and a red note when the checkpoint's weights are random (the tiny
 model's config.json says `"random_weights": true`). Labels are at least 12 pt at the saved 96 dpi.
+With `--video-file` (a Video-LLaVA checkpoint) it draws one strip per (method, K) instead: the sampled
+frames side by side, each with its own kept patches (`draw_kept_strip`, `kept_frame_indices`).
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
 """
     parser = argparse.ArgumentParser(description=main.__doc__, epilog=epilog, formatter_class=HelpFormatter)
     parser.add_argument("--model-path", required=True, help="checkpoint folder (or hub id)")
-    parser.add_argument("--image-file", required=True, help="the image to draw")
+    parser.add_argument("--image-file", default=None, help="the image to draw")
+    add_video_args(parser)
     parser.add_argument("--visual-token-num", default="576,144,58,29", help="comma-separated budgets K")
     parser.add_argument("--pruning-method", default="fastervlm",
                         help=f"comma-separated method names, of: {', '.join(METHOD_NAMES)}")
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
     add_debug_arg(parser)
     args = parser.parse_args(argv)
+    if args.video_file or not args.image_file:
+        return video_main(args)
     methods = check_method_names(args.pruning_method)
     budgets = _parse_budgets(args.visual_token_num)
     if not os.path.isfile(args.image_file):
@@ -242,6 +247,105 @@ def _parse_budgets(text: str) -> list[int]:
     if not budgets or min(budgets) < 1:
         raise ValueError(f"--visual-token-num {text!r}: expected comma-separated positive integers")
     return budgets
+
+
+# ---- videos: the kept patches of every frame, as a strip --------------------------------------
+def draw_kept_strip(views: Sequence[Image.Image], kept: Sequence[torch.Tensor | Sequence[int] | None], grid: int,
+                    dim: float = 0.25, scale: int = 1, gap: int = 4) -> Image.Image:
+    """Frames side by side in time order, each with its pruned patches dimmed (`draw_kept_patches`).
+
+    views: T square frames as the tower sees them; kept: per frame its raster indices on a grid x grid
+    (None: all kept). Frame f starts at x = f * (side + gap), side = view width x scale.
+    """
+    if len(views) != len(kept):
+        raise ValueError(f"{len(views)} frames but kept indices for {len(kept)}")
+    panels = [draw_kept_patches(v, k, grid, dim=dim, scale=scale) for v, k in zip(views, kept)]
+    side = panels[0].width
+    strip = Image.new("RGB", (len(panels) * side + (len(panels) - 1) * gap, side), (255, 255, 255))
+    for f, panel in enumerate(panels):
+        strip.paste(panel, (f * (side + gap), 0))
+    return strip
+
+
+def split_per_frame(kept: torch.Tensor | None, frames: int, num_patches: int) -> list[list[int] | None]:
+    """A video's kept indices as one list per frame: [T, M] per-frame raster indices ('frame' mode) or a
+    flat [T x K] of f * N + p ('temporal' mode); None (unpruned) gives None for every frame."""
+    if kept is None:
+        return [None] * frames
+    if kept.ndim == 2:
+        return [row.tolist() for row in kept]
+    per_frame: list[list[int]] = [[] for _ in range(frames)]
+    for i in kept.tolist():
+        per_frame[i // num_patches].append(i % num_patches)
+    return per_frame
+
+
+def kept_frame_indices(model, video: torch.Tensor, k: int | None, method: str, video_mode: str = "frame",
+                       method_args: dict | None = None) -> list[list[int] | None]:
+    """Per frame, the raster indices `method` keeps at K per frame for one video [T, 3, S, S]."""
+    from llava.pruning import PruningConfig
+
+    pruning = PruningConfig(method, k, method_args=method_args or {}, video_mode=video_mode)
+    tower = model.get_video_tower()
+    encoded = model.encode_videos(video[None].to(device=tower.device, dtype=tower.dtype), pruning=pruning)
+    return split_per_frame(encoded.kept_indices[0], video.shape[0], tower.num_patches)
+
+
+def add_video_args(parser) -> None:
+    """The video flags of `python -m llava.kept_map` (a Video-LLaVA checkpoint and `--video-file`)."""
+    parser.add_argument("--video-file", default=None,
+                        help="a video to draw instead of an image (Video-LLaVA): one strip of frames per (method, K)")
+    parser.add_argument("--num-frames", type=int, default=8, help="frames sampled uniformly from --video-file")
+    parser.add_argument("--video-mode", default="frame", choices=["frame", "temporal"],
+                        help="K per frame (frame), or T x K chosen over all frames (temporal)")
+
+
+def video_main(args) -> None:
+    """`python -m llava.kept_map --video-file ...`: one strip of the sampled frames per (method, K)."""
+    import os
+
+    from llava.cli_help import check_method_names
+    from llava.eval.cli_args import looks_local
+
+    if bool(args.video_file) == bool(args.image_file):
+        raise ValueError("give one of --image-file (a picture) or --video-file (a video, with a Video-LLaVA model)")
+    methods = check_method_names(args.pruning_method)
+    budgets = _parse_budgets(args.visual_token_num)
+    if not os.path.isfile(args.video_file):
+        raise FileNotFoundError(f"video file {args.video_file} not found (check --video-file)")
+    if looks_local(args.model_path) and not os.path.exists(os.path.expanduser(args.model_path)):
+        raise FileNotFoundError(f"--model-path {args.model_path} not found")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out {args.out}: its folder does not exist")
+
+    from llava.model.builder import load_pretrained_model
+    from llava.video_io import preprocess_frames, read_video_frames
+
+    _, model, _, _ = load_pretrained_model(args.model_path, device=args.device,
+                                           vision_attn_implementation=args.vision_attn,
+                                           allow_missing_weights=args.allow_missing_weights)
+    if getattr(model, "get_video_tower", None) is None or model.get_video_tower() is None:
+        raise ValueError(f"--video-file needs a video model (Video-LLaVA); {args.model_path} has no video tower")
+    frames = read_video_frames(args.video_file, args.num_frames)
+    video = preprocess_frames(frames, model.video_processor)  # [T, 3, S, S]
+    tower = model.get_video_tower()
+    views = [model_view(f, model.video_processor, "crop", tower.config.image_size) for f in frames]
+    panels = []
+    for method in methods:
+        for k in budgets:
+            kept = kept_frame_indices(model, video, k, method, args.video_mode)
+            per_frame = [tower.num_patches if x is None else len(x) for x in kept]
+            label = (f"{method}  K={min(k, tower.num_patches)} per frame, {sum(per_frame)} video tokens"
+                     if args.video_mode == "frame" else f"{method}  {sum(per_frame)} tokens over all frames "
+                     f"(per frame {','.join(map(str, per_frame))})")
+            panels.append((label, draw_kept_strip(views, kept, tower.num_patches_per_side)))
+    notes = [RANDOM_NOTE] if weights_are_random(args.model_path) else []
+    title = (f"{Path(args.video_file).name}: {len(frames)} frames left to right, kept patches bright, pruned dimmed,"
+             f"  on  {Path(args.model_path.rstrip('/')).name}")
+    sheet = kept_grid(panels, columns=1, title=title, notes=notes, legend=False)
+    sheet.save(args.out, dpi=(DPI, DPI))
+    note = " (random weights: see the note in the picture)" if notes else ""
+    print(f"kept-patch strips written to {args.out}{note}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 #   1. installs torch (CPU 2.13.0 unless a torch is already there), the package and the test reference;
 #   2. writes the tiny random-weight LLaVA-1.5 checkpoint to playground/tiny/;
 #   3. answers the sample questions at K=576 (no pruning) and K=58 (90% pruned) with model_vqa_loader;
-#   4. prints the answers and draws the kept patches for several K into outputs/quickstart/.
+#   4. prints the answers and draws the kept patches for several K into outputs/quickstart/;
+#   video: writes the tiny Video-LLaVA (8 frames x 256 patches) and three generated moving-shape videos,
+#      answers one video question unpruned (8 x 257 = 2056 video tokens) and at K=26 per frame (8 x 26 = 208)
+#      with model_video_qa, and draws that question's kept patches per frame as a strip.
 # Random weights give meaningless text; the same commands with a real checkpoint do the real job.
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore  # pip run as root (containers) need not warn on every install
@@ -66,6 +69,34 @@ PY
 step 4 "drawing the kept patches of fastervlm and uniform at K=576,144,58,29"
 python -m llava.kept_map --model-path playground/tiny/llava-v1.5-tiny --image-file assets/samples/shapes.png \
     --visual-token-num 576,144,58,29 --pruning-method fastervlm,uniform --out "$out/kept_patches.png"
+
+# ---- video: one question on the tiny Video-LLaVA, unpruned and at K=26 per frame -------------------
+printf '\n[video] %s\n' "tiny Video-LLaVA and generated sample videos: one question unpruned and at K=26 per frame"
+python -m llava.model.family_video_llava --out playground/tiny
+python -m llava.video_samples --out "$out/video_samples"
+video_model=playground/tiny/video-llava-tiny-hf
+for k in full 26; do
+  budget=(); [[ $k == full ]] || budget=(--visual-token-num "$k")
+  python -m llava.eval.model_video_qa \
+      --model-path "$video_model" \
+      --question-file "$out/video_samples/test_q.json" --gt-answers-file "$out/video_samples/test_a.json" \
+      --video-folder "$out/video_samples/videos" --num-samples 1 \
+      --answers-file "$out/video_answers_$k.jsonl" --no-resume \
+      --conv-mode llava_v1 --temperature 0 --max_new_tokens 16 "${budget[@]}"
+done
+python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+for name in ("full", "26"):
+    for line in (Path(sys.argv[1]) / f"video_answers_{name}.jsonl").read_text().splitlines():
+        a, m = json.loads(line), json.loads(line)["metadata"]
+        per_frame = m["visual_tokens_per_frame"] or "all + [CLS]"
+        print(f"[video K={per_frame}] {a['video']} ({m['num_frames']} frames, {m['visual_tokens']} video tokens) "
+              f"{a['prompt']!r} -> {a['text']!r} (truth: {a['answer']!r})")
+PY
+python -m llava.kept_map --model-path "$video_model" --video-file "$out/video_samples/videos/red_square_right.mp4" \
+    --visual-token-num 26 --pruning-method fastervlm --out "$out/kept_frames.png"
+
 echo
-echo "done: answers and kept_patches.png in $out (random weights: the text is meaningless by design)"
+echo "done: answers, kept_patches.png and the video answers/kept_frames.png in $out (random weights: the text is meaningless by design)"
 echo "next: python -m llava.eval.make_mini_data --out playground/data/eval   (a mini data root for the eval scripts)"

@@ -21,6 +21,7 @@ from .family_flops import FAMILY_ARCHS
 from .models import ARCHS, build_random_model, load_model, make_batch, random_image_processor, tiny_tokenizer
 from .report import headline_markdown, sweep_markdown, write_outputs
 from .sweep import Config, Gate, add_speedups, run_configs
+from .video import VIDEO_ARCHS, is_video_arch
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,10 +36,11 @@ def _ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__)
     src = p.add_argument_group("model")
-    src.add_argument("--arch", choices=sorted(ARCHS) + sorted(FAMILY_ARCHS), default=None,
+    src.add_argument("--arch", choices=sorted(ARCHS) + sorted(FAMILY_ARCHS) + sorted(VIDEO_ARCHS), default=None,
                      help="build this LLaVA-1.5 shape with random weights (7b/13b need --random-weights); the "
                           f"processor families ({', '.join(FAMILY_ARCHS)}) report analytic FLOPs per stage for "
-                          "--image-size (llava.bench.family_flops; not timed yet)")
+                          "--image-size (llava.bench.family_flops); video-llava-7b: Video-LLaVA-7B, 8 frames per "
+                          "video, with --efficiency (K per frame)")
     src.add_argument("--image-size", default="480x640",
                      help="HEIGHTxWIDTH of the image whose token layout sets a processor family's FLOPs")
     src.add_argument("--random-weights", action="store_true", help="confirm random weights for --arch (no download)")
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--seed", type=int, default=0)
     run = p.add_argument_group("sweep")
     run.add_argument("--visual-token-num", type=_ints, default=None,
-                     help="K values, e.g. 576,144,64 (default 576,144,64; with --efficiency 192,128,64)")
+                     help="K values, e.g. 576,144,64 (default 576,144,64; with --efficiency 192,128,64; with a "
+                          "video arch K per frame, default 192,128,64,26,13)")
     run.add_argument("--pruning-method", default=None,
                      help="comma-separated registered methods (default fastervlm; with --efficiency "
                           "none,fastervlm,fastv,pdrop,dart, where 'none' is the unpruned row)")
@@ -115,9 +118,14 @@ def _setup(args) -> tuple:
                              "yet; it times the single-view LLaVA-1.5 path")
         return tokenizer, model, processor, device, dtype, args.model_path
     arch = args.arch or "llava-v1.5-7b"
-    if arch != "tiny" and not args.random_weights and not args.headline:
+    if arch not in ("tiny", "video-llava-tiny") and not args.random_weights and not args.headline:
         raise SystemExit(f"--arch {arch} builds random weights: add --random-weights, or give --model-path")
     tokenizer = tiny_tokenizer()
+    if is_video_arch(arch):
+        from .video import build_random_video_model, video_processor
+
+        model = build_random_video_model(arch, args.llm_layers, dtype, device, args.seed)
+        return tokenizer, model, video_processor(), device, dtype, f"{arch} (random weights)"
     if arch == "tiny":
         from llava.model.tiny import build_tiny_model
 
@@ -203,14 +211,27 @@ def _sweep(args, tokenizer, model, processor, device, dtype, description) -> dic
 def run_efficiency_mode(args) -> dict:
     started, load0 = time.time(), load_average()
     if args.llm_layers is None and not args.model_path:
-        top = ARCHS[args.arch or "llava-v1.5-7b"]["text"]["num_hidden_layers"]
+        top = {**ARCHS, **VIDEO_ARCHS}[args.arch or "llava-v1.5-7b"]["text"]["num_hidden_layers"]
         args.llm_layers = min(args.efficiency_layers, top)
     args.random_weights = args.random_weights or not args.model_path
+    if args.model_path and args.llm_layers is not None and _is_video_checkpoint(args.model_path):
+        raise SystemExit(f"{args.model_path}: a Video-LLaVA checkpoint runs at its full depth in the bench; "
+                         "drop --llm-layers (or use --arch video-llava-7b --llm-layers N for random weights)")
     tokenizer, model, processor, device, dtype, description = _setup(args)
     print(f"model: {description}, {len(model.get_model().layers)} LLM layers, {dtype}; "
           f"built in {time.time() - started:.1f} s")
     with torch.inference_mode():
         return _efficiency(args, tokenizer, model, processor, device, dtype, description, started, load0)
+
+
+def _is_video_checkpoint(path: str) -> bool:
+    """A local folder whose config.json says model_type video_llava."""
+    import json
+
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "video_llava"
+    except (OSError, ValueError):
+        return False
 
 
 def _efficiency(args, tokenizer, model, processor, device, dtype, description, started, load0) -> dict:
@@ -220,8 +241,14 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
 
     args.max_new_tokens = args.max_new_tokens or 3
 
+    video = is_video_arch(args.arch) or getattr(model, "get_video_tower", lambda: None)() is not None
+    default_methods, default_budgets = DEFAULT_METHODS, DEFAULT_BUDGETS
+    if video:  # --visual-token-num is K per frame
+        from .video import DEFAULT_FRAME_BUDGETS, DEFAULT_VIDEO_METHODS
+
+        default_methods, default_budgets = DEFAULT_VIDEO_METHODS, DEFAULT_FRAME_BUDGETS
     methods = [m.strip() for m in args.pruning_method.split(",") if m.strip()] if args.pruning_method \
-        else list(DEFAULT_METHODS)
+        else list(default_methods)
     for m in methods:
         if m != "none":
             get_method(m)
@@ -230,19 +257,35 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
     batch_size = args.batch_size[0] if len(args.batch_size) == 1 else None
     if batch_size is None:
         raise SystemExit("--efficiency runs one batch size; give one --batch-size")
-    configs = plan(methods, args.visual_token_num or list(DEFAULT_BUDGETS), len(model.get_model().layers),
+    configs = plan(methods, args.visual_token_num or list(default_budgets), len(model.get_model().layers),
                    model.get_vision_tower().num_patches, parse_method_overrides(args.method_args))
-    batch = make_batch(tokenizer, processor, model.config, batch_size, device, dtype, args.conv_mode)
+    runner = {}
+    if video:
+        from functools import partial
+
+        from .video import make_video_batch, relabel, video_pass_flops, video_run
+
+        frames_processor = processor if args.arch else model.video_processor  # a checkpoint brings its own
+        args.conv_mode = "llava_v1" if args.conv_mode == "vicuna_v1" else args.conv_mode  # Video-LLaVA's template
+        batch = make_video_batch(tokenizer, frames_processor, batch_size, model.num_frames, device, dtype,
+                                 args.conv_mode)
+        runner = dict(run_pass=video_run, flops_of=partial(video_pass_flops, frames=model.num_frames))
+    else:
+        batch = make_batch(tokenizer, processor, model.config, batch_size, device, dtype, args.conv_mode)
     gate = Gate(args.max_other_load, args.retries, min(args.wait_quiet, 30))
     if args.wait_quiet > 0:
         wait_until_quiet(args.max_other_load, args.wait_quiet)
     print(f"{len(configs)} configurations: " + ", ".join(c.label for c in configs), flush=True)
     rows = run_efficiency(model, batch, configs, new_tokens=args.max_new_tokens, warmup=args.warmup,
-                          repeats=args.repeats, device=device, gate=gate, clock=args.clock)
+                          repeats=args.repeats, device=device, gate=gate, clock=args.clock, **runner)
+    if video:
+        relabel(rows, model.num_frames)
     add_ratios(rows)
     pairs = None
     fastv_budgets = sorted({c.k for c in configs if c.method == "fastv"}, reverse=True)
-    if args.fastv_rounds > 0 and fastv_budgets:
+    if video and args.fastv_rounds > 0 and fastv_budgets:
+        print("FastV: the prefill-only pairs time image batches; on videos FastV is judged from the table's rounds")
+    elif args.fastv_rounds > 0 and fastv_budgets:
         from .efficiency import fastv_prefill_pairs
 
         print("FastV: the LLM prefill alone, none vs each budget in adjacent passes", flush=True)
@@ -250,7 +293,7 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
         pairs = fastv_prefill_pairs(model, batch, fastv_budgets, rounds=args.fastv_rounds, device=device,
                                     clock=args.clock, args=fastv_args, gate=gate)
     settings = _settings(args, model, dtype, description)
-    settings.update(batch=batch_size, methods=methods, budgets=args.visual_token_num or list(DEFAULT_BUDGETS),
+    settings.update(batch=batch_size, methods=methods, budgets=args.visual_token_num or list(default_budgets),
                     clock=args.clock)
     result = {
         "machine": machine_info(device), "settings": settings, "flops_convention": F.CONVENTION,
@@ -259,6 +302,15 @@ def _efficiency(args, tokenizer, model, processor, device, dtype, description, s
         "fastv_check": fastv_check(rows, pairs=pairs), "runs": rows,
     }
     md = efficiency_markdown(result)
+    if video:  # the FLOPs model at the checkpoint's full depth, beside the measured rows
+        from .video import flops_model_markdown, video_dims, video_flops_model
+
+        settings["frames"] = model.num_frames
+        dims = video_dims(args.arch) if args.arch else F.ModelDims.from_model(model)
+        text_tokens = int(batch.attention_mask[0].sum()) - 1  # less the <video> mark
+        budgets = args.visual_token_num or list(default_budgets)
+        result["flops_model"] = video_flops_model(dims, model.num_frames, text_tokens, budgets)
+        md += "\n" + flops_model_markdown(result["flops_model"], dims, model.num_frames, text_tokens) + "\n"
     paths = write_outputs(result, Path(args.out), "efficiency", md,
                           f"{description}, {settings['llm_layers']} LLM layers, {settings['dtype']}, batch {batch_size}",
                           plot=plot_efficiency)
@@ -364,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("give --headline or --efficiency, not both")
     if args.arch in FAMILY_ARCHS:
         return run_family_flops(args)
+    if is_video_arch(args.arch) and not args.efficiency:
+        raise SystemExit(f"--arch {args.arch} is a video preset of --efficiency: add --efficiency")
     if args.efficiency:
         return run_efficiency_mode(args)
     return run_headline(args) if args.headline else run_sweep(args)

@@ -157,17 +157,21 @@ def _run(model, cfg: EffConfig, batch: BenchBatch, new_tokens: int, clock: Clock
 
 
 def run_efficiency(model, batch: BenchBatch, configs: list[EffConfig], *, new_tokens: int, warmup: int,
-                   repeats: int, device, gate: Gate | None = None, clock: str = "wall", log=print) -> list[dict]:
+                   repeats: int, device, gate: Gate | None = None, clock: str = "wall", log=print,
+                   run_pass=None, flops_of=None) -> list[dict]:
     """Warm up (the last warm-up pass measures memory), then `repeats` interleaved rounds; one dict per row.
 
-    clock: 'wall' seconds, or 'cpu' (this process's CPU seconds, for a busy shared machine; `Clock`)."""
+    clock: 'wall' seconds, or 'cpu' (this process's CPU seconds, for a busy shared machine; `Clock`).
+    run_pass(model, cfg, batch, new_tokens, clock, memory) -> PassResult and flops_of(dims, cfg, result,
+    batch_size) -> FLOPs per stage replace the image pass and `pass_flops` (the video preset, `video.py`)."""
     clock, gate = Clock(device, clock), gate or Gate(retries=0)
+    run_one = run_pass or _run
     rows = [_Row(cfg) for cfg in configs]
     for row in rows:
         try:
             for i in range(max(warmup, 1)):
                 probe = PeakMemory(device) if i == max(warmup, 1) - 1 else None
-                result = _run(model, row.cfg, batch, new_tokens, clock, probe)
+                result = run_one(model, row.cfg, batch, new_tokens, clock, probe)
             row.memory = result.memory
             log(f"  warm-up {row.cfg.label}: TTFT {result.ttft:.2f} s, prefill {result.seconds['prefill']:.2f} s")
         except ValueError as err:  # a method that refuses this budget or model: reported, not run
@@ -176,14 +180,14 @@ def run_efficiency(model, batch: BenchBatch, configs: list[EffConfig], *, new_to
     live = [r for r in rows if r.error is None]
     for r in range(repeats):
         for row in live[r % len(live):] + live[: r % len(live)] if live else []:
-            row.passes.append(gate.run(lambda: _run(model, row.cfg, batch, new_tokens, clock)))
+            row.passes.append(gate.run(lambda: run_one(model, row.cfg, batch, new_tokens, clock)))
         log(f"  round {r + 1}/{repeats}: " + ", ".join(f"{x.cfg.label} {x.passes[-1].seconds['prefill']:.2f} s"
                                                        for x in live))
     dims = F.ModelDims.from_model(model)
-    return [summarize_row(row, dims, batch.size, gate, model.dtype.itemsize) for row in rows]
+    return [summarize_row(row, dims, batch.size, gate, model.dtype.itemsize, flops_of) for row in rows]
 
 
-def summarize_row(row: _Row, d: F.ModelDims, batch: int, gate: Gate, element_size: int) -> dict:
+def summarize_row(row: _Row, d: F.ModelDims, batch: int, gate: Gate, element_size: int, flops_of=None) -> dict:
     """Statistics over the undisturbed passes, FLOPs, token accounting and sizes of one row."""
     cfg = row.cfg
     out = {"label": cfg.label, "method": cfg.method, "k": cfg.k, "args": {k: _fmt(v) for k, v in cfg.args},
@@ -210,7 +214,7 @@ def summarize_row(row: _Row, d: F.ModelDims, batch: int, gate: Gate, element_siz
         "prompt_length": last.length, "layer_lengths": lengths, "kv_lengths": last.llm.get("kv_lengths"),
         "new_tokens": last.new_tokens,
         "seconds": seconds,
-        "flops": pass_flops(d, cfg, last, batch),
+        "flops": (flops_of or pass_flops)(d, cfg, last, batch),
         "kv_cache_bytes": last.kv_cache_bytes,
         "kv_cache_bytes_analytic": F.kv_cache_bytes_layers(d, batch, lengths, element_size),
         "peak_memory_bytes": row.memory,

@@ -314,9 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
-def _cli(argv: list[str]) -> int:
+def _cli(argv: list[str] | None = None) -> None:
+    """The command line: exit status 0 on success (main returns the count of answers written, not a status)."""
     main(argv)
-    return 0  # run_main exits with an int return value: the count of answers is not an exit status
 
 
 if __name__ == "__main__":

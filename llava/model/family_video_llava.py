@@ -1,5 +1,9 @@
 """The Video-LLaVA family: transformers' VideoLlavaForConditionalGeneration layout (LanguageBind/Video-LLaVA-7B-hf).
 
+`python -m llava.model.family_video_llava --out DIR` writes the tiny checkpoint DIR/video-llava-tiny-hf
+(random weights, 224 px, 14 px patches, 256 patches per frame, 8 frames, widths 64), saved with
+transformers' own `save_pretrained`.
+
 Each part loads itself: the LLM through `AutoModelForCausalLM.from_pretrained` (its
 `language_model.*` / `model.language_model.*` tensors renamed by `key_mapping`), the projector
 (`multi_modal_projector.linear_{1,2}`), and the image and video towers (two CLIP vision models of the
@@ -132,3 +136,19 @@ def save_tiny_video_llava(out_dir, seed: int = 8) -> Path:
     model.save_pretrained(folder)
     VideoLlavaImageProcessor().save_pretrained(folder)
     return mark_random_weights(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m llava.model.family_video_llava --out DIR`: write DIR/video-llava-tiny-hf (no download)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the tiny Video-LLaVA checkpoint (transformers' "
+                                     "VideoLlavaForConditionalGeneration layout, random weights, no download).")
+    parser.add_argument("--out", default="playground/tiny", help="folder to create the checkpoint in")
+    parser.add_argument("--seed", type=int, default=8, help="random seed of the weights")
+    args = parser.parse_args(argv)
+    print(f"tiny Video-LLaVA checkpoint: {save_tiny_video_llava(args.out, args.seed)}")
+
+
+if __name__ == "__main__":
+    main()
