@@ -29,6 +29,11 @@ from PIL import Image
 from llava.constants import DEFAULT_IMAGE_TOKEN
 
 MODEL_ID = "fastervlm"
+# Checkpoint families (llava.model.families) whose prompts and pixels our runner builds: LLaVA's
+# conversation templates and CLIP preprocessing, LLaVA-1.5 and LLaVA-NeXT (anyres) in both layouts.
+# The hook for the chat-template families (LLaVA-OneVision, Qwen-VL): add a name here once
+# llava.eval.runner answers that family, with a test in tests/integrations/test_lmms_eval.py.
+RUNNER_FAMILIES = ("llava", "llava-hf")
 
 
 def manifests():
@@ -65,6 +70,22 @@ def question_of(context: str) -> str:
     return text.strip("\n")
 
 
+def check_family(pretrained: str) -> str:
+    """The checkpoint's family, or a clear error when our runner cannot answer it yet."""
+    from llava.model.builder import read_config
+    from llava.model.families import family_of
+    from llava.model.multimodal_encoder.builder import resolve_pretrained_dir
+
+    path = resolve_pretrained_dir(pretrained)
+    family = family_of(read_config(path), path).name
+    if family not in RUNNER_FAMILIES:
+        raise ValueError(f"--model_args pretrained={pretrained}: a {family!r} checkpoint; the {MODEL_ID} lmms-eval model "
+                         f"answers through llava.eval.runner, which builds LLaVA conversation-template prompts and CLIP "
+                         f"pixels for the {', '.join(RUNNER_FAMILIES)} families (LLaVA-1.5, LLaVA-NeXT) only; "
+                         f"{family!r} needs its processor and chat template, which the runner does not use yet")
+    return family
+
+
 class FasterVLM(lmms):
     """lmms-eval model: LLaVA checkpoints (original or llava-hf layout, 1.5 and NeXT) with a pruning method."""
 
@@ -93,6 +114,7 @@ class FasterVLM(lmms):
         self.conv_mode, self.max_new_tokens = conv_mode, int(max_new_tokens)
         self.share_prefix, self.vision_cache_size = bool(share_prefix), int(vision_cache_size)
         self.model_id = get_model_name_from_path(os.path.expanduser(str(pretrained)))
+        check_family(os.path.expanduser(str(pretrained)))
         self.tokenizer, self.model, self.image_processor, _ = load_pretrained_model(
             os.path.expanduser(str(pretrained)), model_base, self.model_id, device=device, torch_dtype=dtype,
             visual_token_num=None if visual_token_num in (None, "", "None") else int(visual_token_num),

@@ -52,6 +52,28 @@ def pruning_from_kwargs(kwargs: dict) -> PruningConfig:
     return cfg
 
 
+def clip_tower(model, layer: int | None, strategy: str | None) -> CLIPVisionTower:
+    """The platform's CLIP adapter over a transformers LLaVA model's own tower (no copy of its weights)."""
+    layer = model.config.vision_feature_layer if layer is None else layer
+    strategy = model.config.vision_feature_select_strategy if strategy is None else strategy
+    if not isinstance(layer, int):
+        raise ValueError(f"FasterVLM needs one vision_feature_layer, got {layer!r}")
+    feature = {"default": "patch", "full": "cls_patch"}[strategy]
+    return CLIPVisionTower(model.model.vision_tower, layer, feature, freeze=False)
+
+
+def check_placeholders(input_ids: torch.Tensor | None, image_token_id: int, features: list[torch.Tensor],
+                       hint: str) -> None:
+    """Raise a clear error when the prompts' image placeholders do not match the kept tokens."""
+    if input_ids is None:
+        return
+    have = int((input_ids == image_token_id).sum())
+    want = sum(f.shape[0] for f in features)
+    if have != want:
+        raise ValueError(f"the prompts hold {have} image placeholders but FasterVLM keeps {want} visual tokens "
+                         f"for {len(features)} image(s); build the processor with the model's budget ({hint})")
+
+
 class FasterVLMLlava(LlavaForConditionalGeneration):
     """`LlavaForConditionalGeneration` whose images enter the LLM as FasterVLM's K kept tokens.
 
@@ -75,12 +97,7 @@ class FasterVLMLlava(LlavaForConditionalGeneration):
         return model
 
     def _tower(self, layer: int | None, strategy: str | None) -> CLIPVisionTower:
-        layer = self.config.vision_feature_layer if layer is None else layer
-        strategy = self.config.vision_feature_select_strategy if strategy is None else strategy
-        if not isinstance(layer, int):
-            raise ValueError(f"FasterVLM needs one vision_feature_layer, got {layer!r}")
-        feature = {"default": "patch", "full": "cls_patch"}[strategy]
-        return CLIPVisionTower(self.model.vision_tower, layer, feature, freeze=False)
+        return clip_tower(self, layer, strategy)
 
     def kept_tokens(self, num_patches: int | None = None) -> int:
         """Visual tokens per image entering the LLM under `self.pruning`."""
@@ -111,15 +128,9 @@ class FasterVLMLlava(LlavaForConditionalGeneration):
         return super().forward(input_ids, pixel_values, attention_mask, *args, **kwargs)
 
     def _check_placeholders(self, input_ids: torch.Tensor | None, features: list[torch.Tensor]) -> None:
-        if input_ids is None:
-            return
-        have = int((input_ids == self.config.image_token_id).sum())
-        want = sum(f.shape[0] for f in features)
-        if have != want:
-            raise ValueError(f"the prompts hold {have} image placeholders but FasterVLM keeps {want} visual tokens "
-                             f"for {len(features)} image(s); build the processor with the model's budget "
-                             f"(FasterVLMLlavaProcessor.from_pretrained(..., visual_token_num="
-                             f"{self.pruning.visual_token_num}))")
+        check_placeholders(input_ids, self.config.image_token_id, features,
+                           f"FasterVLMLlavaProcessor.from_pretrained(..., visual_token_num="
+                           f"{self.pruning.visual_token_num})")
 
 
 class FasterVLMLlavaProcessor(LlavaProcessor):

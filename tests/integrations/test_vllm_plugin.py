@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -68,12 +69,12 @@ def served_dir(tiny_dir, tmp_path_factory) -> Path:
     return out
 
 
-def _ours(served_dir: Path, k: int | None, max_tokens: int) -> list[dict]:
+def _ours(served_dir: Path, k: int | None, method: str, max_tokens: int) -> list[dict]:
     """Our HF path (FasterVLMLlava, fp32 greedy) on the prompts: prompt ids and new token ids."""
     from PIL import Image
 
     processor = FasterVLMLlavaProcessor.from_pretrained(served_dir, visual_token_num=k)
-    model = FasterVLMLlava.from_pretrained(served_dir, dtype=torch.float32, visual_token_num=k)
+    model = FasterVLMLlava.from_pretrained(served_dir, dtype=torch.float32, visual_token_num=k, pruning_method=method)
     out = []
     for prompt, image in zip(PROMPTS, IMAGES):
         batch = processor(images=Image.open(image).convert("RGB"), text=prompt, return_tensors="pt")
@@ -82,21 +83,38 @@ def _ours(served_dir: Path, k: int | None, max_tokens: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("k", [None, 58])
-def test_vllm_greedy_answers_equal_our_hf_path(served_dir, tmp_path, k):
+# One server (K = 58 by --hf-overrides) and per-request overrides through vLLM's mm_processor_kwargs:
+# (the request's kwargs, or None for the server's settings; then the K and method our HF path runs).
+REQUESTS = [
+    (None, 58, "fastervlm"),
+    ({"fastervlm_visual_token_num": None}, None, "fastervlm"),  # every token (K = 576)
+    ({"fastervlm_visual_token_num": 29}, 29, "fastervlm"),
+    ({"fastervlm_visual_token_num": 29, "fastervlm_pruning_method": "visionzip"}, 29, "visionzip"),
+]
+
+
+def test_vllm_greedy_answers_equal_our_hf_path_per_request_k(served_dir, tmp_path):
+    """Greedy answers of one vLLM server equal our HF path at the server's K = 58 and at the K (576, 29) and
+    method each request asks for (the same images under every setting, so vLLM's caches must tell them apart)."""
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"k": k, "method": "fastervlm", "prompts": PROMPTS,
-                               "images": [str(p) for p in IMAGES], "max_tokens": 8}))
+    job.write_text(json.dumps({
+        "k": 58, "method": "fastervlm", "max_tokens": 8,
+        "prompts": PROMPTS * len(REQUESTS), "images": [str(p) for p in IMAGES] * len(REQUESTS),
+        "mm_processor_kwargs": [kw for kw, _, _ in REQUESTS for _ in PROMPTS],
+        "bad_mm_processor_kwargs": {"fastervlm_pruning_method": "fastv"}}))
     result = subprocess.run([PYTHON, str(WORKER), str(served_dir), str(job), str(tmp_path / "out.json")],
                             capture_output=True, text=True, timeout=900, env=ENV, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     served = json.loads((tmp_path / "out.json").read_text())
-    expected = _ours(served_dir, k, 8)
+    assert Path(served["llava"]).resolve().is_relative_to(REPO), served["llava"]  # this checkout's plugin
+    assert "fastervlm_pruning_method 'fastv' prunes inside the LLM" in (served["error"] or ""), served["error"]
     image_id = 1536
-    for got, want in zip(served, expected):
-        assert got["prompt_token_ids"].count(image_id) == (576 if k is None else k)
-        assert got["prompt_token_ids"] == want["prompt_token_ids"]
-        assert got["token_ids"] == want["token_ids"]
+    for row, (_, k, method) in enumerate(REQUESTS):
+        expected = _ours(served_dir, k, method, 8)
+        for got, want in zip(served["outputs"][row * len(PROMPTS):], expected):
+            assert got["prompt_token_ids"].count(image_id) == (576 if k is None else k)
+            assert got["prompt_token_ids"] == want["prompt_token_ids"]
+            assert got["token_ids"] == want["token_ids"], (k, method)
 
 
 def _free_port() -> int:
@@ -105,7 +123,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_vllm_serve_answers_a_chat_request_with_an_image(served_dir, tmp_path):
+def test_vllm_serve_answers_chat_requests_with_an_image(served_dir, tmp_path):
     template = tmp_path / "template.jinja"
     template.write_text(CHAT_TEMPLATE)
     port = _free_port()
@@ -115,7 +133,8 @@ def test_vllm_serve_answers_a_chat_request_with_an_image(served_dir, tmp_path):
     cmd = [PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(served_dir), "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
            "--hf-overrides", overrides, "--chat-template", str(template), "--served-model-name", "tiny",
-           "--limit-mm-per-prompt", json.dumps({"image": 1}), "--max-num-seqs", "2"]
+           "--limit-mm-per-prompt", json.dumps({"image": 1}), "--max-num-seqs", "2",
+           "--trust-request-mm-kwargs"]  # the OpenAI server takes a request's mm_processor_kwargs only with it
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path)
     try:
@@ -137,16 +156,26 @@ def test_vllm_serve_answers_a_chat_request_with_an_image(served_dir, tmp_path):
                 "messages": [{"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
                     {"type": "text", "text": "What is in the picture?"}]}]}
-        request = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as r:
-            reply = json.loads(r.read())
+
+        def chat(extra: dict) -> dict:
+            request = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps({**body, **extra}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=300) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as err:  # the server's reason, in the failure
+                raise AssertionError(f"HTTP {err.code}: {err.read()[:2000]!r}") from None
+
+        reply = chat({})
         assert isinstance(reply["choices"][0]["message"]["content"], str)
         assert reply["usage"]["completion_tokens"] >= 1
         # vLLM tokenizes a rendered chat without special tokens (the template would hold them)
         rendered = AutoTokenizer.from_pretrained(served_dir)("USER: <image>\nWhat is in the picture? ASSISTANT:",
                                                              add_special_tokens=False)["input_ids"]
         assert reply["usage"]["prompt_tokens"] == len(rendered) - 1 + 29  # the image entered as its 29 kept tokens
+        # a request's own K, through the OpenAI API's mm_processor_kwargs
+        reply = chat({"mm_processor_kwargs": {"fastervlm_visual_token_num": 100}})
+        assert reply["usage"]["prompt_tokens"] == len(rendered) - 1 + 100
     finally:
         server.terminate()
         try:

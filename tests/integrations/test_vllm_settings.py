@@ -34,3 +34,32 @@ def test_kept_tokens_never_exceed_the_image():
 def test_bad_settings_name_the_override(overrides, match):
     with pytest.raises(ValueError, match=match):
         pruning_settings(SimpleNamespace(**overrides))
+
+
+def test_a_request_overrides_the_servers_k_and_method():
+    from llava.integrations.vllm_plugin.settings import method_index, method_of, request_pruning
+
+    server = pruning_settings(SimpleNamespace(fastervlm_visual_token_num=58, fastervlm_pruning_method="vispruner",
+                                              fastervlm_pruning_args="important_ratio=0.5"))
+    assert request_pruning(server, {}) is server
+    assert request_pruning(server, {"fastervlm_visual_token_num": 29}).visual_token_num == 29
+    assert request_pruning(server, {"fastervlm_visual_token_num": 29}).args == {"important_ratio": 0.5}
+    assert request_pruning(server, {"fastervlm_visual_token_num": None}).visual_token_num is None
+    assert request_pruning(server, {"fastervlm_visual_token_num": "none"}).visual_token_num is None
+    other = request_pruning(server, {"fastervlm_pruning_method": "visionzip"})
+    assert (other.method, other.visual_token_num, other.args) == ("visionzip", 58, {})  # its own defaults
+    assert method_of(method_index("visionzip")) == "visionzip"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"fastervlm_visual_token_num": 0}, "bad mm_processor_kwargs"),
+    ({"fastervlm_visual_token_num": "many"}, "bad mm_processor_kwargs"),
+    ({"fastervlm_pruning_method": "nope"}, "unknown pruning method 'nope'"),
+    ({"fastervlm_pruning_method": "fastv"}, "mm_processor_kwargs fastervlm_pruning_method 'fastv' prunes inside"),
+    ({"fastervlm_pruning_method": "cdpruner"}, "reads the question text"),
+])
+def test_bad_request_kwargs_name_the_key(kwargs, match):
+    from llava.integrations.vllm_plugin.settings import request_pruning
+
+    with pytest.raises(ValueError, match=match):
+        request_pruning(pruning_settings(SimpleNamespace(fastervlm_visual_token_num=58)), kwargs)

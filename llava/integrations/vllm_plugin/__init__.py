@@ -9,7 +9,9 @@ served pruned only when asked for it, per server, e.g.
 
 (`fastervlm_pruning_method` and `fastervlm_pruning_args` choose another pre-LLM method; the
 environment variables FASTERVLM_VISUAL_TOKEN_NUM / FASTERVLM_PRUNING_METHOD / FASTERVLM_PRUNING_ARGS
-are read when the overrides don't name them.)
+are read when the overrides don't name them.) A request may override K and the method through
+vLLM's `mm_processor_kwargs` (`fastervlm_visual_token_num`, `fastervlm_pruning_method`; the OpenAI
+server accepts them with `--trust-request-mm-kwargs`).
 """
 
 ARCHITECTURE = "FasterVLMLlavaForConditionalGeneration"
