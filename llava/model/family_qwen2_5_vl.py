@@ -45,8 +45,7 @@ def load_qwen2_5_vl(path: str, raw: dict, opts: LoadOptions):
                       what="the Qwen2.5-VL model", **opts.llm_kwargs).eval()
     tower = Qwen25VisionTower(hf.model.visual, name=str(path), cls_stand_in=opts.cls_stand_in)
     model = QwenVLForPruning(hf.config, tower, hf.model.language_model, hf.lm_head, hf.generation_config)
-    if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
-        tower.image_processor = load_processor(path)
+    tower.image_processor = load_processor(path)  # a folder without processor files is refused, naming them
     return model.eval()
 
 

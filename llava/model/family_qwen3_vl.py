@@ -55,8 +55,7 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
                         **kwargs).eval()
     tower = Qwen3VLVisionTower(full.model.visual, cls_stand_in=opts.cls_stand_in, name=str(path))
     tower.vision_tower.set_attn_implementation(opts.vision_attn_implementation)
-    if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
-        tower.image_processor = load_processor(path)
+    tower.image_processor = load_processor(path)  # a folder without processor files is refused, naming them
     return Qwen3VLForPruning(full.config, tower, full.model.language_model, full.lm_head, full.generation_config).eval()
 
 
