@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .checkpoint import strip_prefix
 from .families import LoadOptions, register_family, tiny_checkpoint_cli
-from .input_checks import check_image_sizes, check_pixels, check_prompts
+from .input_checks import check_config_sections, check_image_sizes, check_pixels, check_prompts
 from .inputs_builder import ProcessorInputs, register_inputs_builder
 from .family_llava import HF_LLM_KEYS, HF_MM, _Fit, _install_mm_parts, _load_llm, hf_mm_tensors, llm_config
 from .multimodal import LlavaForPruning
@@ -35,10 +35,6 @@ def is_onevision_config(raw: dict) -> bool:
 
 def onevision_fields(raw: dict) -> tuple[dict, str]:
     """The LLM config fields (with the platform's mm_* values) of a OneVision config.json, and the LLM type."""
-    for key in ("text_config", "vision_config"):
-        if not isinstance(raw.get(key), dict):
-            raise ValueError(f"{MODEL_TYPE} config.json has no {key!r} section; restore config.json from the "
-                             "original checkpoint")
     text, vision = dict(raw["text_config"]), dict(raw["vision_config"])
     layer = raw.get("vision_feature_layer", -1)
     if not isinstance(layer, int):
@@ -99,6 +95,7 @@ def load_onevision(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
 
     from .multimodal_encoder.siglip_encoder import SiglipVisionTower
 
+    check_config_sections(raw, ("text_config", "vision_config"), path)
     fields, llm_type = onevision_fields(raw)
     geometry = OneVisionGeometry.from_config(raw)
     fit = _Fit()

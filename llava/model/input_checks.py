@@ -91,3 +91,12 @@ def check_context(attention_mask: torch.Tensor, text_config) -> None:
     for row, length in enumerate(lengths):
         if length > limit:
             raise ContextOverflowError(row, int(length), int(limit))
+
+
+def check_config_sections(raw: dict, sections, path) -> None:
+    """A config.json must hold each of `sections` as an object (transformers would fill a missing one with the
+    defaults of the largest model and then fail on every weight)."""
+    for key in sections:
+        if not isinstance(raw.get(key), dict):
+            raise ValueError(f"{path}/config.json has no {key!r} section; restore config.json from the original "
+                             "checkpoint")
