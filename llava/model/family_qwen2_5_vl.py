@@ -42,7 +42,8 @@ def load_qwen2_5_vl(path: str, raw: dict, opts: LoadOptions):
     from .multimodal_encoder.qwen2_5_vl_encoder import Qwen25VisionTower
     from .qwen2_5_vl import QwenVLForPruning
 
-    check_config_sections(raw, ("vision_config",), path)
+    # the released config keeps the text fields at the top level, the 5.x layout in text_config
+    check_config_sections(raw, ("vision_config",) if "hidden_size" in raw else ("vision_config", "text_config"), path)
     hf = load_weights(Qwen2_5_VLForConditionalGeneration, path, opts.allow_missing_weights,
                       what="the Qwen2.5-VL model", **opts.llm_kwargs).eval()
     tower = Qwen25VisionTower(hf.model.visual, name=str(path), cls_stand_in=opts.cls_stand_in)

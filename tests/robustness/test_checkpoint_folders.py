@@ -14,6 +14,8 @@ from llava.model.builder import load_pretrained_model
 SECTIONS = [("llava_onevision", {"text_config": {"model_type": "qwen2"}}, "vision_config"),
             ("llava_onevision", {"vision_config": {}}, "text_config"),
             ("qwen2_5_vl", {"text_config": {}}, "vision_config"),
+            ("qwen2_5_vl", {"hidden_size": 64}, "vision_config"),
+            ("qwen2_5_vl", {"vision_config": {}}, "text_config"),  # used to build a 7B-sized LLM (killed here)
             ("qwen3_vl", {"vision_config": {}}, "text_config"),
             ("qwen3_vl", {"text_config": {}}, "vision_config")]
 
