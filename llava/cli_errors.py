@@ -36,9 +36,26 @@ def debug_requested(argv: Sequence[str]) -> bool:
     return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
+_WORKER_PREFIX = "Caught "  # torch's DataLoader re-raises a worker's error as "Caught X in DataLoader worker ..."
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def _worker_message(text: str) -> str:
+    """A DataLoader worker's re-raised error -> the original error's own message (its traceback dropped)."""
+    if not text.startswith(_WORKER_PREFIX) or _WORKER_TRACEBACK not in text:
+        return text
+    lines = text.split(_WORKER_TRACEBACK, 1)[1].splitlines()
+    last = max((i for i, line in enumerate(lines) if line and not line[0].isspace()), default=None)
+    if last is None:
+        return text
+    head, sep, message = lines[last].partition(": ")
+    first = message if sep and " " not in head else lines[last]  # "pkg.ErrorType: message" -> "message"
+    return "\n".join([first, *lines[last + 1:]]).strip() or text
+
+
 def one_line(err: BaseException) -> str:
     """The error's message on one line (the lines of a multi-line message joined by '; ')."""
-    text = str(err).strip() or type(err).__name__
+    text = _worker_message(str(err).strip()) or type(err).__name__
     if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
         text = f"{text}: {err.filename}"
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -99,7 +99,8 @@ def _processor_config(folder: Path) -> dict:
             except ValueError as err:
                 raise ValueError(f"{path}: not valid JSON ({err}); restore it from the original checkpoint") \
                     from None
-    raise FileNotFoundError(f"{folder}: no processor_config.json or preprocessor_config.json (not a processor folder)")
+    raise FileNotFoundError(f"{folder}: no processor_config.json or preprocessor_config.json (not a processor folder); "
+                            "copy the processor files from the released checkpoint")
 
 
 def load_processor(folder: str | Path, torchvision: bool | None = None):

@@ -84,6 +84,8 @@ def _run_field(record: dict, name: str):
     if name == "model_id":
         return record.get("model_id", _ABSENT)
     meta = record.get("metadata")
+    if name == "visual_token_ratio" and isinstance(meta, dict) and "visual_token_num" in meta:
+        return meta.get(name)  # a driver's record without a ratio was written without one (None)
     return meta.get(name, _ABSENT) if isinstance(meta, dict) else _ABSENT
 
 

@@ -187,6 +187,10 @@ def check_coverage(items: Sequence[QAItem], question_file: str, num_samples: int
     questions = read_json(question_file)
     if not isinstance(questions, list):
         raise ValueError(f"{question_file}: expected Video-LLaVA's question list")
+    for i, q in enumerate(questions[:num_samples]):
+        if not isinstance(q, dict) or "question_id" not in q:
+            raise ValueError(f"{question_file}[{i}]: expected a question with a 'question_id' (Video-LLaVA's "
+                             "question file); check --question-file")
     want = [str(q["question_id"]) for q in questions[:num_samples]]
     have = {it.question_id for it in items}
     missing = [q for q in want if q not in have]
@@ -334,6 +338,30 @@ def column_of(benchmark: str | None) -> str:
     return record.columns[0] if record is not None else benchmark
 
 
+def check_judge_args(args: argparse.Namespace) -> None:
+    """The flags' own checks, before any file is read or any request is sent."""
+    from urllib.parse import urlsplit
+
+    for flag, path in (("--answers-file", args.answers_file), ("--question-file", args.question_file),
+                       ("--prompt-file", args.prompt_file)):
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(f"{flag} {path} not found")
+    if args.num_samples is not None and (args.num_samples < 1 or not args.question_file):
+        raise ValueError(f"--num-samples {args.num_samples}: give a count >= 1, together with the --question-file "
+                         "whose first N questions were answered")
+    for flag, value, low in (("--malformed-retries", args.malformed_retries, 0), ("--http-retries", args.http_retries, 1),
+                             ("--judge-max-tokens", args.judge_max_tokens, 1)):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.judge_base_url is not None:
+        url = urlsplit(args.judge_base_url)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"--judge-base-url {args.judge_base_url!r}: expected an http(s) URL of an "
+                             "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if not args.benchmark_name:
@@ -341,8 +369,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     check_scorer_paths(args)
     if Path(args.judgements).resolve() == Path(args.answers_file).resolve():
         raise ValueError("--judgements must not be the --answers-file")
-    if args.malformed_retries < 0:
-        raise ValueError(f"--malformed-retries must be >= 0, got {args.malformed_retries}")
+    check_judge_args(args)
     items = read_answers(args.answers_file)
     if args.question_file:
         check_coverage(items, args.question_file, args.num_samples)

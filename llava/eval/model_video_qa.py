@@ -103,7 +103,7 @@ def read_items(question_file: str, answers_file: str | None, video_folder: str,
                          f"{question_file}; they must be aligned one to one (check --gt-answers-file)")
     if num_samples is not None:
         questions = questions[:num_samples]
-    items = []
+    items, seen = [], set()
     for i, row in enumerate(questions):
         where = f"{question_file}[{i}]"
         if not isinstance(row, dict):
@@ -112,6 +112,13 @@ def read_items(question_file: str, answers_file: str | None, video_folder: str,
         for name in ("video_name", "question", "question_id"):
             if name not in row:
                 raise ValueError(f"{where}: the question has no {name!r}")
+        qid = row["question_id"]
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+            raise ValueError(f"{where}: question_id {qid!r} must be a string or an integer; fix the question file")
+        if str(qid) in seen:
+            raise ValueError(f"{where}: question_id {qid!r} repeats an earlier question's (the answers and the judge "
+                             "are keyed by it); give every question its own id")
+        seen.add(str(qid))
         if not isinstance(row["question"], str):
             raise ValueError(f"{where}: question {row['question_id']} has a non-text 'question'")
         answer = None
@@ -119,6 +126,9 @@ def read_items(question_file: str, answers_file: str | None, video_folder: str,
             ref = answers[i]
             if not isinstance(ref, dict) or "answer" not in ref:
                 raise ValueError(f"{answers_file}[{i}]: expected an object with an 'answer'")
+            if isinstance(ref["answer"], bool) or not isinstance(ref["answer"], (str, int, float)):
+                raise ValueError(f"{answers_file}[{i}]: the answer of question {qid} is {ref['answer']!r}, not a text; "
+                                 "fix the answers file (the judge compares against it)")
             if "question_id" in ref and str(ref["question_id"]) != str(row["question_id"]):
                 raise ValueError(f"{answers_file}[{i}] answers question {ref['question_id']}, but question {i} is "
                                  f"{row['question_id']}; the two files are not aligned")

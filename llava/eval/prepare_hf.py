@@ -94,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (the first N questions), got {args.limit}")
     bench = catalogue.get(args.benchmark)
     out_dir = Path(args.out_dir or Path("playground/data/eval") / bench.folder)
     ctx = Context(

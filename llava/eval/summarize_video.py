@@ -13,6 +13,7 @@ score) as % of the baseline's. "Reduction" is 1 - tokens / baseline tokens.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,27 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _number(value, path: Path, name: str) -> float:
+    """A finite real number of a record, or a ValueError naming the record and the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{path}: {name} is {value!r}, not a number; rewrite the record with llava.eval.eval_video_qa")
+    return float(value)
+
+
+def _checked(path: Path, rec: dict) -> tuple[int | None, float, float, float | None]:
+    """(K, headline accuracy, score, visual tokens) of a video-QA record, each checked."""
+    k = rec["k"]
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"{path}: k is {k!r}; a video-QA record holds K per frame (an integer >= 1) or null "
+                         "(unpruned); rewrite it with llava.eval.eval_video_qa --k")
+    metrics = rec.get("metrics")
+    if not isinstance(metrics, dict) or metrics.get("score") is None:
+        raise ValueError(f"{path}: a video-QA record without metrics.score; write it with llava.eval.eval_video_qa")
+    tokens = rec.get("visual_tokens")
+    return (k, _number(rec["headline"], path, "headline"), _number(metrics["score"], path, "metrics.score"),
+            None if tokens is None else _number(tokens, path, "visual_tokens"))
+
+
 def build_video_table(records: Sequence[tuple[Path, dict]]) -> VideoTable:
     """Arrange video-QA records into runs x benchmarks; a repeated (method, K, benchmark) raises ValueError
     (unpruned runs recorded under several methods are the same model: the first, by path, counts)."""
@@ -46,19 +68,16 @@ def build_video_table(records: Sequence[tuple[Path, dict]]) -> VideoTable:
     tokens: dict[Run, list[float]] = {}
     for path, rec in records:
         column = catalogue.find(rec["benchmark"]).columns[0]
-        k = rec["k"]
+        k, headline, score, visual_tokens = _checked(path, rec)
         run: Run = ("unpruned", None) if k is None else (str(rec.get("method") or "?"), int(k))
-        score = (rec.get("metrics") or {}).get("score")
-        if score is None:
-            raise ValueError(f"{path}: a video-QA record without metrics.score; write it with llava.eval.eval_video_qa")
         if (run, column) in cells:
             if k is None:
                 continue
             raise ValueError(f"{column} of {run[0]} at K={k} is in both {origin[(run, column)]} and {path}; "
                              "keep one of them")
-        cells[(run, column)], origin[(run, column)] = (float(rec["headline"]), float(score)), path
-        if rec.get("visual_tokens") is not None:
-            tokens.setdefault(run, []).append(float(rec["visual_tokens"]))
+        cells[(run, column)], origin[(run, column)] = (headline, score), path
+        if visual_tokens is not None:
+            tokens.setdefault(run, []).append(visual_tokens)
     runs = {run for run, _ in cells}
     baseline: Run | None = ("unpruned", None) if ("unpruned", None) in runs else None
     if baseline is None:

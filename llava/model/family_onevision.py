@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .checkpoint import strip_prefix
 from .families import LoadOptions, register_family, tiny_checkpoint_cli
+from .input_checks import check_config_sections, check_image_sizes, check_pixels, check_prompts
 from .inputs_builder import ProcessorInputs, register_inputs_builder
 from .family_llava import HF_LLM_KEYS, HF_MM, _Fit, _install_mm_parts, _load_llm, hf_mm_tensors, llm_config
 from .multimodal import LlavaForPruning
@@ -60,9 +61,19 @@ def onevision_fields(raw: dict) -> tuple[dict, str]:
 def onevision_inputs(model, input_ids, attention_mask, images, image_sizes, visual_token_num, pruning, signals,
                      geometry: OneVisionGeometry):
     """`family_inputs` of a OneVision model: encode (and prune) the images, collapse their placeholder runs."""
+    check_prompts(input_ids, attention_mask, MODEL_TYPE)
+    if images is None and signals is None:
+        if (input_ids == geometry.image_token_id).any():
+            raise ValueError(f"{MODEL_TYPE}: the prompts hold <image> tokens but no images were given; pass the "
+                             "processor's pixel_values and image_sizes")
+        return input_ids, attention_mask, None
     if image_sizes is None:
         raise ValueError(f"{MODEL_TYPE}: image_sizes (height, width per image, as the processor returns them) "
                          "are required")
+    if images is not None:
+        for views in (images if isinstance(images, (list, tuple)) else [images]):
+            check_pixels(views, MODEL_TYPE)
+        image_sizes = check_image_sizes(image_sizes, len(images), MODEL_TYPE)
     encoded = encode_onevision(model, images, image_sizes, geometry, visual_token_num, pruning, signals)
     ids, mask = collapse_image_runs(input_ids, attention_mask, encoded.unpruned_counts, geometry.image_token_id)
     return ids, mask, encoded
@@ -84,6 +95,7 @@ def load_onevision(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
 
     from .multimodal_encoder.siglip_encoder import SiglipVisionTower
 
+    check_config_sections(raw, ("text_config", "vision_config"), path)
     fields, llm_type = onevision_fields(raw)
     geometry = OneVisionGeometry.from_config(raw)
     fit = _Fit()
@@ -100,8 +112,7 @@ def load_onevision(path: str, raw: dict, opts: LoadOptions) -> LlavaForPruning:
     fit.add(missing, unexpected, prefix="model.vision_tower.")
     fit.check(path, opts, what="the LLaVA-OneVision model")
     model.attach_vision_tower(tower)
-    if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
-        tower.image_processor = load_processor(path)
+    tower.image_processor = load_processor(path)  # a folder without processor files is refused, naming them
     model.family_inputs = functools.partial(onevision_inputs, geometry=geometry)
     return model
 

@@ -38,15 +38,17 @@ def load_qwen2_5_vl(path: str, raw: dict, opts: LoadOptions):
     from llava.vision_compat import load_processor
 
     from .checkpoint_checks import load_weights
+    from .input_checks import check_config_sections
     from .multimodal_encoder.qwen2_5_vl_encoder import Qwen25VisionTower
     from .qwen2_5_vl import QwenVLForPruning
 
+    # the released config keeps the text fields at the top level, the 5.x layout in text_config
+    check_config_sections(raw, ("vision_config",) if "hidden_size" in raw else ("vision_config", "text_config"), path)
     hf = load_weights(Qwen2_5_VLForConditionalGeneration, path, opts.allow_missing_weights,
                       what="the Qwen2.5-VL model", **opts.llm_kwargs).eval()
     tower = Qwen25VisionTower(hf.model.visual, name=str(path), cls_stand_in=opts.cls_stand_in)
     model = QwenVLForPruning(hf.config, tower, hf.model.language_model, hf.lm_head, hf.generation_config)
-    if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
-        tower.image_processor = load_processor(path)
+    tower.image_processor = load_processor(path)  # a folder without processor files is refused, naming them
     return model.eval()
 
 

@@ -41,10 +41,11 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
     from llava.vision_compat import load_processor
 
     from .checkpoint_checks import load_weights
-
+    from .input_checks import check_config_sections
     from .multimodal_encoder.qwen3_vl_encoder import Qwen3VLVisionTower
     from .qwen3_vl import Qwen3VLForPruning
 
+    check_config_sections(raw, ("vision_config", "text_config"), path)
     vision_type = raw.get("vision_config", {}).get("model_type", "qwen3_vl_vision")
     if vision_type not in ("qwen3_vl_vision", "qwen3_vl"):  # early checkpoints wrote "qwen3_vl" (transformers fixes it)
         raise ValueError(f"{path}: vision_config.model_type={vision_type!r}; a Qwen3-VL checkpoint has "
@@ -55,8 +56,7 @@ def load_qwen3_vl(path: str, raw: dict, opts: LoadOptions):
                         **kwargs).eval()
     tower = Qwen3VLVisionTower(full.model.visual, cls_stand_in=opts.cls_stand_in, name=str(path))
     tower.vision_tower.set_attn_implementation(opts.vision_attn_implementation)
-    if (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file():
-        tower.image_processor = load_processor(path)
+    tower.image_processor = load_processor(path)  # a folder without processor files is refused, naming them
     return Qwen3VLForPruning(full.config, tower, full.model.language_model, full.lm_head, full.generation_config).eval()
 
 

@@ -464,8 +464,8 @@ class LlavaMetaForCausalLM:
         if self._pruning(pruning).position_mode == "keep":
             raise ValueError("PruningConfig.position_mode='keep' is not supported by the LLaVA layouts: their splice "
                              "numbers positions 1-D after the cut ('compact'); use position_mode=None or 'compact'")
-        if encoded is None and self.family_inputs is not None and (images is not None or signals is not None):
-            if labels is not None:
+        if encoded is None and self.family_inputs is not None:  # also without images: it refuses image tokens
+            if labels is not None and (images is not None or signals is not None):
                 raise ValueError("labels are not supported with this family's images (inference only)")
             input_ids, attention_mask, encoded = self.family_inputs(
                 self, input_ids, attention_mask, images, image_sizes, visual_token_num, pruning, signals)

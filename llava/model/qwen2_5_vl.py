@@ -25,6 +25,7 @@ from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
 
 from . import qwen_layout
+from .input_checks import check_context, check_grid, check_prompts
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, expand_budgets
 from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
@@ -146,6 +147,7 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
                                   pruning: PruningConfig | None = None, signals: QwenImages | None = None):
         """Prompts with expanded `<|image_pad|>` runs -> qwen_layout's MultimodalInputs (position_ids [3, B, L'])."""
         cfg = self._pruning(pruning)
+        check_prompts(input_ids, attention_mask, FAMILY)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         has_images = (input_ids == self.image_token_id).any()
@@ -156,18 +158,26 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
             positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)
             return qwen_layout.splice(input_ids, attention_mask, self.get_input_embeddings(), [], [], [], positions,
                                       self.image_token_id)
+        no_images = ValueError(f"{FAMILY}: the prompts hold image pad tokens but no images were given; pass the "
+                               "processor's pixel_values and image_grid_thw")
+        if pixel_values is None and signals is None and image_grid_thw is None:
+            raise no_images
         if image_grid_thw is None:
             raise ValueError(f"{FAMILY}: image_grid_thw (the processor's (t, h, w) per image) is required with images")
-        grid = torch.as_tensor(image_grid_thw, device=input_ids.device)
+        grid = check_grid(image_grid_thw, FAMILY).to(input_ids.device)
         merge = self.config.vision_config.spatial_merge_size
         qwen_layout.check_runs(input_ids, attention_mask, self.image_token_id,
                                [int(t * (h // merge) * (w // merge)) for t, h, w in grid.tolist()])
+        if pixel_values is None and signals is None:
+            raise no_images
         encoded = self.encode_images(pixel_values, grid, visual_token_num, cfg, signals)
         positions, _ = qwen_layout.stock_positions(_stock_model_class(), self.config, input_ids, attention_mask,
                                                    self.image_token_id, grid)
-        return qwen_layout.splice(input_ids, attention_mask, self.get_input_embeddings(), encoded.features,
-                                  encoded.kept_indices, encoded.unpruned_counts, positions, self.image_token_id,
-                                  cfg.position_mode, encoded)
+        mm = qwen_layout.splice(input_ids, attention_mask, self.get_input_embeddings(), encoded.features,
+                                encoded.kept_indices, encoded.unpruned_counts, positions, self.image_token_id,
+                                cfg.position_mode, encoded)
+        check_context(mm.attention_mask, self.config.get_text_config())
+        return mm
 
     # ---- forward / generate -----------------------------------------------------------------------
     @torch.no_grad()

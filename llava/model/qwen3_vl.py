@@ -33,6 +33,7 @@ from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
 
 from . import qwen_layout
+from .input_checks import check_context, check_grid, check_prompts
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, \
     expand_budgets, tower_needs
 from .llm_loop import generate as loop_generate
@@ -214,6 +215,7 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         """Processor outputs -> (qwen_layout's MultimodalInputs with position_ids [3, B, L'], the DeepStack
         keywords of the text model), encoding and pruning the images on the way."""
         cfg = self._pruning(pruning)
+        check_prompts(input_ids, attention_mask, FAMILY)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
@@ -228,7 +230,7 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
             image_grid_thw = torch.tensor([img.grid for img in signals])
         if image_grid_thw is None:
             raise ValueError(f"{FAMILY}: images need image_grid_thw (the processor returns it with pixel_values)")
-        grid = torch.as_tensor(image_grid_thw, device=input_ids.device)
+        grid = check_grid(image_grid_thw, FAMILY).to(input_ids.device)
         encoded, deep = self.encode_images(images, grid, visual_token_num, cfg, signals)
         check_image_runs(input_ids, attention_mask, encoded.unpruned_counts, self.tokens)
         positions, _ = qwen_layout.stock_positions(_stock_model_class(), self.qwen_config, input_ids, attention_mask,
@@ -236,6 +238,7 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         mm = qwen_layout.splice(input_ids, attention_mask, self.get_input_embeddings(), encoded.features,
                                 encoded.kept_indices, encoded.unpruned_counts, positions, self.image_token_id,
                                 cfg.position_mode, encoded)
+        check_context(mm.attention_mask, self.qwen_config.get_text_config())
         return mm, deepstack_inputs(mm, deep)
 
     # ---- forward / generate -----------------------------------------------------------------------

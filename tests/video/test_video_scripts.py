@@ -170,7 +170,8 @@ def test_a_rerun_resumes_and_no_judge_keeps_the_answers(suite):
     assert not (suite["base"] / "no-judge").exists() and len(merged(suite, "tgif", "13")) == 2
     bad = subprocess.run(["bash", str(SCRIPTS / "tgif.sh"), "1x"], env=env, cwd=suite["base"], capture_output=True,
                          text=True)
-    assert bad.returncode == 2 and "must be a positive integer (tokens per frame) or 'full', got '1x'" in bad.stderr
+    assert bad.returncode == 2 and ("must be a positive integer (tokens per frame) up to 256 (a frame's patches) or "
+                                    "'full', got '1x'") in bad.stderr
 
 
 def test_the_key_is_written_nowhere(suite):

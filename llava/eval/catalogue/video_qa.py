@@ -128,6 +128,10 @@ def convert(ctx: Context) -> None:
     if extra_ext:
         ctx.note(f"{extra_ext} video(s) have an extension (.webm/.gif) the original script does not try; "
                  "the original would skip those questions")
+    dest = ctx.out_dir / bench.video_folder
+    if (dest.exists() or dest.is_symlink()) and dest.resolve() != videos.resolve():
+        raise ValueError(f"{bench.name}: {dest} already exists and is not {videos}, so the questions would name "
+                         "videos of another folder; remove it or choose another --out-dir")
     write_json(ctx.out("question_file", QUESTIONS_OUT), out_q, indent=2)
     write_json(ctx.out("answers_file", ANSWERS_OUT), out_a, indent=2)
     ctx.files["video_folder"] = str(_link_videos(videos, ctx.out_dir / bench.video_folder, ctx))

@@ -39,6 +39,7 @@ from llava.probe import HeadGeometry, QKProbe, received_attention
 from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_MEAN_ATTN, VisionSignals
 from llava.pruning.signals import signal_spec
 
+from ..input_checks import check_grid, check_patches, check_pixels
 from .patch_grid import QwenPatchProperties
 from .registry import register_vision_adapter
 from .siglip_encoder import CLS_STAND_INS, MissingSignalError
@@ -164,7 +165,9 @@ class Qwen25VisionTower(QwenPatchProperties, nn.Module):
         """
         computed = self.tower_signals(needs)
         vm = self.vision_tower
-        grid_thw = torch.as_tensor(grid_thw, device=self.device)
+        grid_thw = check_grid(grid_thw, "qwen2_5_vl").to(self.device)
+        check_pixels(pixel_values, "qwen2_5_vl")
+        check_patches(pixel_values, grid_thw, vm.patch_embed, "qwen2_5_vl")
         hidden = vm.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))  # [P, D]
         layout = compat.qwen_vision_layout(vm, hidden, grid_thw)
         hidden = vm.permute_input_for_window_attn(hidden, layout.window_index, seq_len=hidden.shape[0])

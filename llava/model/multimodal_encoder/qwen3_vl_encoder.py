@@ -32,6 +32,7 @@ from llava.probe import Captured, HeadGeometry, QKProbe, received_attention
 from llava.pruning.base import SIGNAL_CLS_ATTN, SIGNAL_KEYS, SIGNAL_MEAN_ATTN, VisionSignals
 from llava.pruning.signals import compute_signals, signal_spec
 
+from ..input_checks import check_grid, check_patches, check_pixels
 from .patch_grid import QwenPatchProperties
 from .registry import register_vision_adapter
 from .siglip_encoder import MissingSignalError
@@ -169,13 +170,10 @@ class Qwen3VLVisionTower(QwenPatchProperties, nn.Module):
         """images [P, C*T*p*p] (the processor's `pixel_values`, all images packed), grid_thw [n, 3] -> n images."""
         computed = self.tower_signals(needs)
         vm = self.vision_tower
-        grid_thw = torch.as_tensor(grid_thw, device=self.device)
-        if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
-            raise ValueError(f"grid_thw must be [images, 3] (t, h, w per image), got shape {tuple(grid_thw.shape)}")
+        grid_thw = check_grid(grid_thw, "qwen3_vl").to(self.device)
+        check_pixels(images, "qwen3_vl")
+        check_patches(images, grid_thw, vm.patch_embed, "qwen3_vl")
         sizes = grid_thw.prod(dim=-1).tolist()
-        if images.shape[0] != sum(sizes):
-            raise ValueError(f"pixel_values hold {images.shape[0]} patches but image_grid_thw {grid_thw.tolist()} "
-                             f"needs {sum(sizes)}; pass the processor's pixel_values and image_grid_thw together")
         hidden, block_kwargs = compat.qwen3_vision_prelude(vm, images.to(self.device), grid_thw)  # [P, D]
         probe = QKProbe({self.signal_layer: vm.blocks[self.signal_layer].attn} if computed else {},
                         keep_q=SIGNAL_MEAN_ATTN in computed)

@@ -29,14 +29,15 @@
 
 set -euo pipefail
 
-K="${1:-full}"
+K="${1-full}"  # no argument: full; an empty one (an unset variable, say) is refused below
 if [[ "$K" == full ]]; then
     K_LABEL=full
-elif [[ "$K" =~ ^[0-9]+$ ]] && (( 10#$K >= 1 )); then
+elif [[ "$K" =~ ^[0-9]+$ ]] && (( 10#$K >= 1 && 10#$K <= 256 )); then
     K=$((10#$K))
     K_LABEL="k$K"
 else
-    echo "error: K (the first argument) must be a positive integer (tokens per frame) or 'full', got '$K'" >&2
+    echo "error: K (the first argument) must be a positive integer (tokens per frame) up to 256 (a frame's patches)" \
+         "or 'full', got '$K'" >&2
     exit 2
 fi
 
