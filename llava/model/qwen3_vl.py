@@ -12,7 +12,9 @@
         the kept tokens' DeepStack features (`deepstack_inputs`)
       --Qwen3VLTextModel's own forward (it adds the DeepStack features after its first layers at the
         visual positions), then the LM head--> logits; `qwen_layout.MRopeLoop` decodes, continuing
-        each row's positions.
+        each row's positions. In-LLM methods (fastv, dart, fitprune, pdrop with positions=keep) run in
+        `llm_loop.LLMLoop` instead, with the DeepStack features as its `after_layer` residuals, given
+        per prefill token (`deepstack_residuals`), so a dropped token's features are dropped with it.
 
 Nothing here subclasses or patches transformers: the parts are the ones `Qwen3VLForConditionalGeneration`
 loads, composed side by side; `llava.compat` checks that the text model takes the DeepStack keywords.
