@@ -291,3 +291,14 @@ def test_position_mode_keep_gives_kept_frame_tokens_their_unpruned_positions(vid
         pos, emb = pruned.position_ids[b][valid], pruned.inputs_embeds[b][valid]
         assert bool((pos.diff() > 0).all()) and pos[-1] == int(full_valid.sum()) - 1
         torch.testing.assert_close(emb, full.inputs_embeds[b][full_valid][pos], atol=1e-5, rtol=1e-5)
+
+
+def test_position_mode_keep_refuses_merged_frame_tokens(video_llava, clips):
+    """VisionZip's tokens per frame include [CLS] and merged ones, which stand at no slot of the unpruned block."""
+    model = video_llava[1]
+    ids = torch.tensor([[1, 2, VIDEO_TOKEN_INDEX, 3]])
+    cfg = PruningConfig("visionzip", visual_token_num=16, position_mode="keep")
+    with pytest.raises(ValueError, match="tokens at no slot of the unpruned layout"):
+        model.prepare_multimodal_inputs(ids, [clips[0]], pruning=cfg)
+    assert model.prepare_multimodal_inputs(ids, [clips[0]], pruning=cfg.replace(position_mode="compact")) \
+        .inputs_embeds.shape[1] == 3 + FRAMES * 16
