@@ -9,17 +9,25 @@ the same embeddings with explicit position ids.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from llava.mm_utils import process_images
+from llava.constants import IMAGE_TOKEN_INDEX
+from llava.eval.runner import build_prompt
+from llava.mm_utils import process_images, tokenizer_image_token
 from llava.pruning import PruningConfig
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pruning"))
-from in_llm_helpers import left_padded  # noqa: E402
+def left_padded(tokenizer, questions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids [B, L], attention_mask [B, L]) of LLaVA-1.5 prompts with one image each, left-padded."""
+    rows = [tokenizer_image_token(build_prompt(q, "vicuna_v1", True), tokenizer, IMAGE_TOKEN_INDEX)
+            for q in questions]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
 
 QUESTIONS = ("What shapes are there?", "Describe the picture in detail please.")
 KEEP, COMPACT = PruningConfig(position_mode="keep"), PruningConfig(position_mode="compact")
@@ -107,8 +115,6 @@ def test_greedy_under_keep_equals_the_stock_forward_step_by_step(tiny, inputs):
 def test_a_prompt_ending_in_a_pruned_image_continues_past_its_largest_position(tiny, sample_images):
     """The last kept patch is not the image's last slot: decoding continues one past the row's largest position
     (through the LLM loop, since transformers' generate continues from the last one)."""
-    from llava.constants import IMAGE_TOKEN_INDEX
-
     _, model, processor, _ = tiny
     ids = torch.tensor([[1, 306, 1074, IMAGE_TOKEN_INDEX]])
     pixels = process_images(sample_images[:1], processor, model.config)
