@@ -76,7 +76,7 @@ def answered_ids(path: str | Path, skip_partial_tail: bool = False) -> set[tuple
 # What an answer records about the run that wrote it: `model_id` at the top level, the rest in
 # `metadata`. Resuming with any of them changed would mix two runs in one file.
 RUN_FIELDS = ("model_id", "visual_token_num", "visual_token_ratio", "pruning_method", "pruning_args", "conv_mode",
-              "dtype", "anyres_mode")
+              "dtype", "anyres_mode", "position_mode")
 _ABSENT = object()
 
 

@@ -93,6 +93,10 @@ def add_common_args(parser: argparse.ArgumentParser, conv_mode_default: str | No
     add("--vision-attn", type=str, default="sdpa", choices=["sdpa", "eager"],
         help="the CLIP tower's attention: sdpa, or eager (bitwise equal to an eager CLIPVisionModel's "
              "features, to reproduce eager-tower runs exactly)")
+    add("--position-mode", type=str, default=None, choices=["keep", "compact"],
+        help="positions of the kept tokens in the LLM: keep (the unpruned layout's, text after an image "
+             "continues as unpruned) or compact (renumbered 0, 1, 2, ... as if the pruned tokens never "
+             "existed); default: the family's (compact for the LLaVA families, keep for Qwen-VL)")
     add("--anyres-mode", type=str, default="faithful", choices=["faithful", "paper"],
         help="LLaVA-NeXT pruning: one budget per image over the unmodified model (faithful), "
              "or FasterVLM's fixed 2x2 grid with K per view (paper)")

@@ -751,6 +751,8 @@ def load_model_from_args(args: argparse.Namespace, device: str | None = None):
     keep_ratio = getattr(args, "visual_token_ratio", None)
     if keep_ratio is not None:  # the kept fraction, resolved per image by PruningConfig.budget
         model.pruning = model.pruning.replace(keep_ratio=keep_ratio)
+    if getattr(args, "position_mode", None) is not None:  # recorded by PruningConfig.to_metadata
+        model.pruning = model.pruning.replace(position_mode=args.position_mode)
     return tokenizer, model, image_processor, model_name
 
 

@@ -116,6 +116,9 @@ class EncodedImages:
     unpruned_counts: list[int] | None = None
     # families whose candidates form one grid per image (Qwen-VL's merged grid): its (rows, cols) per image
     grids: list[tuple[int, int]] | None = None
+    # position_mode="keep" (1-D layouts): per image, (length of its block in the unpruned LLM, each of its
+    # K_i tokens' offset in that block [K_i] long, -1 for a token at no slot; None: the whole block in order)
+    unpruned_slots: list[tuple[int, torch.Tensor | None]] | None = None
 
     @property
     def token_counts(self) -> list[int]:
@@ -259,6 +262,7 @@ class LlavaMetaForCausalLM:
 
         features: list[torch.Tensor | None] = [None] * len(budgets)
         kept: list[torch.Tensor | None] = [None] * len(budgets)
+        slots: list[tuple[int, torch.Tensor | None]] = [(n, None)] * len(budgets)
         for k in sorted({k for k, p in zip(budgets, prune) if p}):
             rows = [i for i, (kk, p) in enumerate(zip(budgets, prune)) if p and kk == k]
             sub = signals.index(rows)
@@ -271,6 +275,9 @@ class LlavaMetaForCausalLM:
                 projected = projector(tokens.to(proj_dtype))  # [b, K, D] -> [b, K, H]
             for j, i in enumerate(rows):
                 features[i], kept[i] = projected[j], selection.indices[j]
+                # a kept patch sits at its raster index of the unpruned block; merged tokens sit at no slot
+                slots[i] = (n, selection.indices[j] if selection.tokens is None else
+                            torch.full((projected.shape[1],), -1, dtype=torch.long))
         full_rows = [i for i, p in enumerate(prune) if not p]
         if full_rows:
             tokens = signals.features[full_rows]
@@ -278,7 +285,7 @@ class LlavaMetaForCausalLM:
             for j, i in enumerate(full_rows):
                 features[i] = projected[j]
         return EncodedImages(features=features, kept_indices=kept, num_patches=n, budgets=budgets,
-                             unpruned_counts=[n] * len(budgets))
+                             unpruned_counts=[n] * len(budgets), unpruned_slots=slots)
 
     # ---- LLaVA-NeXT (anyres) ----------------------------------------------------------------
     def is_anyres(self) -> bool:
@@ -342,7 +349,7 @@ class LlavaMetaForCausalLM:
         dtype = next(projector.parameters()).dtype
         method_args = cfg.args
 
-        features, kept_slots, unpruned = [], [], []
+        features, kept_slots, unpruned, slots = [], [], [], []
         start = 0
         for i, (size, n_views, k) in enumerate(zip(image_sizes, counts, budgets)):
             size = tuple(size)
@@ -382,12 +389,15 @@ class LlavaMetaForCausalLM:
             out[token_mask.to(dev)] = projected
             if (~token_mask).any():
                 out[~token_mask.to(dev)] = self.image_newline.to(out.dtype)
+            offsets = keep_slots  # every token of the anyres layout stands at its slot (merged ones too)
             if extra is not None and len(extra):  # tokens at no slot ([CLS]) lead the image's tokens
                 out = torch.cat([projector(extra.to(dtype)), out])
+                offsets = torch.cat([torch.full((len(extra),), -1, dtype=torch.long), offsets])
             features.append(out)
             kept_slots.append(keep_slots if k is not None else None)
+            slots.append((len(layout), offsets if k is not None else None))  # offsets: kept layout slots
         return EncodedImages(features=features, kept_indices=kept_slots, num_patches=side * side, budgets=budgets,
-                             unpruned_counts=unpruned)
+                             unpruned_counts=unpruned, unpruned_slots=slots)
 
     def _select_anyres(self, method, method_args, view_sig, layout, slot_ids, k, paper, side):
         """Kept layout slots (sorted), for merging methods their new tokens in slot order, and the tokens
@@ -461,9 +471,6 @@ class LlavaMetaForCausalLM:
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-        if self._pruning(pruning).position_mode == "keep":
-            raise ValueError("PruningConfig.position_mode='keep' is not supported by the LLaVA layouts: their splice "
-                             "numbers positions 1-D after the cut ('compact'); use position_mode=None or 'compact'")
         if encoded is None and self.family_inputs is not None:  # also without images: it refuses image tokens
             if labels is not None and (images is not None or signals is not None):
                 raise ValueError("labels are not supported with this family's images (inference only)")
@@ -514,4 +521,5 @@ class LlavaMetaForCausalLM:
         max_len = getattr(self.config, "tokenizer_model_max_length", None) or \
             getattr(self.config, "max_position_embeddings", None)
         return self.splice(input_ids, image_feats, self.get_input_embeddings(), attention_mask, labels,
-                           padding_side, max_len, truncate_prompts, encoded)
+                           padding_side, max_len, truncate_prompts, encoded,
+                           position_mode=self._pruning(pruning).position_mode)

@@ -17,6 +17,7 @@ Shapes: B rows (left-padded), T prefill tokens, H hidden width, V vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -108,11 +109,15 @@ class LLMLoop:
     model: the base decoder (LlamaModel, Qwen2Model, ...); lm_head: its output projection.
     """
 
-    def __init__(self, model: nn.Module, lm_head: nn.Module, dropper: TokenDropper | None = None) -> None:
+    def __init__(self, model: nn.Module, lm_head: nn.Module, dropper: TokenDropper | None = None,
+                 after_layer: Callable[[int, LoopState], torch.Tensor | None] | None = None) -> None:
         self.embed, self.layers, self.norm, self.rotary = compat.decoder_parts(model)
         self.config = model.config
         self.lm_head = lm_head
         self.dropper = dropper
+        # after_layer(i, state) -> [B, T, H] added to the hidden states after prefill layer i, or None
+        # (e.g. `in_llm.OriginResiduals`, Qwen3-VL's DeepStack features, which follow their tokens' origins)
+        self.after_layer = after_layer
         self.impl = compat.attention_implementation(model.config)
         self.cache = compat.new_cache(model.config)
         self.segments: list[_Segment] = []
@@ -200,6 +205,10 @@ class LLMLoop:
                 state.hidden = compat.call_decoder_layer(
                     layer, state.hidden, attention_mask=mask, position_ids=state.position_ids,
                     position_embeddings=rope, cache=self.cache)
+                if self.after_layer is not None:
+                    added = self.after_layer(i, state)
+                    if added is not None:
+                        state.hidden = state.hidden + added.to(state.hidden)
         self.next_position = next_position
         return self.lm_head(self.norm(state.hidden[:, -1]))  # [B, H] -> [B, V]
 

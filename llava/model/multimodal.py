@@ -62,6 +62,13 @@ def with_mm_defaults(config: PretrainedConfig) -> PretrainedConfig:
     return config
 
 
+def last_is_largest(position_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
+    """Whether every (left-padded) row's last position [B, T] is its largest, so that transformers' `generate`,
+    which continues one past the last, continues one past the largest."""
+    largest = position_ids.masked_fill(~attention_mask.bool(), -1).amax(dim=1)
+    return bool((position_ids[:, -1] == largest).all())
+
+
 def original_name(name: str) -> str:
     """Our parameter name -> the original LLaVA checkpoint's name."""
     for ours, theirs in _TO_ORIGINAL:
@@ -225,13 +232,29 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
         self.last_multimodal = mm.encoded
         pruner = self.in_llm_pruner(mm, pruning)
         if pruner is None:
-            return self.llm.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+            return self.generate_spliced(mm, self._pruning(pruning).position_mode, **kwargs)
         loop = LLMLoop(self.get_model(), self.lm_head, pruner)
         out = loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
                             **kwargs)
         mm.encoded.kept_indices = list(pruner.kept)
         mm.encoded.in_llm = pruner.report()
         return out
+
+    def generate_spliced(self, mm: MultimodalInputs, position_mode: str | None = None, **kwargs) -> torch.LongTensor:
+        """The stock LLM's `generate` on a left-padded spliced batch; returns the new tokens [B, T_new].
+
+        "compact" (None): transformers numbers the positions from the mask, as always. "keep": the splice's
+        position ids go along; transformers continues one past each row's last position, which is its
+        largest unless a prompt ends inside a pruned image: such a batch decodes through the LLM loop (no
+        dropper), which continues one past the row's largest position.
+        """
+        if position_mode != "keep":
+            return self.llm.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **kwargs)
+        if last_is_largest(mm.position_ids, mm.attention_mask):
+            return self.llm.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
+                                     position_ids=mm.position_ids, **kwargs)
+        return loop_generate(LLMLoop(self.get_model(), self.lm_head), mm.inputs_embeds, mm.attention_mask,
+                             mm.position_ids, self.generation_config, **kwargs)
 
     def in_llm_pruner(self, mm: MultimodalInputs, pruning: PruningConfig | None = None):
         """The token dropper of an in-LLM pruning method (e.g. FastV) for this batch, or None."""

@@ -197,6 +197,21 @@ def _assemble(base_tokens: torch.Tensor, grid_tokens: torch.Tensor, newline: tor
     return torch.cat(pieces)
 
 
+def unpruned_offsets(kept: torch.Tensor, grid: ImageGrid) -> torch.Tensor:
+    """The offsets, in the image's unpruned block, of its LLM tokens after pruning to candidates `kept` [M] (sorted):
+    base tokens at their index, grid token (r, c) at n + r (out_w + 1) + c, and the newline of each kept row r at
+    n + r (out_w + 1) + out_w, in the order `_assemble` gives them. -> [K] long."""
+    n = grid.side * grid.side
+    kept = kept.cpu().long()
+    base, cells = kept[kept < n], kept[kept >= n] - n
+    rows, cols = cells // grid.out_w, cells % grid.out_w
+    pieces = [base]
+    for row in torch.unique(rows).tolist():
+        start = n + row * (grid.out_w + 1)
+        pieces += [start + cols[rows == row], torch.tensor([start + grid.out_w])]
+    return torch.cat(pieces)
+
+
 def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeometry,
                      visual_token_num="pruning", pruning: PruningConfig | None = None,
                      signals: VisionSignals | None = None):
@@ -237,11 +252,12 @@ def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeomet
     projector = model.mm_projector
     dtype = next(projector.parameters()).dtype
     newline = model.image_newline
-    features, kept_all, start = [], [], 0
+    features, kept_all, slots, start = [], [], [], 0
     for g, k, p in zip(grids, budgets, prune):
         sig = signals.index(slice(start, start + g.views))
         start += g.views
         feats = sig.features  # [v, N, D]
+        slots.append((g.num_tokens, None))
         if not p:
             grid_proj = projector(grid_values(feats, g, downsample=False).to(dtype))  # [h*w, D] -> [h*w, H]
             grid_proj = downsample_tokens(grid_proj, g)
@@ -267,8 +283,9 @@ def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeomet
             grid_tokens = projector(grid_values(feats, g)[grid_kept.to(feats.device)].to(dtype))
         features.append(_assemble(base_tokens, grid_tokens, newline, g, kept))
         kept_all.append(kept)
+        slots[-1] = (g.num_tokens, unpruned_offsets(kept, g))
     return EncodedImages(features=features, kept_indices=kept_all, num_patches=geometry.side**2, budgets=budgets,
-                         unpruned_counts=[g.num_tokens for g in grids])
+                         unpruned_counts=[g.num_tokens for g in grids], unpruned_slots=slots)
 
 
 def collapse_image_runs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, counts: Sequence[int],

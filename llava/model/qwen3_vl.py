@@ -12,7 +12,9 @@
         the kept tokens' DeepStack features (`deepstack_inputs`)
       --Qwen3VLTextModel's own forward (it adds the DeepStack features after its first layers at the
         visual positions), then the LM head--> logits; `qwen_layout.MRopeLoop` decodes, continuing
-        each row's positions.
+        each row's positions. In-LLM methods (fastv, dart, fitprune, pdrop with positions=keep) run in
+        `llm_loop.LLMLoop` instead, with the DeepStack features as its `after_layer` residuals, given
+        per prefill token (`deepstack_residuals`), so a dropped token's features are dropped with it.
 
 Nothing here subclasses or patches transformers: the parts are the ones `Qwen3VLForConditionalGeneration`
 loads, composed side by side; `llava.compat` checks that the text model takes the DeepStack keywords.
@@ -31,11 +33,13 @@ from llava import compat
 from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
+from llava.pruning.in_llm import OriginResiduals
 
 from . import qwen_layout
 from .input_checks import check_context, check_grid, check_prompts
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, \
     expand_budgets, tower_needs
+from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
 from .qwen_parts import QwenComposedParts
 from .multimodal_encoder.qwen3_vl_encoder import MissingSignalError, Qwen3VLImage
@@ -85,6 +89,22 @@ def deepstack_inputs(mm: MultimodalInputs, deepstack: Sequence[Sequence[torch.Te
     layers = [torch.cat([image[j] for image in deepstack]).to(mm.inputs_embeds.device, dtype)
               for j in range(len(deepstack[0]))]
     return {"visual_pos_masks": visual, "deepstack_visual_embeds": layers}
+
+
+def deepstack_residuals(mm: MultimodalInputs, deep: dict) -> OriginResiduals | None:
+    """The DeepStack features as the LLM loop's `after_layer` additions: per DeepStack layer j a dense [B, L', H],
+    the kept tokens' features at their visual positions (the stock text model's masked add) and zeros elsewhere.
+    Indexed by prefill position, so they follow their tokens through in-LLM drops. None when the batch holds no
+    image."""
+    if not deep:
+        return None
+    mask = deep["visual_pos_masks"]  # [B, L'] bool
+    per_layer = {}
+    for j, embeds in enumerate(deep["deepstack_visual_embeds"]):  # [V, H] in row-major order of the mask
+        dense = mm.inputs_embeds.new_zeros(mm.inputs_embeds.shape)
+        dense[mask] = embeds.to(dense)
+        per_layer[j] = dense
+    return OriginResiduals(per_layer)
 
 
 class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
@@ -166,11 +186,8 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
             budgets = [cfg.budget(n) for n in counts]
         else:
             budgets = expand_budgets(visual_token_num, len(counts))
-        prune = [k is not None and k < n for k, n in zip(budgets, counts)]
-        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: its schedule prunes without K
-        if method.stage == "in_llm" and (scheduled or any(k is not None for k in budgets)):
-            raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY} yet: in-LLM methods need the "
-                             "LLM loop, which does not inject DeepStack features; use a pre-LLM method")
+        # in-LLM methods get every token (with its DeepStack features); their K_i is the image's budget in the LLM
+        prune = [k is not None and k < n and method.stage == "pre_llm" for k, n in zip(budgets, counts)]
         needs = method.needs if any(prune) else frozenset()
         if signals is None:
             outs = self.vision_signals(images, image_grid_thw, needs=needs, pruning=cfg)
@@ -255,6 +272,8 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         mm, deep = self.prepare_multimodal_inputs(input_ids, attention_mask, pixels,
                                                   qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY), visual_token_num, pruning)
         self.last_multimodal = mm.encoded
+        if self.in_llm_pruner(mm, pruning) is not None:
+            raise ValueError("in-LLM pruning (e.g. fastv) runs in generate(); forward() would run the unpruned LLM")
         logits = qwen_layout.full_logits(self.language_model, self.lm_head, mm.inputs_embeds, mm.attention_mask,
                                          mm.position_ids, **deep, **kwargs)
         return CausalLMOutputWithPast(logits=logits)
@@ -285,6 +304,39 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         mm, deep = self.prepare_multimodal_inputs(ids, attention_mask, pixels, qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY),
                                                   visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded
-        loop = qwen_layout.MRopeLoop(self.language_model, self.lm_head, prefill_kwargs=deep)
-        return loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
-                             **kwargs)
+        pruner = self.in_llm_pruner(mm, pruning)
+        if pruner is None:
+            loop = qwen_layout.MRopeLoop(self.language_model, self.lm_head, prefill_kwargs=deep)
+            return loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
+                                 **kwargs)
+        # the loop drops tokens; each keeps its M-RoPE ids [3, B, T] and its DeepStack features (by origin)
+        loop = LLMLoop(self.language_model, self.lm_head, pruner, after_layer=deepstack_residuals(mm, deep))
+        out = loop_generate(loop, mm.inputs_embeds, mm.attention_mask, mm.position_ids, self.generation_config,
+                            **kwargs)
+        mm.encoded.kept_indices = list(pruner.kept)
+        mm.encoded.in_llm = pruner.report()
+        return out
+
+    def in_llm_pruner(self, mm: MultimodalInputs, pruning: PruningConfig | None = None):
+        """The token dropper of an in-LLM method (fastv, dart, ...) for this batch, or None (nothing to prune).
+
+        Methods that renumber positions or add tokens (pdrop's default, sparsevlm) are refused: the M-RoPE
+        positions are kept, and an added token would have no DeepStack features."""
+        cfg = self._pruning(pruning)
+        method = get_method(cfg.method)
+        if method.stage != "in_llm" or mm.encoded is None:
+            return None
+        args = {**method.defaults, **method.check_args(dict(cfg.args))}
+        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
+        if not scheduled and all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
+            return None
+        pruner = method.llm_pruner(mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers, **args)
+        if getattr(pruner, "renumber_positions", False):
+            raise ValueError(f"pruning method {method.name!r} renumbers the surviving tokens' positions inside the "
+                             f"LLM, which {FAMILY} does not support yet (its M-RoPE positions are kept); use a "
+                             "setting that keeps positions (pdrop: positions=keep)")
+        if hasattr(pruner, "inserted"):
+            raise ValueError(f"pruning method {method.name!r} adds tokens inside the LLM, which {FAMILY} does not "
+                             "support yet (an added token has no DeepStack features); use fastv, dart, fitprune or "
+                             "pdrop with positions=keep")
+        return pruner

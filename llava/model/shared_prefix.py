@@ -10,6 +10,10 @@ cache is computed once (batch of 1) and kept in a `PrefixStore`; a batch of ques
 with the attention mask zero on the padding, so the positions (the mask's cumulative sum, as
 transformers' generate computes them) continue at P. P is the common token prefix of the spliced
 rows (never a hard-coded length), cut to at most every row's length minus one.
+
+Under `position_mode="keep"` the spliced rows carry position ids with gaps (the unpruned layout's):
+the prefix is also the common prefix of those ids, it is prefilled at them, and `generate` gets every
+row's ids explicitly (padding at 0).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import torch
 from llava import compat
 
 from .llava_arch import FROM_PRUNING
+from .multimodal import last_is_largest
 
 
 @dataclass
 class _Prefix:
     embeds: torch.Tensor  # [P, H] the spliced prefix
     cache: Any  # its KV cache, batch of 1
+    positions: torch.Tensor | None = None  # [P] its position ids under position_mode="keep" (None: 0 .. P - 1)
 
 
 class PrefixStore:
@@ -123,6 +129,20 @@ def generate_shared(
         raise ValueError("a shared prefix supports num_beams=1 only")
     mask = mm.attention_mask.bool()
     rows = [mm.inputs_embeds[b][mask[b]] for b in range(len(mask))]  # B x [L_b, H], unpadded
+    keep = model._pruning(pruning).position_mode == "keep"
+    if keep and not last_is_largest(mm.position_ids, mm.attention_mask):  # a prompt ends inside a pruned image
+        return model.generate_spliced(mm, "keep", **gen_kwargs)
+    row_pos = [mm.position_ids[b][mask[b]] for b in range(len(mask))] if keep else None  # B x [L_b]
+
+    def common(members: list[int], stored: _Prefix | None = None) -> int:
+        """The common prefix of the members' rows (and of their positions under "keep"), and of `stored`'s."""
+        embeds = [rows[b] for b in members] + ([stored.embeds] if stored is not None else [])
+        n = common_prefix_length(embeds)
+        if keep:
+            pos = [row_pos[b][:, None] for b in members]
+            pos += [stored.positions[:, None]] if stored is not None and stored.positions is not None else []
+            n = min(n, common_prefix_length(pos)) if stored is None or stored.positions is not None else 0
+        return n
     keys = [k if k is not None else ("row", b, id(mm)) for b, k in enumerate(prefix_keys)]
     groups: dict[Hashable, list[int]] = {}
     for b, k in enumerate(keys):
@@ -131,17 +151,18 @@ def generate_shared(
     prefixes: dict[Hashable, tuple[_Prefix, int]] = {}  # key -> (prefix, usable length)
     for key, members in groups.items():
         members_rows = [rows[b] for b in members]
-        own = min(common_prefix_length(members_rows), min(r.shape[0] for r in members_rows) - 1)
+        own = min(common(members), min(r.shape[0] for r in members_rows) - 1)
         stored = store.get(key) if prefix_keys[members[0]] is not None else None
         if stored is not None:
-            usable = min(own, common_prefix_length([stored.embeds, members_rows[0][:own]]))
+            usable = min(own, common(members[:1], stored))
             if usable > 0:
                 prefixes[key] = (stored, usable)
                 continue
         if own < 1:
             own = 0
         start = time.perf_counter()
-        prefix = _Prefix(members_rows[0][:own], _prefill(model, members_rows[0][:own]))
+        positions = row_pos[members[0]][:own] if keep else None
+        prefix = _Prefix(members_rows[0][:own], _prefill(model, members_rows[0][:own], positions), positions)
         store.seconds += time.perf_counter() - start
         store.computed += 1
         if prefix_keys[members[0]] is not None:
@@ -150,7 +171,7 @@ def generate_shared(
 
     length = min(usable for _, usable in prefixes.values())  # one cache length for the whole batch
     if length < 1:  # nothing shared (e.g. a one-token prompt): the plain path
-        return model.llm.generate(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask, **gen_kwargs)
+        return model.generate_spliced(mm, "keep" if keep else None, **gen_kwargs)
     order = list(prefixes)
     cache = compat.batch_prefix_cache(model.llm.config, [prefixes[k][0].cache for k in order],
                                       [order.index(k) for k in keys], length)
@@ -158,21 +179,27 @@ def generate_shared(
     ref = rows[0]
     embeds = ref.new_zeros(len(rows), length + width, ref.shape[-1])
     full_mask = torch.zeros(len(rows), length + width, dtype=torch.long, device=ref.device)
+    full_pos = torch.zeros(len(rows), length + width, dtype=torch.long, device=ref.device)
     for b, r in enumerate(rows):
         suffix = r.shape[0] - length
         embeds[b, :length] = r[:length]
         embeds[b, length + width - suffix:] = r[length:]  # [prefix | pad | suffix]
         full_mask[b, :length] = 1
         full_mask[b, length + width - suffix:] = 1
+        if keep:
+            full_pos[b, :length] = row_pos[b][:length]
+            full_pos[b, length + width - suffix:] = row_pos[b][length:]
+    positions = {"position_ids": full_pos} if keep else {}  # compact: transformers numbers them from the mask
     return model.llm.generate(inputs_embeds=embeds, attention_mask=full_mask,
-                              **{compat.cache_kwarg(model.llm): cache}, **gen_kwargs)
+                              **{compat.cache_kwarg(model.llm): cache}, **positions, **gen_kwargs)
 
 
-def _prefill(model, prefix: torch.Tensor) -> Any:
-    """The KV cache of one spliced prefix [P, H] (positions 0..P-1, nothing padded)."""
+def _prefill(model, prefix: torch.Tensor, positions: torch.Tensor | None = None) -> Any:
+    """The KV cache of one spliced prefix [P, H] (at `positions` [P], default 0..P-1; nothing padded)."""
     cache = compat.new_cache(model.llm.config)
     if prefix.shape[0] == 0:
         return cache
+    at = {} if positions is None else {"position_ids": positions[None].to(prefix.device)}
     out = model.llm(inputs_embeds=prefix[None], use_cache=True, logits_to_keep=1,
-                    **{compat.cache_kwarg(model.llm): cache})
+                    **{compat.cache_kwarg(model.llm): cache}, **at)
     return compat.output_cache(out)

@@ -173,24 +173,33 @@ class VideoLlavaForPruning(LlavaForPruning):
         proj_dtype = next(projector.parameters()).dtype
         patches = add_projected(VisionSignals(signals.features[:, 1:], **signals.values), projector, needs)
 
-        features, kept = [], []
+        features, kept, slots = [], [], []
+        block = t * (1 + n)  # the unpruned video block: each frame's [CLS] token, then its patches
         for i, k in enumerate(frame_budgets):
             rows = slice(i * t, (i + 1) * t)
             if not prune[i]:
                 tokens = signals.features[rows]  # [T, 1 + N, D]: each frame's [CLS] row, then its patches
                 features.append(projector(tokens.to(proj_dtype)).flatten(0, 1))  # -> [T * (1 + N), H]
                 kept.append(None)
+                slots.append((block, None))
                 continue
             frames = patches.index(rows)  # T frames of N patches
             if cfg.video_mode == "temporal":
-                projected, indices = self._select_temporal(method, cfg.args, frames, t * k)
+                projected, indices, merged = self._select_temporal(method, cfg.args, frames, t * k)
+                frame, patch = indices.cpu() // n, indices.cpu() % n  # f * N + p
             else:
-                projected, indices = self._select_per_frame(method, cfg.args, frames, k)
+                projected, indices, merged = self._select_per_frame(method, cfg.args, frames, k)
+                frame = torch.arange(indices.shape[0])[:, None].expand_as(indices.cpu()).flatten()
+                patch = indices.cpu().flatten()
+            offsets = frame * (1 + n) + 1 + patch  # [T * K] the kept patches' offsets in the unpruned block
+            if merged or len(offsets) != projected.shape[0]:
+                offsets = torch.full((projected.shape[0],), -1, dtype=torch.long)  # merged tokens: at no slot
             features.append(projected)
             kept.append(indices)
+            slots.append((block, offsets))
         budgets = [None if k is None else t * k for k in frame_budgets]
         return EncodedVisuals(features=features, kept_indices=kept, num_patches=n, budgets=budgets,
-                              frames=[t] * n_videos, frame_budgets=frame_budgets)
+                              frames=[t] * n_videos, frame_budgets=frame_budgets, unpruned_slots=slots)
 
     def _project(self, selection, frames: VisionSignals) -> torch.Tensor:
         """The selection's tokens through the projector: [B, K, H] (only kept tokens are projected)."""
@@ -202,23 +211,24 @@ class VideoLlavaForPruning(LlavaForPruning):
         return self.mm_projector(tokens.to(next(self.mm_projector.parameters()).dtype))
 
     def _select_per_frame(self, method, args: dict, frames: VisionSignals, k: int):
-        """K tokens of every frame, each frame scored on its own: -> ([T * K, H], kept [T, M])."""
+        """K tokens of every frame, each frame scored on its own: -> ([T * K, H], kept [T, M], merged)."""
         t, n = frames.features.shape[:2]
         if k >= n:
             indices = torch.arange(n, device=frames.features.device).expand(t, n)
             tokens = gather_tokens(frames.features, indices)
-            return self.mm_projector(tokens.to(next(self.mm_projector.parameters()).dtype)).flatten(0, 1), indices
+            return self.mm_projector(tokens.to(next(self.mm_projector.parameters()).dtype)).flatten(0, 1), indices, \
+                False
         selection = method.select(frames, k, **args)  # frames are a batch of T: one selection per frame
-        return self._project(selection, frames).flatten(0, 1), selection.indices
+        return self._project(selection, frames).flatten(0, 1), selection.indices, selection.tokens is not None
 
     def _select_temporal(self, method, args: dict, frames: VisionSignals, total: int):
-        """`total` tokens chosen jointly over all frames: -> ([total, H], kept [total] as f * N + p)."""
+        """`total` tokens chosen jointly over all frames: -> ([total, H], kept [total] as f * N + p, merged)."""
         t, n = frames.features.shape[:2]
         frame = torch.arange(t).repeat_interleave(n)
         patch = torch.arange(n).repeat(t)
         candidates = frames.gather(frame, patch)  # one candidate set of T * N patches, frame-major
         selection = method.select(candidates, total, **args)  # indices [1, total] into f * N + p
-        return self._project(selection, candidates)[0], selection.indices[0]
+        return self._project(selection, candidates)[0], selection.indices[0], selection.tokens is not None
 
     # ---- splice -------------------------------------------------------------------------------
     def prepare_multimodal_inputs(
@@ -260,7 +270,8 @@ class VideoLlavaForPruning(LlavaForPruning):
         max_len = getattr(self.config, "tokenizer_model_max_length", None) or \
             getattr(self.config, "max_position_embeddings", None)
         return self.splice(ids, encoded.features, self.get_input_embeddings(), attention_mask, labels,
-                           padding_side, max_len, truncate_prompts, encoded)
+                           padding_side, max_len, truncate_prompts, encoded,
+                           position_mode=self._pruning(pruning).position_mode)
 
     def _encode_from_signals(self, input_ids, is_video, signals, visual_token_num, pruning) -> EncodedVisuals:
         """Video-only prompts from a `video_signals` run (one per `<video>`, reading order)."""
@@ -307,13 +318,15 @@ class VideoLlavaForPruning(LlavaForPruning):
         for_rows = lambda rows: visual_token_num if budgets is None else [budgets[i] for i in rows]  # noqa: E731
         out = EncodedVisuals(features=[None] * len(items), kept_indices=[None] * len(items),
                              num_patches=self.get_vision_tower().num_patches, budgets=[None] * len(items),
-                             frames=[None] * len(items), frame_budgets=[None] * len(items))
+                             frames=[None] * len(items), frame_budgets=[None] * len(items),
+                             unpruned_slots=[None] * len(items))
         if image_rows:
             enc = self.encode_images(torch.stack([items[i] for i in image_rows]), for_rows(image_rows),
                                      pruning=pruning)
             for j, i in enumerate(image_rows):
                 out.features[i], out.kept_indices[i], out.budgets[i] = enc.features[j], enc.kept_indices[j], \
                     enc.budgets[j]
+                out.unpruned_slots[i] = enc.unpruned_slots[j]
         if video_rows:
             shapes = {tuple(items[i].shape) for i in video_rows}
             if len(shapes) > 1:
@@ -323,5 +336,6 @@ class VideoLlavaForPruning(LlavaForPruning):
             for j, i in enumerate(video_rows):
                 out.features[i], out.kept_indices[i], out.budgets[i] = enc.features[j], enc.kept_indices[j], \
                     enc.budgets[j]
+                out.unpruned_slots[i] = enc.unpruned_slots[j]
                 out.frames[i], out.frame_budgets[i] = enc.frames[j], enc.frame_budgets[j]
         return out

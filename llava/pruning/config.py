@@ -20,8 +20,8 @@ from typing import Any, Mapping
 ANYRES_MODES = ("faithful", "paper")
 # How a video's budget is spent: K per frame ("frame", FasterVLM's table) or T x K over all frames jointly.
 VIDEO_MODES = ("frame", "temporal")
-# Where kept visual tokens sit in the LLM (families with multi-axis positions, Qwen-VL): "keep" their
-# unpruned positions, or "compact" (renumbered as if the pruned tokens never existed). None: the family's default.
+# Where kept visual tokens sit in the LLM: "keep" their unpruned positions, or "compact" (renumbered as if
+# the pruned tokens never existed). None: the family's default (Qwen-VL: keep; the LLaVA layouts: compact).
 POSITION_MODES = ("keep", "compact")
 
 # Names under which releases before PruningConfig stored the settings in config.json.
@@ -84,9 +84,9 @@ class PruningConfig:
     video_mode: videos (Video-LLaVA), 'frame' (K per frame, each frame scored on its own) or
         'temporal' (T x K tokens chosen jointly over the T frames).
     position_mode: where kept visual tokens sit, 'keep' (their unpruned positions) or 'compact'
-        (renumbered as if the pruned tokens never existed); None is the family's default. Read by
-        the Qwen-VL families; the LLaVA layouts number positions 1-D after the cut (compact) and
-        refuse 'keep'.
+        (renumbered as if the pruned tokens never existed); None is the family's default: 'keep'
+        on the Qwen-VL families (M-RoPE), 'compact' on the 1-D LLaVA layouts (FasterVLM's official
+        layout), which take 'keep' too (docs/MODELS.md, "Positions").
     """
 
     method: str = "fastervlm"

@@ -6,6 +6,11 @@ captured, and it answers which tokens each row keeps. The loop does the removal 
 states, so the layers after a drop really run on fewer tokens and store fewer keys in the cache.
 A method may also add tokens at a drop (SparseVLM recycles pruned tokens into merged ones): they
 enter the hidden states and the cache of the later layers like any kept token.
+
+A model may also add residuals to the hidden states after given layers (Qwen3-VL's DeepStack
+features, added at the visual tokens after its first layers): `OriginResiduals` holds them per
+prefill token, and the loop gathers them by each current token's origin, so a token dropped before
+such a layer takes its residual with it and no other token receives it.
 """
 
 from __future__ import annotations
@@ -87,3 +92,31 @@ class TokenDropper(Protocol):
     def report(self) -> dict:
         """What was kept, for the answers' metadata."""
         ...
+
+
+class OriginResiduals:
+    """Additions to the hidden states after some decoder layers, given per prefill token (the `after_layer` hook).
+
+    per_layer: {layer index: [B, T0, H]} the addition to each prefill token (by its origin, its index in the
+    prefill sequence; zeros where nothing is added). Called by the loop after layer i of the prefill as
+    `residuals(i, state)`, it returns [B, T, H] for the current tokens, or None when layer i adds nothing.
+    Padding, tokens a method added (origin < 0) and tokens past the prefill (origin >= T0, FastV's
+    per-token rerun) get zeros.
+    """
+
+    def __init__(self, per_layer: dict[int, torch.Tensor]) -> None:
+        self.per_layer = dict(per_layer)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted(self.per_layer))
+
+    def __call__(self, layer: int, state: LoopState) -> torch.Tensor | None:
+        table = self.per_layer.get(layer)
+        if table is None:
+            return None
+        t0 = table.shape[1]
+        origin = state.origin.to(table.device)
+        inside = (origin >= 0) & (origin < t0) & state.valid.to(table.device)  # [B, T]
+        index = origin.clamp(0, t0 - 1)[..., None].expand(-1, -1, table.shape[-1])  # [B, T, H]
+        return table.gather(1, index) * inside[..., None].to(table.dtype)  # [B, T0, H] -> [B, T, H]

@@ -77,3 +77,19 @@ def test_each_pre_llm_method_keeps_its_contract_on_each_family_or_refuses_by_nam
 
 def test_every_processor_family_is_registered():
     assert sorted(FAMILIES) == sorted(PROCESSOR_FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fastv_prunes_inside_each_familys_llm(loaded, family):
+    """The in-LLM contract on each family (Qwen3-VL with its DeepStack features following the tokens): every
+    visual token enters the LLM, FastV keeps K of each image after its layer (sorted, unique, in range), and
+    K >= N_i keeps every token."""
+    model, batch, n_full = loaded(family)
+    args = {"layer": 1}
+    whole = _run(model, batch, PruningConfig("fastv", n_full, method_args=args))
+    assert whole.token_counts == [n_full] and whole.in_llm["kept_after_layer"] == [n_full]
+    k = n_full - MARGIN
+    pruned = _run(model, batch, PruningConfig("fastv", k, method_args=args))
+    assert pruned.token_counts == [n_full] and pruned.in_llm["kept_after_layer"] == [k]
+    values = pruned.kept_indices[0].tolist()
+    assert values == sorted(set(values)) and len(values) == k and 0 <= values[0] and values[-1] < n_full

@@ -262,3 +262,20 @@ def test_every_in_llm_method_runs_inside_onevisions_qwen2_or_names_what_it_lacks
     block = model.last_multimodal.token_counts[0]
     after = report["kept_per_stage"][0] if "kept_per_stage" in report else report["kept_after_layer"]
     assert all(0 < k < block for k in after), (name, block, after)
+
+
+def test_position_mode_keep_gives_kept_tokens_and_newlines_their_unpruned_positions(ov, batch):
+    """position_mode='keep': a kept token (newlines included) sits at the position of the same token in the unpruned
+    layout, and the text after the image continues as unpruned; the default stays compact."""
+    model = ov[1]
+    full = model.prepare_multimodal_inputs(**_ours(model, batch), pruning=PruningConfig(position_mode="compact"))
+    keep = PruningConfig(visual_token_num=64, position_mode="keep")
+    pruned = model.prepare_multimodal_inputs(**_ours(model, batch), pruning=keep)
+    for b in range(len(SIZES)):
+        valid, full_valid = pruned.attention_mask[b].bool(), full.attention_mask[b].bool()
+        pos, emb = pruned.position_ids[b][valid], pruned.inputs_embeds[b][valid]
+        assert bool((pos.diff() > 0).all()) and pos[-1] == int(full_valid.sum()) - 1
+        torch.testing.assert_close(emb, full.inputs_embeds[b][full_valid][pos], atol=1e-5, rtol=1e-5)
+    compact = model.prepare_multimodal_inputs(**_ours(model, batch), pruning=keep.replace(position_mode=None))
+    valid = compact.attention_mask[0].bool()
+    assert compact.position_ids[0][valid].tolist() == list(range(int(valid.sum())))

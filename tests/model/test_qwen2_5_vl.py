@@ -303,13 +303,13 @@ def test_a_mismatched_prompt_is_refused(qwen, batch):
                                           visual_token_num=None)
 
 
-def test_the_llava_layouts_refuse_position_mode_keep(tiny):
+def test_the_llava_layouts_take_both_position_modes(tiny):
+    """The LLaVA layouts take 'keep' too (tests/model/test_positions_1d.py); on text alone both are 0, 1, 2."""
     model = tiny[1]
     ids = torch.tensor([[1, 2, 3]])
-    with pytest.raises(ValueError, match="position_mode='keep' is not supported by the LLaVA layouts"):
-        model.prepare_multimodal_inputs(ids, None, pruning=PruningConfig(position_mode="keep"))
-    assert model.prepare_multimodal_inputs(ids, None, pruning=PruningConfig(position_mode="compact")) \
-        .position_ids.tolist() == [[0, 1, 2]]
+    for mode in ("keep", "compact", None):
+        assert model.prepare_multimodal_inputs(ids, None, pruning=PruningConfig(position_mode=mode)) \
+            .position_ids.tolist() == [[0, 1, 2]]
 
 
 def test_the_signal_layer_is_checked_and_defaults_to_the_last_full_attention_block(qwen):

@@ -338,21 +338,135 @@ def test_every_pre_llm_method_runs_or_names_what_it_lacks(q3, batch, name):
     assert kept.tolist() == sorted(set(kept.tolist())) and 0 <= int(kept.min()) and int(kept.max()) < 81
 
 
+IN_LLM_RUNS = {  # settings that fit the tiny LLM's 3 layers; None: refused (renumbers positions or adds tokens)
+    "fastv": PruningConfig("fastv", 16, method_args={"layer": 1}),
+    "pdrop": PruningConfig("pdrop", method_args={"layers": (1,), "ratios": (0.5,), "positions": "keep"}),
+    "dart": PruningConfig("dart", 16, method_args={"layer": 1}),
+    "sparsevlm": None,
+    "fitprune": PruningConfig("fitprune", method_args={"removed": (20, 0, 0)}),
+}
+
+
 @pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).stage == "in_llm"])
-def test_in_llm_methods_are_refused_in_one_line(q3, batch, name):
-    model, one = q3[1], _image(batch, 2)
-    with pytest.raises(ValueError, match=f"pruning method '{name}' cannot run on qwen3_vl yet: in-LLM methods"):
-        model.generate(inputs=one["input_ids"], images=one["pixel_values"], image_grid_thw=one["image_grid_thw"],
-                       pruning=PruningConfig(method=name, visual_token_num=64), max_new_tokens=1)
+def test_every_in_llm_method_runs_with_deepstack_or_names_what_it_lacks(q3, batch, name):
+    model = q3[1]
+    cfg = IN_LLM_RUNS.get(name)
+    if cfg is None:
+        with pytest.raises(ValueError, match=rf"pruning method '{name}' (renumbers the surviving tokens' positions|"
+                                             r"adds tokens) inside the LLM, which qwen3_vl does not support yet"):
+            _generate(model, batch, pruning=PruningConfig(name, 16, method_args={"layers": (1,), "keep": (18,)}))
+        return
+    out = _generate(model, batch, max_new_tokens=2, pruning=cfg)
+    assert out.shape[0] == 3
+    enc = model.last_multimodal
+    assert enc.token_counts == COUNTS  # every token enters the LLM
+    after = enc.in_llm["kept_after_layer"]
+    assert all(0 < k < n for k, n in zip(after, COUNTS)), after
 
 
-def test_a_scheduled_in_llm_method_is_refused_without_a_budget_too(q3, batch):
-    """PyramidDrop prunes by its schedule alone; running the unpruned model instead would be silent."""
+def test_pdrop_renumbering_is_refused_in_one_line(q3, batch):
+    """PyramidDrop's default renumbers positions, which M-RoPE does not support here (positions=keep runs)."""
     model, one = q3[1], _image(batch, 2)
-    with pytest.raises(ValueError, match="pruning method 'pdrop' cannot run on qwen3_vl yet"):
+    with pytest.raises(ValueError, match=r"'pdrop' renumbers .* \(pdrop: positions=keep\)"):
         model.generate(inputs=one["input_ids"], images=one["pixel_values"], image_grid_thw=one["image_grid_thw"],
                        pruning=PruningConfig("pdrop", method_args={"layers": (1,), "ratios": (0.5,)}),
                        max_new_tokens=1)
+
+
+def _loop_inputs(model, batch, **kwargs):
+    from llava.model.qwen3_vl import deepstack_residuals
+
+    mm, deep = model.prepare_multimodal_inputs(batch["input_ids"], batch["attention_mask"], batch["pixel_values"],
+                                               batch["image_grid_thw"], **kwargs)
+    return mm, deep, deepstack_residuals(mm, deep)
+
+
+def test_the_llm_loop_with_deepstack_residuals_gives_the_stock_text_models_logits(q3, batch):
+    """No dropper: LLMLoop with the DeepStack hook equals the stock Qwen3VLTextModel fed visual_pos_masks and
+    deepstack_visual_embeds (MRopeLoop), at the prefill and over greedy decoding; without the hook it does not."""
+    from llava.model.llm_loop import LLMLoop
+    from llava.model.llm_loop import generate as loop_generate
+
+    model = q3[1]
+    for budget in (None, 32):
+        mm, deep, residuals = _loop_inputs(model, batch, visual_token_num=budget)
+        args = (mm.inputs_embeds, mm.attention_mask, mm.position_ids)
+        stock = MRopeLoop(model.language_model, model.lm_head, prefill_kwargs=deep).prefill(*args)
+        ours = LLMLoop(model.language_model, model.lm_head, after_layer=residuals).prefill(*args)
+        torch.testing.assert_close(ours, stock, atol=1e-6, rtol=0)
+        bare = LLMLoop(model.language_model, model.lm_head).prefill(*args)
+        assert (bare - stock).abs().max() > 1e-3
+        tokens = loop_generate(LLMLoop(model.language_model, model.lm_head, after_layer=residuals), *args,
+                               model.generation_config, max_new_tokens=5)
+        assert tokens.tolist() == _generate(model, batch, max_new_tokens=5,
+                                            pruning=PruningConfig(visual_token_num=budget)).tolist()
+
+
+def test_fastv_with_k_at_least_n_gives_the_unpruned_logits_and_tokens(q3, batch):
+    from llava.model.llm_loop import LLMLoop
+    from llava.pruning.fastv import FastVDropper
+
+    model = q3[1]
+    mm, deep, residuals = _loop_inputs(model, batch)
+    args = (mm.inputs_embeds, mm.attention_mask, mm.position_ids)
+    stock = MRopeLoop(model.language_model, model.lm_head, prefill_kwargs=deep).prefill(*args)
+    dropper = FastVDropper(mm.image_spans, [max(COUNTS)] * 3, model.config.num_hidden_layers, layer=1)
+    ours = LLMLoop(model.language_model, model.lm_head, dropper, after_layer=residuals).prefill(*args)
+    torch.testing.assert_close(ours, stock, atol=1e-6, rtol=0)
+    assert [len(k) for k in dropper.kept] == COUNTS
+    cfg = PruningConfig("fastv", max(COUNTS), method_args={"layer": 1})
+    pruned = _generate(model, batch, max_new_tokens=6, pruning=cfg)
+    assert model.last_multimodal.in_llm["kept_after_layer"] == COUNTS
+    assert pruned.tolist() == _generate(model, batch, max_new_tokens=6).tolist()
+
+
+def test_a_dropped_tokens_deepstack_features_reach_no_other_token(q3, batch):
+    """FastV drops visual tokens before layer 1, and DeepStack adds after layers 0 and 1. Changing a dropped token's
+    DeepStack features (either layer) leaves every logit exactly as it was; changing a kept token's moves them."""
+    from llava.model.llm_loop import LLMLoop
+    from llava.model.qwen3_vl import deepstack_residuals
+    from llava.pruning.fastv import FastVDropper
+
+    model = q3[1]
+    mm, deep, residuals = _loop_inputs(model, batch)
+    args = (mm.inputs_embeds, mm.attention_mask, mm.position_ids)
+
+    def run(features):
+        dropper = FastVDropper(mm.image_spans, [16] * 3, model.config.num_hidden_layers, layer=1)
+        changed = {**deep, "deepstack_visual_embeds": features}
+        loop = LLMLoop(model.language_model, model.lm_head, dropper, after_layer=deepstack_residuals(mm, changed))
+        logits = loop.prefill(*args)
+        return logits, [k.tolist() for k in dropper.kept]
+
+    base, kept = run(deep["deepstack_visual_embeds"])
+    # the DeepStack rows are the visual tokens in row-major order: image i's tokens follow images 0 .. i-1's
+    offsets = [0, COUNTS[0], COUNTS[0] + COUNTS[1]]
+    dropped = [offsets[i] + j for i in range(3) for j in range(COUNTS[i]) if j not in kept[i]]
+    held = [offsets[i] + j for i in range(3) for j in kept[i]]
+    for layer in (0, 1):
+        features = [f.clone() for f in deep["deepstack_visual_embeds"]]
+        features[layer][dropped] += 100.0
+        logits, again = run(features)
+        assert again == kept
+        torch.testing.assert_close(logits, base, atol=0, rtol=0)
+    features = [f.clone() for f in deep["deepstack_visual_embeds"]]
+    features[1][held[:1]] += 100.0  # a kept token of the first image (row 0)
+    logits, _ = run(features)
+    assert (logits[0] - base[0]).abs().max() > 1e-3
+    torch.testing.assert_close(logits[1:], base[1:], atol=0, rtol=0)
+
+
+def test_fastv_batch_equals_one_by_one(q3, batch):
+    model = q3[1]
+    cfg = PruningConfig("fastv", 16, method_args={"layer": 1})
+    batched = _generate(model, batch, max_new_tokens=4, pruning=cfg)
+    assert model.last_multimodal.in_llm["kept_after_layer"] == [16, 16, 16]
+    for i in range(3):
+        one = _image(batch, i)
+        out = model.generate(inputs=one["input_ids"], attention_mask=one["attention_mask"],
+                             images=one["pixel_values"], image_grid_thw=one["image_grid_thw"], pruning=cfg,
+                             max_new_tokens=4, do_sample=False)
+        assert out.tolist() == batched[i:i + 1].tolist()
 
 
 def test_a_prompt_whose_image_run_does_not_match_its_grid_is_refused(q3, batch):

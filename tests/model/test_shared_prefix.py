@@ -89,6 +89,29 @@ def test_logits_and_tokens_equal_the_plain_path(request, family, method, k):
     assert store.computed == 2 and torch.equal(again.sequences, plain.sequences[back])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_position_mode_keep_shares_its_prefix_at_the_unpruned_positions(request, family):
+    """Under position_mode='keep' (positions with gaps) the shared path equals the plain path too, and both differ
+    from compact (so the positions really reach the cached prefix and the suffix)."""
+    tok, model, proc, _ = request.getfixturevalue(family)
+    pairs = [(i, QUESTIONS[n]) for n, i in enumerate(IMAGE_OF_ROW)]
+    input_ids, mask, pixels, sizes, spans = _batch(model, tok, proc, pairs)
+    cfg = PruningConfig(visual_token_num=24, anyres_mode=model.pruning.anyres_mode, position_mode="keep")
+    kw = dict(do_sample=False, max_new_tokens=3, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    signals = model.vision_signals(pixels, pruning=cfg)
+    plain = model.generate(input_ids, attention_mask=mask, vision_signals=signals, image_sizes=sizes, pruning=cfg,
+                           **kw)
+    compact = model.generate(input_ids, attention_mask=mask, vision_signals=signals, image_sizes=sizes,
+                             pruning=cfg.replace(position_mode="compact"), **kw)
+    assert not torch.allclose(compact.scores[0], plain.scores[0], atol=1e-4)
+    store = PrefixStore()
+    shared = generate_shared(model, input_ids, mask, [("img", i) for i, _ in pairs], store, vision_signals=signals,
+                             image_sizes=sizes, pruning=cfg, **kw)
+    assert store.computed == 2 and torch.equal(shared.sequences, plain.sequences)
+    for a, b in zip(plain.scores, shared.scores, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
 def test_common_prefix_is_computed_not_assumed():
     a = torch.arange(12.0).reshape(6, 2)
     b = a.clone()

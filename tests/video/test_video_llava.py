@@ -274,3 +274,31 @@ def test_one_tower_run_serves_every_budget(video_llava, clips, cfg):
     torch.testing.assert_close(swapped.inputs_embeds[0], direct.inputs_embeds[1], atol=0, rtol=0)
     with pytest.raises(ValueError, match=r"hold 2 <video> placeholders but signals for 1 videos"):
         model.prepare_multimodal_inputs(ids, None, signals=signals.index([0]), pruning=cfg)
+
+
+@pytest.mark.parametrize("mode", ["frame", "temporal"])
+def test_position_mode_keep_gives_kept_frame_tokens_their_unpruned_positions(video_llava, batch, mode):
+    """position_mode='keep' on a batch of images and videos: every kept token (a frame's patch: after its frame's
+    [CLS] slot) sits at the position of the same token in the unpruned layout."""
+    model = video_llava[1]
+    ids, mask, items, _ = batch
+    full = model.prepare_multimodal_inputs(ids, items, mask, padding_side="left",
+                                           pruning=PruningConfig(position_mode="compact"))
+    keep = PruningConfig(visual_token_num=13, position_mode="keep", video_mode=mode)
+    pruned = model.prepare_multimodal_inputs(ids, items, mask, padding_side="left", pruning=keep)
+    for b in range(ids.shape[0]):
+        valid, full_valid = pruned.attention_mask[b].bool(), full.attention_mask[b].bool()
+        pos, emb = pruned.position_ids[b][valid], pruned.inputs_embeds[b][valid]
+        assert bool((pos.diff() > 0).all()) and pos[-1] == int(full_valid.sum()) - 1
+        torch.testing.assert_close(emb, full.inputs_embeds[b][full_valid][pos], atol=1e-5, rtol=1e-5)
+
+
+def test_position_mode_keep_refuses_merged_frame_tokens(video_llava, clips):
+    """VisionZip's tokens per frame include [CLS] and merged ones, which stand at no slot of the unpruned block."""
+    model = video_llava[1]
+    ids = torch.tensor([[1, 2, VIDEO_TOKEN_INDEX, 3]])
+    cfg = PruningConfig("visionzip", visual_token_num=16, position_mode="keep")
+    with pytest.raises(ValueError, match="tokens at no slot of the unpruned layout"):
+        model.prepare_multimodal_inputs(ids, [clips[0]], pruning=cfg)
+    assert model.prepare_multimodal_inputs(ids, [clips[0]], pruning=cfg.replace(position_mode="compact")) \
+        .inputs_embeds.shape[1] == 3 + FRAMES * 16
