@@ -7,7 +7,8 @@ layer's output before it). Signals come from the probe (`llava.probe`) on that l
 
 Without [CLS], a method that ranks by `cls_attn` (fastervlm, vispruner) gets a stand-in: the
 signal named by `cls_stand_in` (default `mean_attn`, the mean attention each patch receives from
-all queries at the selected layer), handed over under the name `cls_attn`. Signals that need the
+all queries at the selected layer; the others are `signals.CLS_STAND_INS`), handed over under the
+name `cls_attn`. A call picks another with `--pruning-args cls_stand_in=...` (`llava_arch.run_tower`). Signals that need the
 [CLS] token itself (`cls_attn_layers`, `cls_feature`) are refused with an error.
 
 Shapes: B views, N patches (no prefix token), D width.
@@ -21,14 +22,12 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from llava.probe import HeadGeometry, QKProbe
 from llava.pruning.base import SIGNAL_CLS_ATTN, VisionSignals
-from llava.pruning.signals import compute_signals, signal_spec, tower_plan
+from llava.pruning.signals import CLS_STAND_INS, compute_signals, signal_spec, tower_plan
 
 from .clip_encoder import resolve_hidden_state_index
 from .patch_grid import PatchGridProperties
 from .registry import register_vision_adapter
 
-# Signals that may stand in for [CLS] attention: one score per patch, read from the tower without [CLS].
-CLS_STAND_INS = ("mean_attn",)
 
 
 class MissingSignalError(ValueError):
