@@ -223,37 +223,50 @@ SIGNAL_COLOURS = {CLS: "black", "mean_attn": "tab:blue", "mean_attn_deep": "tab:
 
 
 def plot(stats: dict, out: Path) -> Path:
-    """Mean cumulative share curves (one panel per source) and the effective share / Gini of every signal."""
+    """Top: mean cumulative share curves, one panel per source. Bottom: Gini and top-mass share per source and signal."""
+    import textwrap
+
     plt = common.pyplot()
     sources = [s["label"] for s in stats["sources"]]
-    fig, axes = plt.subplots(1, len(sources) + 1, figsize=(3.6 * (len(sources) + 1), 3.8), constrained_layout=True,
-                             squeeze=False)
-    for ax, source in zip(axes[0], sources):
+    n = len(sources)
+    fig = plt.figure(figsize=(max(3.3 * n, 8), 6.6), constrained_layout=True)
+    grid = fig.add_gridspec(2, 2 * n)
+    for i, source in enumerate(sources):
+        ax = fig.add_subplot(grid[0, 2 * i:2 * i + 2])
         for c in (c for c in stats["cumulative"] if c["source"] == source):
             curve = np.concatenate([[0.0], c["curve"]])
-            ax.plot(np.linspace(0, 1, len(curve)), curve, color=SIGNAL_COLOURS.get(c["signal"]), lw=1.6,
+            ax.plot(np.linspace(0, 1, len(curve)), curve, color=SIGNAL_COLOURS.get(c["signal"]), lw=1.5,
                     ls="--" if c["signal"] == CLS else "-", label=c["signal"])
         ax.plot([0, 1], [0, 1], color="0.7", ls=":", lw=1)
-        ax.set_title(source, fontsize=8)
-        ax.set_xlabel("share of patches (largest first)", fontsize=8)
-        ax.set_ylabel("cumulative share of the score", fontsize=8)
+        ax.set_title(f"[{i + 1}] " + "\n".join(textwrap.wrap(source, 34)), fontsize=8)
+        ax.set_xlabel("share of patches (largest first)", fontsize=7)
+        ax.set_ylabel("cumulative share of the score", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
-    ax = axes[0, -1]
-    rows = stats["summary"]
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["effective_share"] for r in rows], 0.4, label="effective share exp(H)/N", color="0.55")
-    ax.bar(x + 0.2, [r["gini"] for r in rows], 0.4, label="Gini", color="tab:red")
-    ax.set_xticks(x, [f"{r['signal']}\n[{sources.index(r['source']) + 1}]" for r in rows], rotation=90, fontsize=6)
-    ax.set_ylim(0, 1)
-    ax.set_title("concentration: low effective share, high Gini = concentrated\n[i] = panel i", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    signals = list(dict.fromkeys(r["signal"] for r in stats["summary"]))
+    width = 0.8 / len(signals)
+    for j, (key, label) in enumerate((("gini", "Gini (0 = uniform)"),
+                                      ("top_mass", f"mass of the top {100 * stats['top_fraction']:.0f}% of patches"))):
+        ax = fig.add_subplot(grid[1, j * n:(j + 1) * n])
+        for m, name in enumerate(signals):
+            rows = {r["source"]: r for r in stats["summary"] if r["signal"] == name}
+            x = [i + (m - (len(signals) - 1) / 2) * width for i, src in enumerate(sources) if src in rows]
+            ax.bar(x, [rows[src][key] for src in sources if src in rows], width, color=SIGNAL_COLOURS.get(name),
+                   label=name)
+        if key == "top_mass":
+            ax.axhline(stats["top_fraction"], color="0.5", ls=":", lw=1, label="uniform")
+        ax.set_xticks(range(n), [f"[{i + 1}]" for i in range(n)], fontsize=8)
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        if j == 0:
+            ax.legend(fontsize=7)
     if any(s["random_weights"] for s in stats["sources"]):
         fig.suptitle(RANDOM_NOTE, color="tab:red", fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
 
