@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -204,3 +205,78 @@ LLAVA_HF_KEY_MAPPING = {
     r"^multi_modal_projector": "model.multi_modal_projector",
     r"^image_newline": "model.image_newline",
 }
+
+
+# ---- Qwen-VL internals ---------------------------------------------------------------------------
+class _StockMethods:
+    """A stand-in `self` for a stock model's methods that read only `self.config` and sibling methods.
+
+    `Qwen2_5_VLModel.get_rope_index` (and its Qwen3-VL twin) reads `self.config` and calls
+    `self.get_vision_position_ids`; binding the class's own functions to this host runs them unchanged
+    without building (or holding) the multimodal model they belong to.
+    """
+
+    def __init__(self, model_cls: type, config) -> None:
+        self.config = config
+        self._model_cls = model_cls
+
+    def __getattr__(self, name: str):
+        import types
+
+        attr = getattr(self.__dict__["_model_cls"], name)
+        return types.MethodType(attr, self) if inspect.isfunction(attr) else attr
+
+
+def stock_rope_index(model_cls: type, config, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
+                     image_grid_thw: torch.Tensor | None, attention_mask: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stock multimodal model's own M-RoPE layout: (position_ids [3, B, L], rope_deltas [B, 1]).
+
+    model_cls: the multimodal base model class (`Qwen2_5_VLModel`), config: its full config.
+    mm_token_type_ids [B, L]: 0 text, 1 image. Padding (attention_mask == 0) gets position 0.
+    """
+    host = _StockMethods(model_cls, config)
+    return model_cls.get_rope_index(host, input_ids, mm_token_type_ids=mm_token_type_ids,
+                                    image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+
+
+@dataclass
+class QwenVisionLayout:
+    """How Qwen2.5-VL's ViT lays out the patches of a batch of images (all in *window order*).
+
+    window_index [G]: merge group at each window-order slot (raster group ids, offset per image);
+    rope: (cos, sin) [P, Dh] per patch in window order; cu_seqlens [n_img + 1] / cu_window_seqlens
+    [n_win + 1]: patch offsets of the images (full-attention blocks) and of the windows (the others).
+    """
+
+    window_index: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+    cu_seqlens: torch.Tensor
+    cu_window_seqlens: torch.Tensor
+
+
+def qwen_vision_layout(visual: nn.Module, hidden: torch.Tensor, grid_thw: torch.Tensor) -> QwenVisionLayout:
+    """The layout `Qwen2_5_VisionTransformerPretrainedModel.forward` builds, from transformers' own helpers.
+
+    hidden: the patch embeddings [P, D] (for the rotary tables' device and dtype).
+    """
+    from transformers.vision_utils import (get_vision_attention_seqlens, get_vision_position_ids,
+                                           get_vision_window_index)
+
+    position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
+    cu_seqlens, _ = get_vision_attention_seqlens(grid_thw, visual.config)
+    window_index, cu_window_seqlens = get_vision_window_index(
+        grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
+        patch_size=visual.patch_size)
+    seq_len = hidden.shape[0]
+    cos, sin = visual.rotary_pos_emb(hidden, position_ids)
+    rope = tuple(visual.permute_input_for_window_attn(t, window_index, seq_len=seq_len) for t in (cos, sin))
+    return QwenVisionLayout(window_index.to(hidden.device), rope, cu_seqlens.to(hidden.device),
+                            cu_window_seqlens.to(hidden.device))
+
+
+def call_qwen_vision_block(block: nn.Module, hidden: torch.Tensor, cu_seqlens: torch.Tensor,
+                           rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Run one Qwen2.5-VL vision block on packed patches hidden [P, D] (attention within `cu_seqlens`)."""
+    max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return block(hidden, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, position_embeddings=rope)

@@ -93,3 +93,4 @@ def _ensure_builtin() -> None:
     from . import family_llava  # noqa: F401  (registers the LLaVA layouts)
     from . import family_video_llava  # noqa: F401  (registers Video-LLaVA)
     from . import family_onevision  # noqa: F401  (registers LLaVA-OneVision)
+    from . import family_qwen2_5_vl  # noqa: F401  (registers Qwen2.5-VL)

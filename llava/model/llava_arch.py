@@ -129,6 +129,8 @@ class EncodedImages:
     in_llm: dict | None = None
     # families with dynamic layouts (OneVision): the tokens each image gives the unpruned LLM, N_i
     unpruned_counts: list[int] | None = None
+    # families whose candidates form one grid per image (Qwen-VL's merged grid): its (rows, cols) per image
+    grids: list[tuple[int, int]] | None = None
 
     @property
     def token_counts(self) -> list[int]:
@@ -470,6 +472,9 @@ class LlavaMetaForCausalLM:
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+        if self._pruning(pruning).position_mode == "keep":
+            raise ValueError("PruningConfig.position_mode='keep' is not supported by the LLaVA layouts: their splice "
+                             "numbers positions 1-D after the cut ('compact'); use position_mode=None or 'compact'")
         if encoded is None and self.family_inputs is not None and (images is not None or signals is not None):
             if labels is not None:
                 raise ValueError("labels are not supported with this family's images (inference only)")

@@ -38,8 +38,9 @@ def _subset(state: LoopState, keep: list[torch.Tensor]) -> LoopState:
         valid[row, width - len(k):] = True
     take = lambda t: t.gather(1, index if t.ndim == 2 else index[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
     origin = take(state.origin).masked_fill(~valid, -1)
+    mrope = None if state.mrope_ids is None else torch.stack([take(axis) for axis in state.mrope_ids])
     return LoopState(take(state.hidden), take(state.position_ids), valid & take(state.valid), origin,
-                     tuple(take(r) for r in state.rope), state.final_norm)
+                     tuple(take(r) for r in state.rope), state.final_norm, mrope)
 
 
 def _spliced(state: LoopState, keep: list[torch.Tensor], added: list[Inserted | None]) -> LoopState:
@@ -135,15 +136,24 @@ class LLMLoop:
     @torch.no_grad()
     def prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor) -> torch.Tensor:
-        """inputs_embeds [B, T, H] (left-padded), attention_mask [B, T], position_ids [B, T] -> last logits [B, V]."""
+        """inputs_embeds [B, T, H] (left-padded), attention_mask [B, T], position_ids [B, T] -> last logits [B, V].
+
+        position_ids may be M-RoPE ids [3, B, T] (Qwen-VL): the rotary tables are built from them, the
+        methods see each token's 1-D sequence index as `position_ids` (and the ids as `mrope_ids`), and
+        decode steps continue one past each row's largest position on all three axes.
+        """
         b, t, _ = inputs_embeds.shape
         valid = attention_mask.bool()
         origin = torch.arange(t, device=valid.device).expand(b, t).masked_fill(~valid, -1)
-        rope32 = rope_tables(self.rotary, position_ids) if self.dropper is not None else None  # for the probe only
-        state = LoopState(inputs_embeds, position_ids, valid, origin, rope32, self.norm)
+        mrope = position_ids if position_ids.ndim == 3 else None
+        if mrope is not None:
+            position_ids = (valid.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, T] sequence index
+        rope_ids = position_ids if mrope is None else mrope
+        rope32 = rope_tables(self.rotary, rope_ids) if self.dropper is not None else None  # for the probe only
+        state = LoopState(inputs_embeds, position_ids, valid, origin, rope32, self.norm, mrope)
         if self.dropper is not None and hasattr(self.dropper, "begin"):
             self.dropper.begin(state)
-        rope = self.rotary(inputs_embeds, position_ids)  # in the model dtype, as the stock model runs
+        rope = self.rotary(inputs_embeds, rope_ids)  # in the model dtype, as the stock model runs
         drops = set(self.dropper.drop_layers) if self.dropper else set()
         probe_at = self.dropper.probe_layers if self.dropper else ()
         q_rows = self.dropper.q_rows if self.dropper else None
@@ -153,7 +163,7 @@ class LLMLoop:
         geometry = HeadGeometry.of(self.layers[0].self_attn)
         zero = torch.zeros(b, 1, dtype=torch.long, device=valid.device)
         self.segments = [_Segment(0, state.valid, zero)]
-        next_position = position_ids.masked_fill(~valid, -1).max(dim=1, keepdim=True).values + 1  # [B, 1]
+        next_position = rope_ids.masked_fill(~valid, -1).reshape(-1, b, t).amax(dim=(0, 2))[:, None] + 1  # [B, 1]
         mask = self._mask(state.valid, t, inputs_embeds.dtype)
         with probe.attached():
             for i, layer in enumerate(self.layers):
@@ -166,6 +176,9 @@ class LLMLoop:
                         captured[i] = look.captured[i]
                     keep = self.dropper.keep(i, state, captured, geometry)
                     added = self.dropper.inserted(i, state) if hasattr(self.dropper, "inserted") else None
+                    if mrope is not None and (renumber or not (added is None or all(a is None for a in added))):
+                        raise ValueError("this in-LLM method renumbers positions or adds tokens, which the loop does "
+                                         "not support with M-RoPE positions (Qwen-VL) yet")
                     if added is None or all(a is None for a in added):
                         state = _subset(state, keep)
                     else:  # tokens the method adds (SparseVLM's recycling) enter the hidden states here
@@ -181,7 +194,7 @@ class LLMLoop:
                         state.rope = rope_tables(self.rotary, state.position_ids)
                         last = state.position_ids.masked_fill(~state.valid, -1).max(dim=1, keepdim=True).values
                         shift = next_position - (last + 1)
-                    rope = self.rotary(state.hidden, state.position_ids)
+                    rope = self.rotary(state.hidden, state.position_ids if mrope is None else state.mrope_ids)
                     self.segments.append(_Segment(i, state.valid, shift))
                     mask = self._mask(state.valid, state.valid.shape[1], inputs_embeds.dtype)
                 state.hidden = compat.call_decoder_layer(
@@ -225,8 +238,10 @@ def _extended(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.
     """The prefill inputs with `token` [B] appended to every row at its next position: [B, T] -> [B, T + 1]."""
     embeds = loop.embed(token)[:, None].to(inputs_embeds.dtype)  # [B, 1, H]
     ones = attention_mask.new_ones(attention_mask.shape[0], 1)
+    nxt = loop.next_position.to(position_ids.dtype)  # [B, 1]; M-RoPE ids [3, B, T] take it on every axis
+    nxt = nxt if position_ids.ndim == 2 else nxt[None].expand(position_ids.shape[0], -1, -1)
     return (torch.cat([inputs_embeds, embeds], dim=1), torch.cat([attention_mask, ones], dim=1),
-            torch.cat([position_ids, loop.next_position.to(position_ids.dtype)], dim=1))
+            torch.cat([position_ids, nxt], dim=-1))
 
 
 _GENERATE_ARGS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "eos_token_id",

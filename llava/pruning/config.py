@@ -18,6 +18,9 @@ from typing import Any, Mapping
 ANYRES_MODES = ("faithful", "paper")
 # How a video's budget is spent: K per frame ("frame", FasterVLM's table) or T x K over all frames jointly.
 VIDEO_MODES = ("frame", "temporal")
+# Where kept visual tokens sit in the LLM (families with multi-axis positions, Qwen-VL): "keep" their
+# unpruned positions, or "compact" (renumbered as if the pruned tokens never existed). None: the family's default.
+POSITION_MODES = ("keep", "compact")
 
 # Names under which releases before PruningConfig stored the settings in config.json.
 LEGACY_CONFIG_KEYS = ("visual_token_num", "pruning_method", "pruning_args", "anyres_mode")
@@ -77,6 +80,10 @@ class PruningConfig:
         (FasterVLM's fixed 2x2 grid, K per view).
     video_mode: videos (Video-LLaVA), 'frame' (K per frame, each frame scored on its own) or
         'temporal' (T x K tokens chosen jointly over the T frames).
+    position_mode: where kept visual tokens sit, 'keep' (their unpruned positions) or 'compact'
+        (renumbered as if the pruned tokens never existed); None is the family's default. Read by
+        the Qwen-VL families; the LLaVA layouts number positions 1-D after the cut (compact) and
+        refuse 'keep'.
     """
 
     method: str = "fastervlm"
@@ -85,6 +92,7 @@ class PruningConfig:
     method_args: MethodArgs = ()
     anyres_mode: str = "faithful"
     video_mode: str = "frame"
+    position_mode: str | None = None
 
     def __post_init__(self) -> None:
         from .registry import get_method
@@ -112,6 +120,9 @@ class PruningConfig:
             raise ValueError(f"PruningConfig.anyres_mode must be one of {ANYRES_MODES}, not {self.anyres_mode!r}")
         if self.video_mode not in VIDEO_MODES:
             raise ValueError(f"PruningConfig.video_mode must be one of {VIDEO_MODES}, not {self.video_mode!r}")
+        if self.position_mode is not None and self.position_mode not in POSITION_MODES:
+            raise ValueError(f"PruningConfig.position_mode must be one of {POSITION_MODES} or None, "
+                             f"not {self.position_mode!r}")
 
     @property
     def args(self) -> dict:
@@ -145,6 +156,8 @@ class PruningConfig:
             out["pruning_ratio"] = self.ratio
         if self.video_mode != "frame":
             out["video_mode"] = self.video_mode
+        if self.position_mode is not None:
+            out["position_mode"] = self.position_mode
         return out
 
     @classmethod

@@ -27,6 +27,8 @@ class LoopState:
     sequence (-1 for padding, INSERTED or below for a token a method added at an earlier drop); rope: float32 (cos, sin) [B, T, Dh] of these positions;
     final_norm: the LLM's final norm (hidden [.., H] -> [.., H]), for methods that compare hidden
     states as the output head sees them (DART).
+    mrope_ids: [3, B, T] the tokens' M-RoPE (t, h, w) positions when the LLM has them (Qwen-VL), which
+    the rotary tables are built from; position_ids then hold each token's 1-D sequence index. None: 1-D RoPE.
     """
 
     hidden: torch.Tensor
@@ -35,6 +37,7 @@ class LoopState:
     origin: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor] | None  # None when no method reads it (no dropper)
     final_norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+    mrope_ids: torch.Tensor | None = None
 
     def last_index(self) -> torch.Tensor:
         """[B] index of each row's last real token (the rows are left-padded)."""

@@ -63,3 +63,4 @@ def vision_adapter_for_folder(path: str) -> type:
 def _ensure_builtin() -> None:
     from . import clip_encoder  # noqa: F401  (registers CLIP)
     from . import siglip_encoder  # noqa: F401  (registers SigLIP)
+    from . import qwen2_5_vl_encoder  # noqa: F401  (registers Qwen2.5-VL's ViT)
