@@ -94,3 +94,4 @@ def _ensure_builtin() -> None:
     from . import family_video_llava  # noqa: F401  (registers Video-LLaVA)
     from . import family_onevision  # noqa: F401  (registers LLaVA-OneVision)
     from . import family_qwen2_5_vl  # noqa: F401  (registers Qwen2.5-VL)
+    from . import family_qwen3_vl  # noqa: F401  (registers Qwen3-VL)
