@@ -9,8 +9,8 @@ one, and three functions over a loaded model and one image:
   - `signal_scores`: the vision signals of the views the dispersion analysis describes, [V, N] each.
 The kept-patch pictures (`llava.kept_map --families`) and the signal-dispersion analysis
 (`llava.analysis.signal_dispersion`) read only this registry, so a family joins both with one
-registration. Built in: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision; `merged_grid_panel` is the
-helper for Qwen's merged grid (each token a merge x merge block of patches).
+registration. Built in: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision, Qwen2.5-VL and Qwen3-VL (on
+`merged_grid_panel`: each token a 2 x 2 block of patches, 28 px for Qwen2.5-VL, 32 px for Qwen3-VL).
 """
 
 from __future__ import annotations
@@ -329,3 +329,70 @@ def grid_onevision(loaded: Loaded, image: Image.Image) -> list[Panel]:
     grid = Panel(f"grid {g.rows}x{g.cols} crops -> {g.out_h}x{g.out_w} tokens{down}", resize_and_pad(image, best),
                  gids, gboxes)
     return [base, grid]
+
+
+# ---- Qwen2.5-VL and Qwen3-VL: the merged grid over the resized image ------------------------------------------
+
+
+def _qwen_pixels(loaded: Loaded, image: Image.Image):
+    """(pixel_values [P, C*T*p*p], image_grid_thw [1, 3]) from the checkpoint's own image processor."""
+    processor = getattr(loaded.processor, "image_processor", loaded.processor)
+    out = processor(images=[image.convert("RGB")], return_tensors="pt")
+    return out["pixel_values"], out["image_grid_thw"]
+
+
+def _qwen_grid(loaded: Loaded, image: Image.Image) -> list[Panel]:
+    """The image resized as the processor does (grid h x w patches), one cell per merged token."""
+    vision = loaded.raw["vision_config"]
+    _, thw = _qwen_pixels(loaded, image)
+    t, h, w = (int(v) for v in thw[0])
+    return [merged_grid_panel(image, h, w, int(vision["patch_size"]), int(vision.get("spatial_merge_size", 2)))]
+
+
+def _qwen_kept(loaded: Loaded, image: Image.Image, pruning) -> Any:
+    pixels, thw = _qwen_pixels(loaded, image)
+    encoded = loaded.model.encode_images(pixels, thw, pruning=pruning)
+    encoded = encoded[0] if isinstance(encoded, tuple) else encoded  # Qwen3-VL adds its DeepStack features
+    return _kept_list(encoded.kept_indices[0])  # raster order of the merged grid
+
+
+def _qwen_scores(tower_signals: Sequence[str]) -> Callable:
+    """signal_scores of a Qwen family whose adapter computes `tower_signals` (per merged token); others are skipped."""
+
+    def scores(loaded: Loaded, image: Image.Image, names: Sequence[str]) -> dict:
+        import torch
+
+        asked = [n for n in names if n in tower_signals]
+        pixels, thw = _qwen_pixels(loaded, image)
+        with torch.no_grad():
+            out = loaded.model.vision_signals(pixels, thw, needs=frozenset(asked))
+        images = out.signals if hasattr(out, "signals") else [img.signals for img in out]
+        return {n: getattr(images[0], n).float().cpu() for n in asked}  # [1, M] each
+
+    return scores
+
+
+def _family_detect(name: str) -> Callable[[dict], bool]:
+    def detect(raw: dict) -> bool:
+        from llava.model.families import get_family
+
+        return get_family(name).detect(raw)
+
+    return detect
+
+
+def _family_tiny(name: str) -> Callable[[Path], str]:
+    def tiny(out: Path) -> str:
+        from llava.model.families import get_family
+
+        return str(get_family(name).tiny(out))
+
+    return tiny
+
+
+register_grid_family("qwen2.5-vl", matches=_family_detect("qwen2_5_vl"), tiny=_family_tiny("qwen2_5_vl"),
+                     kept=_qwen_kept, signal_scores=_qwen_scores(("mean_attn",)), has_cls=False,
+                     description="Qwen2.5-VL: 2 x 2 merged groups of 14 px patches (28 px tokens)")(_qwen_grid)
+register_grid_family("qwen3-vl", matches=_family_detect("qwen3_vl"), tiny=_family_tiny("qwen3_vl"),
+                     kept=_qwen_kept, signal_scores=_qwen_scores(("mean_attn",)), has_cls=False,
+                     description="Qwen3-VL: 2 x 2 merged groups of 16 px patches (32 px tokens)")(_qwen_grid)

@@ -44,6 +44,7 @@ AGREEMENT_KEYS = ("overlap_with_cls", "spearman_with_cls")
 STATS_FILE, SUMMARY_CSV = "signal_dispersion_stats.json", "signal_dispersion_summary.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_IMAGES = str(common.REPO / "assets" / "samples")
+CURVE_X = np.linspace(0, 1, 201)  # where the mean cumulative curves are sampled
 RANDOM_NOTE = ("random weights: these numbers exercise the measurement at real dimensions; "
                "they say nothing about what a trained tower attends to")
 
@@ -156,7 +157,8 @@ class SignalAccumulator:
                                spearman_with_cls=spearman(s, ref))
                 self.rows.append(row)
                 key = (source, name)
-                curve = cumulative_share(s)
+                # on a fixed x = k / N grid, so views of different N (Qwen's dynamic resolution) average
+                curve = np.interp(CURVE_X, np.arange(s.size + 1) / s.size, np.concatenate([[0.0], cumulative_share(s)]))
                 self.curves[key] = self.curves.get(key, 0) + curve
                 self.counts[key] = self.counts.get(key, 0) + 1
 
@@ -169,8 +171,14 @@ class SignalAccumulator:
             for k in AGREEMENT_KEYS:
                 mean[k] = float(np.mean([r[k] for r in rows])) if k in rows[0] else None
             out.append({"source": source, "signal": name, "num_views": len(rows),
-                        "num_patches": rows[0]["num_patches"], **mean})
+                        "num_patches": _count_range([r["num_patches"] for r in rows]), **mean})
         return out
+
+
+def _count_range(counts: Sequence[int]) -> int | str:
+    """One count, or 'min-max' when views differ (dynamic resolution)."""
+    low, high = min(counts), max(counts)
+    return low if low == high else f"{low}-{high}"
 
 
 def list_images(paths: Sequence[str], limit: int = -1) -> list[str]:
@@ -234,7 +242,7 @@ def plot(stats: dict, out: Path) -> Path:
     for i, source in enumerate(sources):
         ax = fig.add_subplot(grid[0, 2 * i:2 * i + 2])
         for c in (c for c in stats["cumulative"] if c["source"] == source):
-            curve = np.concatenate([[0.0], c["curve"]])
+            curve = c["curve"]  # sampled at k / N = 0 .. 1
             ax.plot(np.linspace(0, 1, len(curve)), curve, color=SIGNAL_COLOURS.get(c["signal"]), lw=1.5,
                     ls="--" if c["signal"] == CLS else "-", label=c["signal"])
         ax.plot([0, 1], [0, 1], color="0.7", ls=":", lw=1)

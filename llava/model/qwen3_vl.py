@@ -31,6 +31,7 @@ from llava import compat
 from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
+from llava.pruning.signals import refuse_other_stand_in
 
 from . import qwen_layout
 from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, \
@@ -165,6 +166,7 @@ class Qwen3VLForPruning(nn.Module, LlavaMetaForCausalLM):
         needs = self.pruning_needs(pruning) if needs is None else frozenset(needs)
         tower = self.get_vision_tower()
         computed = self._check_needs(needs, self._pruning(pruning).method)
+        refuse_other_stand_in(self._pruning(pruning).args, tower.cls_stand_in, FAMILY)
         out = tower(images, torch.as_tensor(image_grid_thw), needs=computed)
         if SIGNAL_PROJECTED in needs:
             dtype = next(tower.vision_tower.merger.parameters()).dtype

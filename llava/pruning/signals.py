@@ -194,6 +194,14 @@ def stand_in_option(method_args: dict) -> str | None:
     return None if name == STAND_IN_AUTO else check_stand_in(name)
 
 
+def refuse_other_stand_in(method_args: dict, tower_default: str, family: str) -> None:
+    """For towers that compute one stand-in only: a call naming another is a ValueError, not silently ignored."""
+    stand_in = stand_in_option(method_args)
+    if stand_in is not None and stand_in != tower_default:
+        raise ValueError(f"{family}: cls_stand_in={stand_in!r} is not computed by this family's vision adapter "
+                         f"(it gives {tower_default!r}); drop it from --pruning-args")
+
+
 def stand_in_needs(needs, stand_in: str | None) -> frozenset[str]:
     """`needs` with `cls_attn` replaced by the signal `stand_in` (None: unchanged)."""
     needs = frozenset(needs)

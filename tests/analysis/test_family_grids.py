@@ -28,9 +28,11 @@ def ov_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_path, next_path, ov_path):
-    return {name: load(path) for name, path in
-            [("llava-1.5", tiny_path), ("llava-next", next_path), ("llava-onevision", ov_path)]}
+def loaded(tiny_path, next_path, ov_path, tmp_path_factory):
+    qwen = tmp_path_factory.mktemp("qwen")
+    paths = [("llava-1.5", tiny_path), ("llava-next", next_path), ("llava-onevision", ov_path)]
+    paths += [(name, get_grid_family(name).tiny(qwen / name)) for name in ("qwen2.5-vl", "qwen3-vl")]
+    return {name: load(path) for name, path in paths}
 
 
 def _centres_agree(panel, drawn: Image.Image, kept) -> int:
@@ -49,7 +51,8 @@ def _centres_agree(panel, drawn: Image.Image, kept) -> int:
 
 
 @pytest.mark.parametrize("name,size,k", [("llava-1.5", (400, 400), 64), ("llava-next", (500, 300), 100),
-                                         ("llava-onevision", (500, 300), 64), ("llava-onevision", (300, 1000), 200)])
+                                         ("llava-onevision", (500, 300), 64), ("llava-onevision", (300, 1000), 200),
+                                         ("qwen2.5-vl", (500, 300), 40), ("qwen3-vl", (300, 500), 40)])
 def test_dimmed_cells_are_exactly_the_pruned_candidates(loaded, name, size, k):
     family, model = loaded[name]
     assert family.name == name
@@ -69,8 +72,14 @@ def test_dimmed_cells_are_exactly_the_pruned_candidates(loaded, name, size, k):
         layout = next_layout(model.model, image.size)[0]
         tokens = [s for s in kept if int(layout.crop[s]) != NEWLINE]
         assert set(tokens) <= drawn_ids and n_kept == len(tokens) and len(kept) <= k
-    else:  # OneVision: K counts newlines too; every kept candidate is drawn
+    elif name == "llava-onevision":  # K counts newlines too; every kept candidate is drawn
         assert set(kept) <= drawn_ids and n_kept == len(kept) and len(kept) <= k
+    else:  # Qwen: K merged tokens, each a 2 x 2 block of patches on the resized image
+        side = {"qwen2.5-vl": 28, "qwen3-vl": 32}[name]
+        (panel,) = panels
+        assert n_kept == k and panel.image.width % side == 0 and panel.image.height % side == 0
+        assert len(ids) == panel.image.width * panel.image.height // side ** 2
+        np.testing.assert_allclose(panel.boxes[:, 2] - panel.boxes[:, 0], side)
 
 
 def test_onevision_grid_boxes_follow_the_down_sampled_grid(loaded):
@@ -103,7 +112,7 @@ def test_qwen_merged_grid_helper_draws_28_and_32_px_tokens():
 
 def test_the_families_figure_has_one_row_per_family_with_the_drawn_counts(loaded, tiny_path, next_path, ov_path,
                                                                           tmp_path):
-    assert list_grid_families()[:3] == ["llava-1.5", "llava-next", "llava-onevision"]
+    assert list_grid_families() == ["llava-1.5", "llava-next", "llava-onevision", "qwen2.5-vl", "qwen3-vl"]
     image = Image.new("RGB", (500, 300), COLOUR)
     paths = {"llava-1.5": tiny_path, "llava-next": next_path, "llava-onevision": ov_path}
     rows, random = family_rows(list(paths), paths, image, ["fastervlm"], [64], tmp_path, height=120)

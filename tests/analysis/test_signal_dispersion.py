@@ -76,3 +76,36 @@ def test_replot_and_bad_arguments(run, tmp_path):
 def test_mean_cumulative_curves_end_at_one(run):
     for c in run[0]["cumulative"]:
         assert c["curve"][-1] == pytest.approx(1.0) and np.all(np.diff(c["curve"]) >= -1e-12)
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    from llava.analysis.family_grids import get_grid_family, load
+
+    out = tmp_path_factory.mktemp("qwen")
+    return {name: load(get_grid_family(name).tiny(out / name)) for name in ("qwen2.5-vl", "qwen3-vl")}
+
+
+def test_qwen_families_give_mean_attn_per_merged_token(qwen):
+    from PIL import Image
+
+    image = Image.open(sd.common.REPO / "assets" / "samples" / "stripes.png").convert("RGB")
+    for name, (family, loaded) in qwen.items():
+        (panel,) = family.grid(loaded, image)
+        scores = family.signal_scores(loaded, image, ["mean_attn", "feature_norm"])  # feature_norm: not given
+        assert set(scores) == {"mean_attn"} and scores["mean_attn"].shape == (1, len(panel.ids))
+        torch.testing.assert_close(scores["mean_attn"].sum(), torch.tensor(1.0), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl", "qwen3-vl"])
+def test_qwen_refuses_a_stand_in_its_adapter_does_not_compute(qwen, name):
+    from PIL import Image
+
+    from llava.pruning import PruningConfig
+
+    family, loaded = qwen[name]
+    image = Image.new("RGB", (200, 120), (10, 200, 30))
+    cfg = PruningConfig("fastervlm", 8, method_args={"cls_stand_in": "feature_norm"})
+    with pytest.raises(ValueError, match=r"cls_stand_in='feature_norm' is not computed by this family's vision"):
+        family.kept(loaded, image, cfg)
+    assert len(family.kept(loaded, image, cfg.replace(method_args={"cls_stand_in": "mean_attn"}))) == 8
