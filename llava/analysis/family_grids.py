@@ -144,10 +144,18 @@ def _tower_scores(tower, pixels, names: Sequence[str]) -> dict:
 # ---- LLaVA-1.5 ---------------------------------------------------------------------------------------
 
 
-def _is_llava(raw: dict) -> bool:
-    from llava.model.families import get_family
+def _model_family(raw: dict) -> str | None:
+    """The model registry's family of a config.json (its first match, as the loader decides)."""
+    from llava.model.families import family_of
 
-    return get_family("llava").detect(raw) or get_family("llava-hf").detect(raw)
+    try:
+        return family_of(raw, "").name
+    except ValueError:
+        return None
+
+
+def _is_llava(raw: dict) -> bool:
+    return _model_family(raw) in ("llava", "llava-hf")
 
 
 def _is_next(raw: dict) -> bool:
@@ -271,9 +279,7 @@ def grid_next(loaded: Loaded, image: Image.Image, anyres_mode: str = "faithful")
 
 
 def _is_onevision(raw: dict) -> bool:
-    from llava.model.family_onevision import is_onevision_config
-
-    return is_onevision_config(raw)
+    return _model_family(raw) == "llava-onevision"
 
 
 def _tiny_onevision(out: Path) -> str:
@@ -373,12 +379,7 @@ def _qwen_scores(tower_signals: Sequence[str]) -> Callable:
 
 
 def _family_detect(name: str) -> Callable[[dict], bool]:
-    def detect(raw: dict) -> bool:
-        from llava.model.families import get_family
-
-        return get_family(name).detect(raw)
-
-    return detect
+    return lambda raw: _model_family(raw) == name
 
 
 def _family_tiny(name: str) -> Callable[[Path], str]:
