@@ -194,13 +194,14 @@ def run_prefill(
     input_ids [B, L] with one IMAGE_TOKEN_INDEX per row, images [B, 3, S, S]. The image positions
     come from the splice (`MultimodalInputs.image_spans`). Layers past the last chosen one are not run.
 
-    A family with its own image layout (`model.family_inputs`: OneVision) takes its processor's
-    input_ids, images as B x [P_i, 3, S, S] views and `image_sizes`. Its image block starts with the
-    base view's N tokens, and those are the ones measured (the same N = side^2 grid for every
-    image, so they average over samples); `cls_attn` is then the tower's stand-in on the base view.
+    Views per image (OneVision through `model.family_inputs`, with its processor's input_ids;
+    LLaVA-NeXT's anyres) come as B x [P_i, 3, S, S] with `image_sizes` as the family takes them. Their
+    image block starts with the base view's N tokens, and those are the ones measured (the same
+    N = side^2 grid for every image, so they average over samples); `cls_attn` is the tower's row on
+    the base view ([CLS] on CLIP, the stand-in on SigLIP).
     """
     layers = resolve_layers(layers, model.config.num_hidden_layers)
-    if model.family_inputs is not None:
+    if model.family_inputs is not None or model.is_anyres():
         mm = model.prepare_multimodal_inputs(input_ids, images, attention_mask, image_sizes=image_sizes,
                                              visual_token_num=None, padding_side="left")
         base = torch.stack([views[0] for views in images])  # [B, 3, S, S] the base views

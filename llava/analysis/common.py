@@ -199,7 +199,9 @@ def iter_batches(records: Sequence[dict], tokenizer, image_processor, model_conf
             ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
             pixels = process_images([image], image_processor, model_config)
             pixels = pixels[0] if torch.is_tensor(pixels) else pixels[0].squeeze(0)
-            pending.append((sample_id, ids, pixels, None))
+            # LLaVA-NeXT: [V, 3, S, S] views (base first), and the image's (width, height)
+            anyres = getattr(model_config, "image_aspect_ratio", None) == "anyres"
+            pending.append((sample_id, ids, pixels, list(image.size) if anyres else None))
         if len(pending) == batch_size:
             yield _collate(pending, tokenizer)
             pending = []
@@ -234,10 +236,6 @@ def load_model(args: argparse.Namespace):
     tokenizer, model, processor, _ = load_pretrained_model(
         args.model_path, None, get_model_name_from_path(args.model_path), device=args.device,
         torch_dtype=args.torch_dtype, vision_tower_path=args.vision_tower, pruning=PruningConfig())
-    if getattr(model.config, "image_aspect_ratio", None) == "anyres" and model.family_inputs is None:
-        raise ValueError(f"{args.model_path}: the attention analyses support LLaVA-1.5 (one view of "
-                         f"{model.get_vision_tower().num_patches} tokens per "
-                         "image); this checkpoint uses anyres (LLaVA-NeXT) images")
     return tokenizer, model.eval(), processor
 
 
@@ -273,7 +271,9 @@ def measure(model, tokenizer, image_processor, records: Sequence[dict], args: ar
 def reference_label(model) -> str:
     """What the analyses' `cls_attn` holds: CLIP's [CLS] row, or the stand-in of a tower without [CLS]."""
     stand_in = getattr(model.get_vision_tower(), "cls_stand_in", None)
-    return "CLIP [CLS]" if stand_in is None else f"[CLS] stand-in {stand_in} (base view)"
+    if stand_in is not None:
+        return f"[CLS] stand-in {stand_in} (base view)"
+    return "CLIP [CLS] (base view)" if model.is_anyres() else "CLIP [CLS]"
 
 
 def run_meta(args: argparse.Namespace, model) -> dict:
@@ -282,7 +282,9 @@ def run_meta(args: argparse.Namespace, model) -> dict:
             "num_llm_layers": model.config.num_hidden_layers,
             "vision_select_layer": model.config.mm_vision_select_layer,
             "reference_signal": reference_label(model),
-            "prompt": "chat template" if model.family_inputs is not None else f"conv template {args.conv_mode}"}
+            "prompt": "chat template" if model.family_inputs is not None else f"conv template {args.conv_mode}",
+            "measured_tokens": "the base view (first tokens of each image block)" if model.family_inputs is not None
+            or model.is_anyres() else "the whole image"}
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -1,8 +1,10 @@
-"""The attention-shift and attention-dispersion analyses on LLaVA-OneVision (prompts from its chat template).
+"""The attention-shift and attention-dispersion analyses on images with views: LLaVA-OneVision and LLaVA-NeXT.
 
-The measured tokens are the base view's 27 x 27 = 729 at the start of each image block; the numbers
-are checked against transformers' own LlavaOnevisionForConditionalGeneration run eagerly with
-output_attentions, and the reference row is the SigLIP tower's [CLS] stand-in (mean_attn).
+The measured tokens are the base view's (27 x 27 = 729 for OneVision, 24 x 24 = 576 for NeXT) at the
+start of each image block. OneVision is checked against transformers' own
+LlavaOnevisionForConditionalGeneration run eagerly with output_attentions (prompts from its chat
+template, reference row the SigLIP tower's [CLS] stand-in, mean_attn); NeXT against eager maps of the
+same splice, with CLIP's [CLS] row of the base view.
 """
 
 from __future__ import annotations
@@ -87,3 +89,42 @@ def test_dispersion_on_onevision(ov_path, mini_data, tmp_path):
     assert stats["num_samples"] == len(MEASURED) and stats["num_image_tokens"] == 729
     assert 0 < stats["summary_mean"]["cls"]["entropy"] <= 1 and 0 < stats["summary_mean"]["llm"]["image_mass"] < 1
     assert (tmp_path / "attn_dispersion_cumulative.png").is_file()
+
+
+def test_shift_on_llava_next_measures_the_base_view_against_eager_maps(next_path, mini_data, tmp_path):
+    """LLaVA-NeXT (anyres): the base view's 576 tokens inside the whole block, vs eager maps of the same splice."""
+    from llava.conversation import conv_templates
+    from llava.mm_utils import process_images, tokenizer_image_token
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.model.builder import load_pretrained_model
+
+    stats = attn_shift.main(run_args(next_path, mini_data, tmp_path))
+    assert stats["num_image_tokens"] == 576 and stats["reference_signal"] == "CLIP [CLS] (base view)"
+    tokenizer, eager, processor, _ = load_pretrained_model(next_path, device="cpu", attn_implementation="eager")
+    kinds = {"last_token": [], "text_queries": [], "image_queries": []}
+    cls = []
+    for record in (r for r in RECORDS if r["id"] in MEASURED):
+        conv = conv_templates["vicuna_v1"].copy()
+        conv.append_message(conv.roles[0], record["conversations"][0]["value"])
+        conv.append_message(conv.roles[1], None)
+        ids = tokenizer_image_token(conv.get_prompt(), tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+        image = Image.open(SAMPLES / record["image"]).convert("RGB")
+        views = process_images([image], processor, eager.config)[0]  # [V, 3, S, S]
+        with torch.no_grad():
+            mm = eager.prepare_multimodal_inputs(ids, [views], image_sizes=[image.size], visual_token_num=None)
+            maps = eager(inputs_embeds=mm.inputs_embeds, attention_mask=mm.attention_mask,
+                         position_ids=mm.position_ids, output_attentions=True).attentions
+            cls.append(eager.get_vision_tower()(views[:1], needs=frozenset({"cls_attn"})).cls_attn[0].double())
+        ((start, end),) = mm.image_spans[0]
+        assert end - start > 576  # base view, then the grid with its newlines
+        maps = torch.stack(maps)[:, 0].mean(1).double()  # [L, T, T]
+        base = slice(start, start + 576)
+        seen_image = end - torch.arange(start, start + 576, dtype=torch.float64)
+        kinds["last_token"].append(maps[:, -1, base])
+        kinds["text_queries"].append(maps[:, end:, base].mean(1))
+        kinds["image_queries"].append(maps[:, start:end, base].sum(1) / seen_image)
+    for kind, rows in kinds.items():
+        torch.testing.assert_close(torch.tensor(stats["llm"][kind], dtype=torch.float64), torch.stack(rows).mean(0),
+                                   atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor(stats["cls_attn"], dtype=torch.float64), torch.stack(cls).mean(0),
+                               atol=1e-6, rtol=1e-4)
