@@ -318,7 +318,7 @@ def _parse_family_models(items: Sequence[str]) -> list[tuple[str, str]]:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise ValueError(f"--family-model {item!r}: expected FAMILY=PATH (e.g. llava-onevision=/ckpt/ov-7b)")
-        if not os.path.isdir(os.path.expanduser(path.strip())):
+        if not Path(path.strip()).expanduser().is_dir():
             raise FileNotFoundError(f"--family-model {item!r}: folder {path.strip()} not found")
         out.append((name.strip(), path.strip()))
     return out

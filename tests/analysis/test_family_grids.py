@@ -7,6 +7,8 @@ the kept ids the model's own encoder returned.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,3 +124,20 @@ def test_the_families_figure_has_one_row_per_family_with_the_drawn_counts(loaded
     assert all(im.height == 120 for _, panels in rows for _, im in panels)
     with pytest.raises(ValueError, match="unknown family 'qwen9'"):
         get_grid_family("qwen9")
+
+
+def test_the_families_command_with_a_given_checkpoint(tiny_path, tmp_path, capsys):
+    from llava.kept_map import main
+
+    out = tmp_path / "fam.png"
+    image = str(Path(__file__).resolve().parents[2] / "assets" / "samples" / "shapes.png")
+    main(["--families", "llava-1.5", "--family-model", f"llava-1.5={tiny_path}", "--image-file", image,
+          "--visual-token-num", "64,16", "--out", str(out), "--device", "cpu"])
+    assert "kept-patch pictures of 1 families written" in capsys.readouterr().out
+    with Image.open(out) as im:
+        assert im.width > 240 and im.height > 2 * 240  # two rows (K = 64, 16) of one 240 px panel
+    with pytest.raises(ValueError, match="expected FAMILY=PATH"):
+        main(["--families", "llava-1.5", "--family-model", "llava-1.5", "--image-file", image, "--out", str(out)])
+    with pytest.raises(FileNotFoundError, match="folder /nowhere not found"):
+        main(["--families", "llava-1.5", "--family-model", "llava-1.5=/nowhere", "--image-file", image,
+              "--out", str(out)])

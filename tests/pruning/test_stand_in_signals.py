@@ -94,3 +94,24 @@ def test_the_stand_in_option_is_validated_and_not_passed_to_the_method():
     assert torch.equal(sel.indices, topk_raster(scores, 4))
     assert get_method("fastervlm").defaults == {"cls_stand_in": "auto"}
     assert get_method("vispruner").signal_options == frozenset({"cls_stand_in"})
+
+
+def test_the_drivers_pass_the_stand_in_through_pruning_args_and_record_it(tiny_path, tmp_path):
+    import json
+    from pathlib import Path
+
+    from llava.eval.model_vqa_science import main
+
+    samples = Path(__file__).resolve().parents[2] / "assets" / "samples"
+    qfile = tmp_path / "sqa.json"
+    qfile.write_text(json.dumps([{"id": "1", "image": "shapes.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is shown?\nA. a circle\nB. a dog"}]}]))
+    common = ["--image-folder", str(samples), "--question-file", str(qfile), "--device", "cpu", "--conv-mode", "vicuna_v1",
+              "--temperature", "0", "--max_new_tokens", "2", "--visual-token-num", "29"]
+    main(["--model-path", tiny_path, "--answers-file", str(tmp_path / "a.jsonl"),
+          "--pruning-args", "cls_stand_in=feature_norm", *common])
+    meta = json.loads((tmp_path / "a.jsonl").read_text().splitlines()[0])["metadata"]
+    assert meta["pruning_args"] == {"cls_stand_in": "feature_norm"} and meta["visual_tokens"] == 29
+    with pytest.raises((ValueError, SystemExit)):
+        main(["--model-path", tiny_path, "--answers-file", str(tmp_path / "b.jsonl"),
+              "--pruning-args", "cls_stand_in=bogus", *common])
