@@ -85,7 +85,7 @@ def family_of(raw: dict, path: str) -> Family:
             return family
     raise ValueError(
         f"{path}: config.json (model_type={raw.get('model_type')!r}, architectures={raw.get('architectures')}) "
-        f"belongs to no known model family ({', '.join(_FAMILIES)})"
+        f"belongs to no known model family ({', '.join(sorted(_FAMILIES))})"  # sorted: registration order varies
     )
 
 

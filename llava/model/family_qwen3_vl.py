@@ -69,7 +69,7 @@ TINY_VISION = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, p
                    initializer_range=0.2)
 # head_dim 16: the interleaved M-RoPE sections (t, h, w) cover its 8 frequency bands.
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=16, max_position_embeddings=32768, initializer_range=0.2,
+                 num_key_value_heads=2, head_dim=16, max_position_embeddings=32768, initializer_range=0.05,
                  rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [2, 3, 3],
                                   "mrope_interleaved": True})
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",

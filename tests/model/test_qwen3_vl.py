@@ -101,6 +101,7 @@ def test_greedy_tokens_equal_transformers(q3, reference, batch):
     ours = _generate(model, batch, max_new_tokens=6)
     assert ours.tolist() == ref.tolist()
     assert len(set(map(tuple, ours.tolist()))) > 1  # the images steer the answer
+    assert len(set(ours[0].tolist())) > 2  # and the decode steps do not repeat one token
 
 
 def test_a_decode_step_continues_the_positions_as_transformers(q3, reference, batch):

@@ -166,7 +166,7 @@ class Qwen3VLVisionTower(nn.Module):
         out = []
         for start, end in bounds:
             values = {}
-            q, k = cap.k.new_empty(0), cap.k[None, start:end]  # k [1, N, D]
+            k = cap.k[None, start:end]  # [1, N, D]: this image's patches only (attention stays within an image)
             if SIGNAL_MEAN_ATTN in computed:
                 q = cap.q[None, start:end]
                 cos, sin = (t[None, start:end] for t in rope)  # [1, N, Dh]
