@@ -109,14 +109,18 @@ def draw_kept_patches(
     return canvas
 
 
-def _legend(width: int, dim: float, font) -> Image.Image:
+PAD_LABEL = "padding to a square (LLaVA 'pad'; not image)"
+NO_TOKEN_LABEL = "no visual token here (padding or cut away)"
+
+
+def _legend(width: int, dim: float, font, pad_label: str = PAD_LABEL) -> Image.Image:
     """One row: a bright swatch 'kept', a dimmed one 'pruned (dimmed)', a hatched one 'padding'."""
     row_h = FONT_PX + 12
     legend = Image.new("RGB", (width, row_h), (255, 255, 255))
     draw = ImageDraw.Draw(legend)
     grey = (150, 150, 150)
     items = [("kept patch", grey), ("pruned patch (dimmed)", tuple(int(v * dim) for v in grey)),
-             ("padding to a square (LLaVA 'pad'; not image)", grey)]
+             (pad_label, grey)]
     x = 0
     for n, (label, colour) in enumerate(items):
         box = (x, 4, x + row_h - 8, row_h - 4)
@@ -159,6 +163,66 @@ def kept_grid(panels: Sequence[tuple[str, Image.Image]], columns: int = 4, pad: 
     return sheet
 
 
+def draw_panel(panel, kept: Sequence[int] | None, dim: float = 0.25, height: int | None = None) -> Image.Image:
+    """A family panel (`llava.analysis.family_grids.Panel`) with the candidates not in `kept` dimmed.
+
+    Areas no candidate covers (the padding an unpadded grid drops) and the panel's padding bands are
+    hatched. height: resize the result to this height (nearest neighbour, so cells stay sharp).
+    """
+    canvas = panel.image.convert("RGB")
+    keep = None if kept is None else set(int(i) for i in kept)
+    shade = Image.new("L", canvas.size, 255)
+    covered = Image.new("L", canvas.size, 0)
+    draw_shade, draw_cover = ImageDraw.Draw(shade), ImageDraw.Draw(covered)
+    for cid, (x0, y0, x1, y1) in zip(panel.ids.tolist(), panel.boxes.tolist()):
+        box = [round(x0), round(y0), round(x1) - 1, round(y1) - 1]
+        draw_cover.rectangle(box, fill=255)
+        if keep is not None and cid not in keep:
+            draw_shade.rectangle(box, fill=int(255 * dim))
+    canvas = Image.composite(canvas, Image.new("RGB", canvas.size, (0, 0, 0)), shade)
+    hatched = canvas.copy()
+    _hatch(ImageDraw.Draw(hatched), (0, 0, canvas.width, canvas.height))
+    canvas = Image.composite(canvas, hatched, covered)  # hatch where no token is
+    draw = ImageDraw.Draw(canvas)
+    for box in panel.bands:
+        _hatch(draw, tuple(round(v) for v in box))
+    if height is not None and height != canvas.height:
+        canvas = canvas.resize((max(1, round(canvas.width * height / canvas.height)), height), Image.NEAREST)
+    return canvas
+
+
+def family_sheet(rows: Sequence[tuple[str, Sequence[tuple[str, Image.Image]]]], title: str | None = None,
+                 notes: Sequence[str] = (), pad: int = 8, dim: float = 0.25) -> Image.Image:
+    """Rows of (label, [(panel title, panel image)]): a label line, then the row's panels side by side."""
+    if not rows:
+        raise ValueError("no rows to draw")
+    font = _font()
+    line_h = FONT_PX + 8
+    header = ([(title, (0, 0, 0))] if title else []) + [(note, (200, 0, 0)) for note in notes]
+    row_w = [sum(im.width + pad for _, im in panels) + pad for _, panels in rows]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = [int(probe.textlength(t, font=font)) + 2 * pad for t, _ in header]
+    width = max(row_w + text_w)
+    legend = _legend(width - 2 * pad, dim, font, NO_TOKEN_LABEL)
+    heights = [2 * line_h + max(im.height for _, im in panels) + pad for _, panels in rows]
+    top = pad + line_h * len(header)
+    sheet = Image.new("RGB", (width, top + sum(heights) + legend.height + 2 * pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for n, (text, colour) in enumerate(header):
+        draw.text((pad, pad + n * line_h), text, fill=colour, font=font)
+    y = top
+    for (label, panels), h in zip(rows, heights):
+        draw.text((pad, y), label, fill=(0, 0, 0), font=font)
+        x = pad
+        for panel_title, im in panels:
+            draw.text((x, y + line_h), panel_title, fill=(60, 60, 60), font=font)
+            sheet.paste(im, (x, y + 2 * line_h))
+            x += im.width + pad
+        y += h
+    sheet.paste(legend, (pad, y + pad))
+    return sheet
+
+
 def kept_indices_for(model, image_processor, image: Image.Image, k: int | None, method: str,
                      method_args: dict | None = None) -> torch.Tensor | None:
     """Raster indices that `method` keeps at budget `k` for one image (None when all are kept)."""
@@ -184,12 +248,20 @@ def main(argv: list[str] | None = None) -> None:
     epilog = """example:
   python -m llava.kept_map --model-path liuhaotian/llava-v1.5-7b --image-file assets/samples/shapes.png \\
       --visual-token-num 576,144,58,29 --pruning-method fastervlm,random --out kept_patches.png
+  python -m llava.kept_map --families all --image-file assets/samples/shapes.png --visual-token-num 64 \\
+      --out docs/kept_patches_families.png   # tiny checkpoints built on the fly
 """
     parser = argparse.ArgumentParser(description=main.__doc__, epilog=epilog, formatter_class=HelpFormatter)
-    parser.add_argument("--model-path", required=True, help="checkpoint folder (or hub id)")
+    parser.add_argument("--model-path", default=None, help="checkpoint folder (or hub id); not with --families")
     parser.add_argument("--image-file", default=None, help="the image to draw")
     add_video_args(parser)
-    parser.add_argument("--visual-token-num", default="576,144,58,29", help="comma-separated budgets K")
+    parser.add_argument("--visual-token-num", default=None,
+                        help="comma-separated budgets K (default 576,144,58,29; with --families 64)")
+    parser.add_argument("--families", default=None,
+                        help="draw the image on these families side by side (comma-separated, or 'all': "
+                             "the registered ones in llava/analysis/family_grids.py), each on its own token grid")
+    parser.add_argument("--family-model", action="append", default=[], metavar="FAMILY=PATH",
+                        help="with --families: the checkpoint of FAMILY (default: a tiny one built on the fly)")
     parser.add_argument("--pruning-method", default="fastervlm",
                         help=f"comma-separated method names, of: {', '.join(METHOD_NAMES)}")
     parser.add_argument("--out", default="kept_patches.png", help="the PNG to write")
@@ -201,16 +273,29 @@ def main(argv: list[str] | None = None) -> None:
                         help="load a checkpoint that lacks weights the model needs (they stay randomly initialised)")
     add_debug_arg(parser)
     args = parser.parse_args(argv)
+    if args.visual_token_num is None:
+        args.visual_token_num = "64" if args.families else "576,144,58,29"
     if args.video_file or not args.image_file:
+        if args.families:
+            parser.error("--families draws an image: give --image-file, not --video-file")
+        if not args.model_path:
+            parser.error("--model-path is required with --video-file")
         return video_main(args)
     methods = check_method_names(args.pruning_method)
     budgets = _parse_budgets(args.visual_token_num)
     if not os.path.isfile(args.image_file):
         raise FileNotFoundError(f"image file {args.image_file} not found (check --image-file)")
-    if looks_local(args.model_path) and not os.path.exists(os.path.expanduser(args.model_path)):
-        raise FileNotFoundError(f"--model-path {args.model_path} not found")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise FileNotFoundError(f"--out {args.out}: its folder does not exist")
+    if args.families:
+        if args.model_path:
+            parser.error("--model-path and --families exclude each other (use --family-model FAMILY=PATH)")
+        return draw_families(args.families, dict(_parse_family_models(args.family_model)), args.image_file,
+                             methods, budgets, args.out, args.device)
+    if not args.model_path:
+        parser.error("--model-path is required (or --families)")
+    if looks_local(args.model_path) and not os.path.exists(os.path.expanduser(args.model_path)):
+        raise FileNotFoundError(f"--model-path {args.model_path} not found")
 
     from llava.mm_utils import load_image
     from llava.model.builder import load_pretrained_model
@@ -236,6 +321,63 @@ def main(argv: list[str] | None = None) -> None:
     sheet = kept_grid(panels, columns=len(budgets), title=title, notes=notes)
     sheet.save(args.out, dpi=(DPI, DPI))
     print(f"kept-patch grid written to {args.out}" + (" (random weights: see the note in the picture)" if notes else ""))
+
+
+def _parse_family_models(items: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"--family-model {item!r}: expected FAMILY=PATH (e.g. llava-onevision=/ckpt/ov-7b)")
+        if not Path(path.strip()).expanduser().is_dir():
+            raise FileNotFoundError(f"--family-model {item!r}: folder {path.strip()} not found")
+        out.append((name.strip(), path.strip()))
+    return out
+
+
+def family_rows(families: Sequence[str], paths: dict[str, str], image: Image.Image, methods: Sequence[str],
+                budgets: Sequence[int], work_dir: Path, device: str = "cpu", height: int = 240):
+    """(rows for `family_sheet`, whether any weights are random): one row per (family, method, K)."""
+    from llava.analysis.family_grids import get_grid_family, load
+    from llava.pruning import PruningConfig
+
+    rows, random = [], False
+    for name in families:
+        family = get_grid_family(name)
+        path = paths.get(name) or family.tiny(work_dir / name)
+        found, loaded = load(path, device)
+        if found.name != name:
+            raise ValueError(f"--family-model {name}={path}: the checkpoint is a {found.name!r} model")
+        random = random or weights_are_random(path)
+        panels = family.grid(loaded, image)
+        total = sum(len(p.ids) for p in panels)
+        for method in methods:
+            for k in budgets:
+                kept = family.kept(loaded, image, PruningConfig(method, k))
+                shown = total if kept is None else sum(int(i in set(kept)) for p in panels for i in p.ids.tolist())
+                label = f"{name}  ({Path(path).name}):  {method}, K={k}: {shown} of {total} tokens kept"
+                rows.append((label, [(p.title, draw_panel(p, kept, height=height)) for p in panels]))
+    return rows, random
+
+
+def draw_families(families: str, paths: dict[str, str], image_file: str, methods: Sequence[str],
+                  budgets: Sequence[int], out: str, device: str = "cpu") -> None:
+    """One image on every chosen family's own grid, side by side, into one PNG."""
+    import tempfile
+
+    from llava.analysis.family_grids import get_grid_family, list_grid_families
+    from llava.mm_utils import load_image
+
+    names = list_grid_families() if families == "all" else [f.strip() for f in families.split(",") if f.strip()]
+    for name in list(names) + list(paths):
+        get_grid_family(name)  # unknown names fail before anything is built
+    image = load_image(image_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, random = family_rows(names, paths, image, methods, budgets, Path(tmp), device)
+    notes = [RANDOM_NOTE] if random else []
+    title = f"{Path(image_file).name} ({image.width}x{image.height}): kept visual tokens on each family's own grid"
+    family_sheet(rows, title=title, notes=notes).save(out, dpi=(DPI, DPI))
+    print(f"kept-patch pictures of {len(names)} families written to {out}")
 
 
 def _parse_budgets(text: str) -> list[int]:

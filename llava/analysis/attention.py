@@ -55,8 +55,12 @@ def image_attention(
     q_start: int = 0,
     columns: bool = True,
     chunk: int = 64,
+    measured: int | None = None,
 ) -> ImageAttention:
     """Attention received by the tokens at positions [start, end) of one sequence, head-averaged.
+
+    measured: only the first `measured` tokens of the image block [start, end) are reported (a
+    OneVision block's base view); queries inside the block still count as image queries.
 
     q: [1, R, H*Dh] q-projection outputs of the sequence's rows q_start..q_start+R-1 (all rows, or
     just the last); k: [1, T, Hkv*Dh]; rope: float32 (cos, sin) [1, T, Dh] of the sequence's
@@ -82,16 +86,17 @@ def image_attention(
         return head_mean_rows(q[:, r0 - q_start:r1 - q_start], k, geometry, q_positions=pos[r0:r1], rope=rope,
                               key_mask=valid[None], causal=True)[0]  # [1, c, T] -> [c, T]
 
-    last_token = rows(last, last + 1)[0, start:end]  # [N]
+    n = end - start if measured is None else measured
+    stop = start + n  # the measured tokens are [start, stop), inside the image block [start, end)
+    last_token = rows(last, last + 1)[0, start:stop]  # [N]
     if not columns:
         return ImageAttention(last_token=last_token)
 
-    n = end - start
     from_image = last_token.new_zeros(n)
     from_text = last_token.new_zeros(n)
     for r0 in range(start, last + 1, chunk):
         r1 = min(r0 + chunk, last + 1)
-        probs = rows(r0, r1)[:, start:end]  # [c, N]
+        probs = rows(r0, r1)[:, start:stop]  # [c, N]
         probs = torch.where(valid[r0:r1, None], probs, 0.0)  # padding queries count 0 (their rows may be NaN)
         is_image = pos[r0:r1] < end
         from_image += probs[is_image].sum(dim=0)
@@ -100,8 +105,8 @@ def image_attention(
     # seen[t] = number of valid queries at positions >= t (and <= last).
     seen = torch.flip(torch.cumsum(torch.flip((valid & (pos <= last)).float(), [0]), 0), [0])
     seen = torch.cat([seen, seen.new_zeros(1)])  # seen[T] = 0
-    seen_all = seen[start:end]  # [N]: queries i >= j
-    seen_image = seen[start:end] - seen[end]  # [N]: image queries j <= i < end
+    seen_all = seen[start:stop]  # [N]: queries i >= j
+    seen_image = seen[start:stop] - seen[end]  # [N]: image queries j <= i < end
     n_text = seen[end]
     text = from_text / n_text if n_text > 0 else torch.full_like(from_text, float("nan"))
     return ImageAttention(
@@ -126,11 +131,12 @@ def measure_llm_layers(
     layers: Sequence[int],
     columns: bool = True,
     chunk: int = 64,
+    n_measured: int | None = None,
 ) -> list[dict[int, ImageAttention]]:
     """Run the decoder `llm` (LlamaModel, Qwen2Model, ...) on spliced inputs and measure the chosen layers.
 
     inputs_embeds [B, T, D], attention_mask [B, T], position_ids [B, T]; spans: per row, the
-    [start, end) of its image. Returns per row {layer: ImageAttention}. The probe streams one layer
+    [start, end) of its image (`n_measured`: report only its first tokens). Returns per row {layer: ImageAttention}. The probe streams one layer
     at a time; the forward stops after the last chosen layer. Without `columns` and with
     left-padded rows only the last query row is captured.
     """
@@ -149,7 +155,7 @@ def measure_llm_layers(
         for b, span in enumerate(spans):
             measured[b][idx] = image_attention(cap.q[b:b + 1], cap.k[b:b + 1], geometry[idx], span, valid[b],
                                                (cos[b:b + 1], sin[b:b + 1]), q_start=q_start, columns=columns,
-                                               chunk=chunk)
+                                               chunk=chunk, measured=n_measured)
         if idx == wanted[-1]:
             raise _StopForward
 
@@ -181,26 +187,42 @@ def run_prefill(
     layers: Sequence[int],
     columns: bool = True,
     chunk: int = 64,
+    image_sizes: Sequence | None = None,
 ) -> list[PrefillAttention]:
     """Splice one image per row (unpruned), run the LLM prefill and measure the chosen layers.
 
     input_ids [B, L] with one IMAGE_TOKEN_INDEX per row, images [B, 3, S, S]. The image positions
     come from the splice (`MultimodalInputs.image_spans`). Layers past the last chosen one are not run.
+
+    Views per image (OneVision through `model.family_inputs`, with its processor's input_ids;
+    LLaVA-NeXT's anyres) come as B x [P_i, 3, S, S] with `image_sizes` as the family takes them. Their
+    image block starts with the base view's N tokens, and those are the ones measured (the same
+    N = side^2 grid for every image, so they average over samples); `cls_attn` is the tower's row on
+    the base view ([CLS] on CLIP, the stand-in on SigLIP).
     """
     layers = resolve_layers(layers, model.config.num_hidden_layers)
-    # One tower run gives both the features and the [CLS] row of the same layer.
-    signals = model.vision_signals(images, needs=frozenset({SIGNAL_CLS_ATTN}))
-    mm = model.prepare_multimodal_inputs(input_ids, None, attention_mask, visual_token_num=None, padding_side="left",
-                                         signals=signals)
-    cls_attn = signals.cls_attn  # [B, N]
-    n_patches = cls_attn.shape[1]
+    if model.family_inputs is not None or model.is_anyres():
+        mm = model.prepare_multimodal_inputs(input_ids, images, attention_mask, image_sizes=image_sizes,
+                                             visual_token_num=None, padding_side="left")
+        base = torch.stack([views[0] for views in images])  # [B, 3, S, S] the base views
+        cls_attn = model.get_vision_tower()(base, needs=frozenset({SIGNAL_CLS_ATTN})).cls_attn  # [B, N]
+        n_patches = cls_attn.shape[1]
+        check = lambda span: span[1] - span[0] >= n_patches  # noqa: E731  (base view first, then the grid)
+    else:
+        # One tower run gives both the features and the [CLS] row of the same layer.
+        signals = model.vision_signals(images, needs=frozenset({SIGNAL_CLS_ATTN}))
+        mm = model.prepare_multimodal_inputs(input_ids, None, attention_mask, visual_token_num=None,
+                                             padding_side="left", signals=signals)
+        cls_attn = signals.cls_attn  # [B, N]
+        n_patches = cls_attn.shape[1]
+        check = lambda span: span[1] - span[0] == n_patches  # noqa: E731
     for b, spans in enumerate(mm.image_spans):
-        if len(spans) != 1 or spans[0][1] - spans[0][0] != n_patches:
+        if len(spans) != 1 or not check(spans[0]):
             raise ValueError(f"row {b}: expected one image of {n_patches} tokens in the spliced prompt, "
                              f"got spans {spans} (one <image> per prompt, unpruned, not truncated)")
     spans = [row[0] for row in mm.image_spans]
     measured = measure_llm_layers(model.get_model(), mm.inputs_embeds, mm.attention_mask, mm.position_ids, spans,
-                                  layers, columns, chunk)
+                                  layers, columns, chunk, n_measured=n_patches)
     lengths = mm.attention_mask.sum(dim=1).tolist()
     return [PrefillAttention(measured[b], cls_attn[b].float(), spans[b], int(lengths[b])) for b in range(len(spans))]
 

@@ -111,7 +111,7 @@ def plot_all(stats: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     n = stats["num_image_tokens"]
     labels = {"llm": f"LLM layer {stats['layer']}, last prompt token",
-              "cls": f"CLIP [CLS], vision layer {stats['vision_select_layer']}"}
+              "cls": f"{stats.get('reference_signal', 'CLIP [CLS]')}, vision layer {stats['vision_select_layer']}"}
     colors = {"llm": "tab:blue", "cls": "tab:orange"}
     subtitle = f"{Path(str(stats.get('model_path'))).name}, {stats['num_samples']} samples, {n} image tokens"
     paths = []

@@ -148,6 +148,7 @@ def plot_all(stats: dict, out: Path, plot_layers: Sequence[int]) -> list[Path]:
     llm = {kind: np.asarray(v) for kind, v in stats["llm"].items() if v is not None}
     cls = np.asarray(stats["cls_attn"])
     grid, n, num_layers = stats["grid"], stats["num_image_tokens"], stats["num_llm_layers"]
+    ref = stats.get("reference_signal", "CLIP [CLS]")  # a tower without [CLS]: its stand-in
     plot_layers = resolve_layers(plot_layers, num_layers)
     subtitle = f"{Path(str(stats.get('model_path'))).name}, {stats['num_samples']} samples"
     xlabel = f"image token position (raster order: row = j // {grid}, col = j % {grid})"
@@ -186,7 +187,7 @@ def plot_all(stats: dict, out: Path, plot_layers: Sequence[int]) -> list[Path]:
             ax.plot(rows_x, values.reshape(grid, grid).mean(axis=1), color=color, lw=1.8, marker="o", ms=2.5,
                     label=f"LLM layer {layer}")
         ax.plot(rows_x, cls.reshape(grid, grid).mean(axis=1), color="0.3", lw=1.4, ls="--",
-                label=f"CLIP [CLS] (layer {stats['vision_select_layer']})")
+                label=f"{ref} (layer {stats['vision_select_layer']})")
         ax.set_yscale("log")
         ax.set_title(KIND_TITLES[kind], fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
@@ -224,18 +225,18 @@ def plot_all(stats: dict, out: Path, plot_layers: Sequence[int]) -> list[Path]:
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True,
                                    gridspec_kw={"width_ratios": [1, 1.6]})
     im = ax0.imshow(cls.reshape(grid, grid), cmap="viridis", interpolation="nearest")
-    ax0.set_title(f"[CLS] attention on the {grid}x{grid} patch grid", fontsize=10)
+    ax0.set_title(f"{ref} on the {grid}x{grid} patch grid", fontsize=10)
     ax0.set_xlabel("patch column")
     ax0.set_ylabel("patch row")
-    fig.colorbar(im, ax=ax0, label="[CLS] attention (head mean)")
+    fig.colorbar(im, ax=ax0, label=f"{ref} (head mean)")
     ax1.plot(np.arange(n), cls, color="0.2", lw=0.8)
     ax1.axhline(1 / n, color="tab:red", ls=":", lw=1, label=f"uniform 1/{n}")
     ax1.set_yscale("log")
     ax1.set_xlabel(xlabel, fontsize=8)
-    ax1.set_ylabel("[CLS] attention (log scale)")
+    ax1.set_ylabel(f"{ref} (log scale)")
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
-    fig.suptitle(f"CLIP [CLS] attention, vision layer {stats['vision_select_layer']} ({subtitle})", fontsize=10)
+    fig.suptitle(f"{ref}, vision layer {stats['vision_select_layer']} ({subtitle})", fontsize=10)
     paths.append(out / "cls_attn.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)

@@ -124,7 +124,25 @@ class Batch:
     ids: list[str]
     input_ids: torch.Tensor  # [B, L] right-padded
     attention_mask: torch.Tensor  # [B, L]
-    images: torch.Tensor  # [B, 3, S, S]
+    images: torch.Tensor | list  # [B, 3, S, S]; a family with a processor: B x [P_i, 3, S, S] views
+    image_sizes: list | None = None  # a family with a processor: (height, width) per image
+
+
+def uses_processor(processor) -> bool:
+    """Whether the checkpoint came with a full processor (OneVision, Qwen): its chat template builds prompts."""
+    return hasattr(processor, "apply_chat_template") and hasattr(processor, "image_processor")
+
+
+def processor_sample(processor, text: str, image) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(input_ids [L], views [P, 3, S, S], (height, width)) of one turn built with the checkpoint's chat template.
+
+    The turn is the image, then the question without its `<image>` placeholder (the template's order).
+    """
+    question = text.replace(DEFAULT_IMAGE_TOKEN, "").strip()
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(turn, add_generation_prompt=True)
+    out = processor(images=[image], text=[prompt], return_tensors="pt")
+    return out["input_ids"][0], out["pixel_values"][0], [int(v) for v in out["image_sizes"][0]]
 
 
 @dataclass
@@ -173,11 +191,17 @@ def iter_batches(records: Sequence[dict], tokenizer, image_processor, model_conf
         if text.count(DEFAULT_IMAGE_TOKEN) != 1:
             log.skip(sample_id, f"its first turn holds {text.count(DEFAULT_IMAGE_TOKEN)} <image> placeholders, not 1")
             continue
-        prompt = build_prompt(text, conv_mode, use_start_end)
-        ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
-        pixels = process_images([image], image_processor, model_config)
-        pixels = pixels[0] if torch.is_tensor(pixels) else pixels[0].squeeze(0)
-        pending.append((sample_id, ids, pixels))
+        if uses_processor(image_processor):
+            ids, pixels, size = processor_sample(image_processor, text, image)
+            pending.append((sample_id, ids, pixels, size))
+        else:
+            prompt = build_prompt(text, conv_mode, use_start_end)
+            ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")
+            pixels = process_images([image], image_processor, model_config)
+            pixels = pixels[0] if torch.is_tensor(pixels) else pixels[0].squeeze(0)
+            # LLaVA-NeXT: [V, 3, S, S] views (base first), and the image's (width, height)
+            anyres = getattr(model_config, "image_aspect_ratio", None) == "anyres"
+            pending.append((sample_id, ids, pixels, list(image.size) if anyres else None))
         if len(pending) == batch_size:
             yield _collate(pending, tokenizer)
             pending = []
@@ -185,15 +209,18 @@ def iter_batches(records: Sequence[dict], tokenizer, image_processor, model_conf
         yield _collate(pending, tokenizer)
 
 
-def _collate(items: list[tuple[str, torch.Tensor, torch.Tensor]], tokenizer) -> Batch:
+def _collate(items: list[tuple[str, torch.Tensor, torch.Tensor, list | None]], tokenizer) -> Batch:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(ids.shape[0] for _, ids, _ in items)
+    width = max(ids.shape[0] for _, ids, _, _ in items)
     input_ids = torch.full((len(items), width), pad, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, (_, ids, _) in enumerate(items):
+    for row, (_, ids, _, _) in enumerate(items):
         input_ids[row, : ids.shape[0]] = ids
         mask[row, : ids.shape[0]] = 1
-    return Batch([i for i, _, _ in items], input_ids, mask, torch.stack([p for _, _, p in items]))
+    ids = [i for i, _, _, _ in items]
+    if items[0][3] is not None:  # views differ in number per image: a list
+        return Batch(ids, input_ids, mask, [p for _, _, p, _ in items], [s for _, _, _, s in items])
+    return Batch(ids, input_ids, mask, torch.stack([p for _, _, p, _ in items]))
 
 
 # ---- the measuring loop ------------------------------------------------------------------------------
@@ -209,10 +236,6 @@ def load_model(args: argparse.Namespace):
     tokenizer, model, processor, _ = load_pretrained_model(
         args.model_path, None, get_model_name_from_path(args.model_path), device=args.device,
         torch_dtype=args.torch_dtype, vision_tower_path=args.vision_tower, pruning=PruningConfig())
-    if getattr(model.config, "image_aspect_ratio", None) == "anyres":
-        raise ValueError(f"{args.model_path}: the attention analyses support LLaVA-1.5 (one view of "
-                         f"{model.get_vision_tower().num_patches} tokens per "
-                         "image); this checkpoint uses anyres (LLaVA-NeXT) images")
     return tokenizer, model.eval(), processor
 
 
@@ -229,8 +252,10 @@ def measure(model, tokenizer, image_processor, records: Sequence[dict], args: ar
     with tqdm(total=len(records), desc=desc, unit="sample") as progress:
         for batch in iter_batches(records, tokenizer, image_processor, model.config, args.conv_mode,
                                   args.image_folder, args.batch_size, log, progress):
-            results = run_prefill(model, batch.input_ids.to(device), batch.images.to(device=device, dtype=dtype),
-                                  batch.attention_mask.to(device), layers, columns, args.query_chunk)
+            images = ([v.to(device=device, dtype=dtype) for v in batch.images] if isinstance(batch.images, list)
+                      else batch.images.to(device=device, dtype=dtype))
+            results = run_prefill(model, batch.input_ids.to(device), images, batch.attention_mask.to(device), layers,
+                                  columns, args.query_chunk, image_sizes=batch.image_sizes)
             for sample_id, result in zip(batch.ids, results):
                 consume(sample_id, result)
                 log.num_measured += 1
@@ -243,11 +268,23 @@ def measure(model, tokenizer, image_processor, records: Sequence[dict], args: ar
 # ---- outputs ---------------------------------------------------------------------------------------
 
 
+def reference_label(model) -> str:
+    """What the analyses' `cls_attn` holds: CLIP's [CLS] row, or the stand-in of a tower without [CLS]."""
+    stand_in = getattr(model.get_vision_tower(), "cls_stand_in", None)
+    if stand_in is not None:
+        return f"[CLS] stand-in {stand_in} (base view)"
+    return "CLIP [CLS] (base view)" if model.is_anyres() else "CLIP [CLS]"
+
+
 def run_meta(args: argparse.Namespace, model) -> dict:
     return {"model_path": args.model_path, "data_file": args.data_file, "image_folder": args.image_folder,
             "conv_mode": args.conv_mode, "torch_dtype": str(model.dtype).replace("torch.", ""),
             "num_llm_layers": model.config.num_hidden_layers,
-            "vision_select_layer": model.config.mm_vision_select_layer}
+            "vision_select_layer": model.config.mm_vision_select_layer,
+            "reference_signal": reference_label(model),
+            "prompt": "chat template" if model.family_inputs is not None else f"conv template {args.conv_mode}",
+            "measured_tokens": "the base view (first tokens of each image block)" if model.family_inputs is not None
+            or model.is_anyres() else "the whole image"}
 
 
 def write_json(path: Path, payload: dict) -> None:

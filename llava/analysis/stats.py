@@ -85,3 +85,50 @@ def dispersion_summary(scores) -> dict[str, float]:
         "entropy": normalized_entropy(p),
         "top1": float(p.max()),
     }
+
+
+def effective_share(scores) -> float:
+    """exp(Shannon entropy) / N: the share of tokens a uniform distribution of the same entropy would use."""
+    p = shares(scores)
+    nz = p[p > 0]
+    return float(np.exp(-(nz * np.log(nz)).sum()) / p.size)
+
+
+def gini(scores) -> float:
+    """Gini coefficient of the shares: 0 for uniform, (N - 1) / N for one-hot."""
+    p = np.sort(shares(scores))  # ascending
+    n = p.size
+    ranks = np.arange(1, n + 1)
+    return float(((2 * ranks - n - 1) * p).sum() / n)
+
+
+def top_mass(scores, fraction: float) -> float:
+    """Share of the total held by the ceil(fraction * N) largest scores."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    c = cumulative_share(scores)
+    return float(c[max(1, int(np.ceil(fraction * c.size - _TOL))) - 1])
+
+
+def top_overlap(a, b, fraction: float) -> float:
+    """|top(a) & top(b)| / k for the k = ceil(fraction * N) largest entries of each (ties: the lower index)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"score vectors differ in length: {a.size} vs {b.size}")
+    k = max(1, int(np.ceil(fraction * a.size - _TOL)))
+    top = lambda s: set(np.argsort(-s, kind="stable")[:k].tolist())  # noqa: E731
+    return len(top(a) & top(b)) / k
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two score vectors (ranks by stable sort; ties are not averaged)."""
+    ra = np.argsort(np.argsort(np.asarray(a, dtype=np.float64).ravel(), kind="stable"), kind="stable")
+    rb = np.argsort(np.argsort(np.asarray(b, dtype=np.float64).ravel(), kind="stable"), kind="stable")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def concentration_summary(scores, top_fraction: float = 0.1) -> dict[str, float]:
+    """`dispersion_summary` plus effective_share, gini and top_mass (the mass of the top `top_fraction`)."""
+    out = dispersion_summary(scores)
+    out.update(effective_share=effective_share(scores), gini=gini(scores), top_mass=top_mass(scores, top_fraction))
+    return out

@@ -21,7 +21,7 @@ from llava.constants import IMAGE_TOKEN_INDEX
 from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE, VisionSignals, gather_tokens
 from llava.pruning.config import PruningConfig, check_visual_token_num
-from llava.pruning.signals import signal_spec
+from llava.pruning.signals import hand_over_stand_in, signal_spec, stand_in_needs, stand_in_option
 
 from .splice import MultimodalInputs
 
@@ -48,6 +48,21 @@ def tower_needs(needs: frozenset[str]) -> frozenset[str]:
     """The signals of `needs` that the vision tower computes (the model fills in `projected` and
     `text_relevance` itself)."""
     return frozenset(n for n in needs if signal_spec(n).fn is not None)
+
+
+def run_tower(tower, images: torch.Tensor, needs: frozenset[str], pruning: PruningConfig) -> VisionSignals:
+    """The tower on `images` for the tower-computed signals of `needs`.
+
+    A `cls_stand_in` named in the method's options (`--pruning-args cls_stand_in=feature_norm`) is
+    computed instead of the [CLS] row and handed over as `cls_attn`; 'auto' leaves the choice to the
+    tower (CLIP: its [CLS] row; SigLIP: its load-time default).
+    """
+    computed = tower_needs(needs)
+    stand_in = stand_in_option(pruning.args)
+    signals = tower(images, needs=stand_in_needs(computed, stand_in))
+    if stand_in is None:
+        return signals
+    return VisionSignals(signals.features, **hand_over_stand_in(signals.values, computed, stand_in))
 
 
 def add_projected(signals: VisionSignals, projector, needs: frozenset[str]) -> VisionSignals:
@@ -218,7 +233,7 @@ class LlavaMetaForCausalLM:
         elif images.ndim == 5:
             images = images.flatten(0, 1)
         needs = self.pruning_needs(pruning) if needs is None else frozenset(needs)
-        signals = self.get_vision_tower()(images, needs=tower_needs(needs))
+        signals = run_tower(self.get_vision_tower(), images, needs, self._pruning(pruning))
         return add_projected(signals, self.mm_projector, needs)
 
     @torch.no_grad()
@@ -252,7 +267,7 @@ class LlavaMetaForCausalLM:
             prune = [False] * len(budgets)
         needs = method.needs if any(prune) else frozenset()
         if signals is None:
-            signals = tower(images, needs=tower_needs(needs))
+            signals = run_tower(tower, images, needs, cfg)
         projector = self.mm_projector
         signals = add_projected(signals, projector, needs)
         signals = add_text_relevance(signals, tower, self.text_tower, needs, texts, method.name)
@@ -337,7 +352,7 @@ class LlavaMetaForCausalLM:
             if views.shape[0] != sum(counts):
                 raise ValueError(f"expected {sum(counts)} anyres views for image sizes {list(image_sizes)}, "
                                  f"got {views.shape[0]}")
-            signals = tower(views, needs=tower_needs(needs))  # [V, N, D] for all views at once
+            signals = run_tower(tower, views, needs, cfg)  # [V, N, D] for all views at once
         signals = add_projected(signals, self.mm_projector, needs)
         if texts is not None:
             texts = [text for text, n in zip(texts, counts) for _ in range(n)]  # per image -> per view

@@ -220,7 +220,7 @@ def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeomet
     pixel_values: [n_img, P_max, 3, S, S] (padded views, as the processor gives them) or n_img x [P_i, 3, S, S];
     image_sizes: n_img x (height, width). `signals` from an earlier tower run over all views skips the tower.
     """
-    from .llava_arch import FROM_PRUNING, EncodedImages, expand_budgets, tower_needs
+    from .llava_arch import FROM_PRUNING, EncodedImages, expand_budgets, run_tower
 
     cfg = model._pruning(pruning)
     method = get_method(cfg.method)
@@ -242,7 +242,7 @@ def encode_onevision(model, pixel_values, image_sizes, geometry: OneVisionGeomet
             if v.shape[0] != g.views:
                 raise ValueError(f"image {i} of size {sizes[i]} needs {g.views} views, got {v.shape[0]}")
         try:
-            signals = tower(torch.cat(views), needs=tower_needs(needs))  # [V, N, D] for all views at once
+            signals = run_tower(tower, torch.cat(views), needs, cfg)  # [V, N, D] for all views at once
         except ValueError as err:
             raise ValueError(f"pruning method {method.name!r} cannot run on {FAMILY}: {err}") from None
     elif signals.features.shape[0] != sum(g.views for g in grids):

@@ -23,6 +23,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
+from llava.pruning.signals import refuse_other_stand_in
 
 from . import qwen_layout
 from .input_checks import check_context, check_grid, check_prompts
@@ -74,6 +75,7 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         the method's), `projected` (every merged token through the merger) included when named."""
         needs = self.pruning_needs(pruning) if needs is None else frozenset(needs)
         self._check_needs(needs, get_method(self._pruning(pruning).method).name)
+        refuse_other_stand_in(self._pruning(pruning).args, self.vision_tower.cls_stand_in, FAMILY)
         out = self.vision_tower(pixel_values, image_grid_thw, needs=needs - {SIGNAL_PROJECTED})
         if SIGNAL_PROJECTED in needs:
             out.signals = [s.with_values(projected=self.vision_tower.project(s.features[0])[None])

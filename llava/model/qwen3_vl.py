@@ -34,6 +34,7 @@ from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
 from llava.pruning.in_llm import OriginResiduals
+from llava.pruning.signals import refuse_other_stand_in
 
 from . import qwen_layout
 from .input_checks import check_context, check_grid, check_prompts
@@ -161,6 +162,7 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         needs = self.pruning_needs(pruning) if needs is None else frozenset(needs)
         tower = self.get_vision_tower()
         computed = self._check_needs(needs, self._pruning(pruning).method)
+        refuse_other_stand_in(self._pruning(pruning).args, tower.cls_stand_in, FAMILY)
         out = tower(images, torch.as_tensor(image_grid_thw), needs=computed)
         if SIGNAL_PROJECTED in needs:
             dtype = next(tower.vision_tower.merger.parameters()).dtype

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .signals import known_signals, signal_spec
+from .signals import CLS_STAND_IN_ARG, STAND_IN_AUTO, check_stand_in, known_signals, signal_spec
 
 # Names of the built-in signals (see `signals.py` for what each one is and how it is computed).
 SIGNAL_CLS_ATTN = "cls_attn"  # [B, N]   head-mean [CLS]->patch attention at the selected layer
@@ -124,6 +124,9 @@ class PruningMethod:
     defaults: dict = field(default_factory=dict)
     description: str = ""
     llm_pruner: type | None = None  # in-LLM methods: the hook class the LLM wrapper installs
+    # Options (in `defaults`) that choose the signals rather than steer `fn`: the model reads them
+    # (e.g. `cls_stand_in`), and `select` does not pass them to `fn`.
+    signal_options: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def question_dependent(self) -> bool:
@@ -148,7 +151,8 @@ class PruningMethod:
                 f"pruning method {self.name!r} needs the signal(s) {missing} from the vision tower, "
                 "but they are None"
             )
-        return self.fn(signals, k, **{**self.defaults, **kwargs})
+        args = {key: v for key, v in {**self.defaults, **kwargs}.items() if key not in self.signal_options}
+        return self.fn(signals, k, **args)
 
     def check_args(self, args: dict) -> dict:
         """`args` checked against the method's `defaults`: the one place method options are validated.
@@ -163,7 +167,13 @@ class PruningMethod:
                 f"pruning method {self.name!r}: unknown argument(s) {sorted(unknown)}; "
                 f"it takes {sorted(self.defaults) or 'no arguments'}"
             )
-        return {key: self._check_value(key, value) for key, value in args.items()}
+        checked = {key: self._check_value(key, value) for key, value in args.items()}
+        if CLS_STAND_IN_ARG in checked and checked[CLS_STAND_IN_ARG] != STAND_IN_AUTO:
+            try:
+                check_stand_in(checked[CLS_STAND_IN_ARG])
+            except ValueError as err:
+                raise ValueError(f"pruning method {self.name!r}: {err}; fix --pruning-args") from None
+        return checked
 
     def _check_value(self, key: str, value):
         default = self.defaults[key]

@@ -18,9 +18,15 @@ def register_method(
     defaults: dict | None = None,
     description: str = "",
     llm_pruner: type | None = None,
+    signal_options: dict | None = None,
 ) -> Callable:
-    """Decorator that registers `fn(signals, k, **kwargs) -> Selection` under `name`."""
+    """Decorator that registers `fn(signals, k, **kwargs) -> Selection` under `name`.
+
+    signal_options: options with their defaults that choose the method's signals (the model reads
+    them; `fn` never sees them), e.g. {"cls_stand_in": "auto"}. They are validated like `defaults`.
+    """
     needs = frozenset(needs)
+    signal_options = dict(signal_options or {})
     if not needs <= known_signals():
         raise ValueError(f"method {name!r} needs unknown signals {sorted(needs - known_signals())}")
     if stage not in ("pre_llm", "in_llm"):
@@ -32,7 +38,11 @@ def register_method(
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
         if stage == "in_llm" and llm_pruner is None:
             raise ValueError(f"in-LLM method {name!r} needs an llm_pruner hook class")
-        _REGISTRY[name] = PruningMethod(name, fn, stage, needs, dict(defaults or {}), doc, llm_pruner)
+        clash = sorted(set(signal_options) & set(defaults or {}))
+        if clash:
+            raise ValueError(f"method {name!r}: option(s) {clash} are both signal options and method options")
+        _REGISTRY[name] = PruningMethod(name, fn, stage, needs, {**(defaults or {}), **signal_options}, doc,
+                                        llm_pruner, frozenset(signal_options))
         return fn
 
     return wrap

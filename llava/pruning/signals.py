@@ -128,6 +128,99 @@ def mean_attn(x: SignalInputs) -> torch.Tensor:
     return received_attention(cap.q, cap.k, x.geometry)[:, x.prefix:]  # [B, T] -> [B, N]
 
 
+# How many tower layers `mean_attn_deep` averages (the selected one and those just before it).
+DEEP_LAYERS = 4
+
+
+def _deep_layers(last: int) -> list[int]:
+    return list(range(max(0, last - DEEP_LAYERS + 1), last + 1))
+
+
+@register_signal("mean_attn_deep", q_rows=Q_ALL, layers=_deep_layers)
+def mean_attn_deep(x: SignalInputs) -> torch.Tensor:
+    """[B, N] `mean_attn` averaged over the last DEEP_LAYERS tower layers run (fewer if the tower is shallower).
+
+    One layer's received attention can be dominated by a few sink patches; averaging neighbouring
+    layers is a cheap way to smooth that, at the cost of probing (all q rows of) more layers.
+    """
+    rows = [received_attention(x.captured[i].q, x.captured[i].k, x.geometry)[:, x.prefix:]
+            for i in _deep_layers(x.last)]
+    return torch.stack(rows).mean(dim=0)  # L x [B, N] -> [B, N]
+
+
+@register_signal("pooled_query_attn", q_rows=Q_ALL)
+def pooled_query_attn(x: SignalInputs) -> torch.Tensor:
+    """[B, N] head-mean attention of the mean patch query over the patches at the selected layer.
+
+    The q projection is affine, so the mean of the patches' queries is the query a token holding the
+    patches' mean hidden state would ask: a [CLS]-like global row that needs no [CLS] token, one row
+    per image.
+    """
+    cap = x.captured[x.last]
+    pooled = cap.q[:, x.prefix:].mean(dim=1, keepdim=True)  # [B, T, H*Dh] -> [B, 1, H*Dh]
+    return head_mean_rows(pooled, cap.k[:, x.prefix:], x.geometry)[:, 0]  # [B, 1, N] -> [B, N]
+
+
+@register_signal("feature_norm", layers=lambda last: [], q_rows=Q_NONE, from_hidden=True)
+def feature_norm(x: SignalInputs) -> torch.Tensor:
+    """[B, N] L2 norm of each patch's feature at the selected layer (no attention at all; free to compute).
+
+    High-norm patches are the ones ViTs use as global stores ("registers"); a ranking by norm keeps them.
+    """
+    if x.hidden is None:
+        raise ValueError("vision signal 'feature_norm' needs the selected layer's hidden states "
+                         "(pass hidden= to compute_signals)")
+    return x.hidden[:, x.prefix:].float().norm(dim=-1)  # [B, N, D] -> [B, N]
+
+
+# Signals that may stand in for [CLS] attention (`cls_stand_in`): one non-negative score per patch,
+# computed by the tower without a [CLS] token.
+CLS_STAND_INS = ("mean_attn", "mean_attn_deep", "pooled_query_attn", "feature_norm")
+CLS_STAND_IN_ARG = "cls_stand_in"  # the method option naming it ("auto": the tower's own default)
+STAND_IN_AUTO = "auto"
+
+
+def check_stand_in(name: str) -> str:
+    """`name` if it may stand in for [CLS] attention, else a ValueError listing those that may."""
+    if name not in CLS_STAND_INS:
+        raise ValueError(f"cls_stand_in={name!r}: must be one of {list(CLS_STAND_INS)} "
+                         f"(or {STAND_IN_AUTO!r} for the tower's default)")
+    return name
+
+
+def stand_in_option(method_args: dict) -> str | None:
+    """The stand-in a call's method options name (`cls_stand_in`), or None for 'auto' / not given."""
+    name = method_args.get(CLS_STAND_IN_ARG, STAND_IN_AUTO)
+    return None if name == STAND_IN_AUTO else check_stand_in(name)
+
+
+def refuse_other_stand_in(method_args: dict, tower_default: str, family: str) -> None:
+    """For towers that compute one stand-in only: a call naming another is a ValueError, not silently ignored."""
+    stand_in = stand_in_option(method_args)
+    if stand_in is not None and stand_in != tower_default:
+        raise ValueError(f"{family}: cls_stand_in={stand_in!r} is not computed by this family's vision adapter "
+                         f"(it gives {tower_default!r}); drop it from --pruning-args")
+
+
+def stand_in_needs(needs, stand_in: str | None) -> frozenset[str]:
+    """`needs` with `cls_attn` replaced by the signal `stand_in` (None: unchanged)."""
+    needs = frozenset(needs)
+    if stand_in is None or "cls_attn" not in needs:
+        return needs
+    return (needs - {"cls_attn"}) | {check_stand_in(stand_in)}
+
+
+def hand_over_stand_in(values: dict, needs, stand_in: str | None) -> dict:
+    """The computed `values` with the stand-in handed over under `cls_attn` (and dropped when not asked for)."""
+    if stand_in is None or "cls_attn" not in needs:
+        return values
+    values = dict(values)
+    values["cls_attn"] = values[stand_in]
+    if stand_in not in needs:
+        del values[stand_in]
+    return values
+
+
 @register_signal("scores", q_rows=Q_NONE, external=True)
 def scores(x: SignalInputs) -> torch.Tensor:
     """[B, N] scores computed outside the tower (FastV's last-token attention inside the LLM)."""

@@ -71,3 +71,27 @@ def test_invalid_scores_are_rejected():
         normalized_entropy([0.5, -0.1])
     with pytest.raises(ValueError, match="mass"):
         token_share_for_mass([1, 1], 0)
+
+
+def test_concentration_measures_in_closed_form():
+    from llava.analysis.stats import concentration_summary, effective_share, gini, spearman, top_mass, top_overlap
+
+    uniform = np.full(N, 2.0)
+    out = concentration_summary(uniform)
+    assert out["effective_share"] == pytest.approx(1.0) and out["gini"] == pytest.approx(0.0, abs=1e-12)
+    assert out["top_mass"] == pytest.approx(math.ceil(0.1 * N) / N)
+    one_hot = np.zeros(N)
+    one_hot[7] = 5.0
+    assert effective_share(one_hot) == pytest.approx(1 / N) and gini(one_hot) == pytest.approx((N - 1) / N)
+    assert top_mass(one_hot, 0.01) == pytest.approx(1.0)
+    # two levels: m tokens share mass 0.5 equally, the other N - m the other 0.5
+    m = 64
+    two = np.concatenate([np.full(m, 0.5 / m), np.full(N - m, 0.5 / (N - m))])
+    h = -(0.5 * math.log(0.5 / m) + 0.5 * math.log(0.5 / (N - m)))
+    assert effective_share(two) == pytest.approx(math.exp(h) / N)
+    # Gini of two levels: 0.5 - m / N  (Lorenz curve with one kink at (1 - m/N, 0.5))
+    assert gini(two) == pytest.approx(0.5 - m / N)
+    assert top_mass(two, m / N) == pytest.approx(0.5)
+    ramp = np.arange(N, dtype=float)
+    assert top_overlap(ramp, ramp[::-1].copy(), 0.25) == 0.0 and top_overlap(ramp, 2 * ramp + 1, 0.25) == 1.0
+    assert spearman(ramp, ramp ** 2) == pytest.approx(1.0) and spearman(ramp, -ramp) == pytest.approx(-1.0)

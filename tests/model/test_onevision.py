@@ -134,6 +134,23 @@ def test_fastervlm_ranks_by_mean_received_attention(ov, batch):
     torch.testing.assert_close(plain.sum(), torch.tensor(1.0), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("stand_in", ["feature_norm", "pooled_query_attn", "mean_attn_deep"])
+def test_a_call_chooses_the_cls_stand_in(ov, batch, stand_in):
+    """`cls_stand_in` in fastervlm's options replaces the tower's default for that call only."""
+    from llava.model.llava_arch import run_tower
+
+    model = ov[1]
+    tower = model.get_vision_tower()
+    pixels = batch["pixel_values"][0, :1]
+    cfg = PruningConfig("fastervlm", 64, method_args={"cls_stand_in": stand_in})
+    got = run_tower(tower, pixels, frozenset({"cls_attn"}), cfg)
+    torch.testing.assert_close(got.cls_attn, getattr(tower(pixels, needs=frozenset({stand_in})), stand_in))
+    assert got.values.keys() == {"cls_attn"}
+    one = {key: value[:1] for key, value in batch.items()}
+    _generate(model, one, pruning=cfg)
+    assert model.last_multimodal.token_counts[0] <= 64
+
+
 @pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).stage == "pre_llm"])
 def test_every_pre_llm_method_runs_or_names_what_it_lacks(ov, batch, name):
     model, batch = ov[1], {key: value[:1] for key, value in batch.items()}  # one image is enough

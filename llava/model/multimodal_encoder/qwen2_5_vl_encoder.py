@@ -42,7 +42,7 @@ from llava.pruning.signals import signal_spec
 from ..input_checks import check_grid, check_patches, check_pixels
 from .patch_grid import QwenPatchProperties
 from .registry import register_vision_adapter
-from .siglip_encoder import CLS_STAND_INS, MissingSignalError
+from .siglip_encoder import MissingSignalError
 
 FAMILY = "qwen2_5_vl"
 # What this tower computes; `cls_attn` is answered with the stand-in.
@@ -77,8 +77,8 @@ class Qwen25VisionTower(QwenPatchProperties, nn.Module):
         self.vision_tower.requires_grad_(False)
         self.image_processor = image_processor
         self.vision_tower_name = name
-        if cls_stand_in not in CLS_STAND_INS:
-            raise ValueError(f"cls_stand_in={cls_stand_in!r}: must be one of {list(CLS_STAND_INS)}")
+        if cls_stand_in not in TOWER_SIGNALS:  # the only stand-in this adapter computes
+            raise ValueError(f"cls_stand_in={cls_stand_in!r}: must be one of {list(TOWER_SIGNALS)}")
         self.cls_stand_in = cls_stand_in
         self.signal_layer = signal_layer
         self.select_layer = -1  # the features are the last block's output (what the merger reads)

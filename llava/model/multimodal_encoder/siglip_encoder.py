@@ -7,7 +7,8 @@ layer's output before it). Signals come from the probe (`llava.probe`) on that l
 
 Without [CLS], a method that ranks by `cls_attn` (fastervlm, vispruner) gets a stand-in: the
 signal named by `cls_stand_in` (default `mean_attn`, the mean attention each patch receives from
-all queries at the selected layer), handed over under the name `cls_attn`. Signals that need the
+all queries at the selected layer; the others are `signals.CLS_STAND_INS`), handed over under the
+name `cls_attn`. A call picks another with `--pruning-args cls_stand_in=...` (`llava_arch.run_tower`). Signals that need the
 [CLS] token itself (`cls_attn_layers`, `cls_feature`) are refused with an error.
 
 Shapes: B views, N patches (no prefix token), D width.
@@ -21,14 +22,13 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from llava.probe import HeadGeometry, QKProbe
 from llava.pruning.base import SIGNAL_CLS_ATTN, VisionSignals
-from llava.pruning.signals import compute_signals, signal_spec, tower_plan
+from llava.pruning.signals import (CLS_STAND_INS, compute_signals, hand_over_stand_in, signal_spec, stand_in_needs,
+                                   tower_plan)
 
 from .clip_encoder import resolve_hidden_state_index
 from .patch_grid import PatchGridProperties
 from .registry import register_vision_adapter
 
-# Signals that may stand in for [CLS] attention: one score per patch, read from the tower without [CLS].
-CLS_STAND_INS = ("mean_attn",)
 
 
 class MissingSignalError(ValueError):
@@ -84,7 +84,7 @@ class SiglipVisionTower(PatchGridProperties, nn.Module):
         missing = sorted(n for n in needs if n != SIGNAL_CLS_ATTN and signal_spec(n).needs_prefix)
         if missing:
             raise MissingSignalError(f"signal(s) {missing} need a [CLS] token, which SigLIP lacks")
-        return frozenset(self.cls_stand_in if n == SIGNAL_CLS_ATTN else n for n in needs)
+        return stand_in_needs(needs, self.cls_stand_in)
 
     def signal_probe(self, needs: frozenset[str] | set[str]) -> QKProbe:
         """The (unattached) probe on the layers and query rows that the tower signals of `needs` read."""
@@ -105,11 +105,7 @@ class SiglipVisionTower(PatchGridProperties, nn.Module):
         last = self.num_run_layers - 1
         geometry = HeadGeometry.of(self.vision_tower.encoder.layers[last].self_attn)
         values = compute_signals(computed, captured, geometry, last, prefix=0, hidden=hidden)
-        if SIGNAL_CLS_ATTN in needs:
-            values[SIGNAL_CLS_ATTN] = values[self.cls_stand_in]
-            if self.cls_stand_in not in needs:
-                del values[self.cls_stand_in]
-        return values
+        return hand_over_stand_in(values, needs, self.cls_stand_in)
 
     # ---- forward ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -21,11 +21,13 @@ import torch
 
 from ..base import SIGNAL_CLS_ATTN, Selection, VisionSignals
 from ..registry import register_method
+from ..signals import CLS_STAND_IN_ARG, STAND_IN_AUTO
 from ._common import check_signal, identity_selection, unit_rows
 
 
 @register_method(
-    "vispruner", needs=[SIGNAL_CLS_ATTN], defaults={"important_ratio": 0.5, "step": 8}
+    "vispruner", needs=[SIGNAL_CLS_ATTN], defaults={"important_ratio": 0.5, "step": 8},
+    signal_options={CLS_STAND_IN_ARG: STAND_IN_AUTO},
 )
 def vispruner(signals: VisionSignals, k: int, important_ratio: float = 0.5, step: int = 8) -> Selection:
     """Important tokens by [CLS] attention plus diverse tokens by iterative duplicate removal."""
