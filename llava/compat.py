@@ -280,3 +280,42 @@ def call_qwen_vision_block(block: nn.Module, hidden: torch.Tensor, cu_seqlens: t
     """Run one Qwen2.5-VL vision block on packed patches hidden [P, D] (attention within `cu_seqlens`)."""
     max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
     return block(hidden, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, position_embeddings=rope)
+
+
+# ---- Qwen3-VL -------------------------------------------------------------------------------------
+# The keywords under which Qwen3-VL's text model takes the DeepStack features and where they go.
+DEEPSTACK_KWARGS = ("visual_pos_masks", "deepstack_visual_embeds")
+
+
+def check_deepstack_kwargs(text_model: nn.Module) -> None:
+    """Raise a clear error if the text model's `forward` does not take DeepStack features (`DEEPSTACK_KWARGS`)."""
+    params = inspect.signature(inspect.unwrap(type(text_model).forward)).parameters
+    missing = [name for name in DEEPSTACK_KWARGS if name not in params]
+    if missing:
+        raise RuntimeError(f"{type(text_model).__name__}.forward takes no {missing} in this transformers release; "
+                           "install the version pinned in constraints.txt")
+
+
+def qwen3_vision_prelude(visual: nn.Module, pixel_values: torch.Tensor,
+                         grid_thw: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """What Qwen3-VL's vision model computes before its first block, for running the blocks one by one.
+
+    pixel_values [P, C*T*p*p] (the processor's flattened patches, merge-group order), grid_thw [n, 3]
+    -> (hidden [P, D]: patch embeddings plus the learned positions resampled to each grid, the keywords
+    every block takes: `cu_seqlens`, `max_seqlen` (attention within each image) and
+    `position_embeddings` (the 2-D rotary tables (cos, sin), each [P, Dh])). Follows
+    `Qwen3VLVisionModel.forward` with the `transformers.vision_utils` helpers it uses.
+    """
+    from transformers.vision_utils import (get_vision_attention_seqlens, get_vision_interpolation_indices_and_weights,
+                                           get_vision_position_ids)
+
+    config = visual.config
+    index, weight = get_vision_interpolation_indices_and_weights(
+        grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+        align_corners=visual.interpolation_align_corners, spatial_merge_size=config.spatial_merge_size)
+    position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
+    cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid_thw, config)
+    hidden = visual.patch_embed(pixel_values.to(visual.patch_embed.proj.weight.dtype))  # [P, D]
+    hidden = hidden + (visual.pos_embed(index) * weight[:, :, None]).sum(1).to(hidden.dtype)
+    rope = visual.rotary_pos_emb(hidden, position_ids)
+    return hidden, {"cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen, "position_embeddings": rope}

@@ -85,7 +85,7 @@ def family_of(raw: dict, path: str) -> Family:
             return family
     raise ValueError(
         f"{path}: config.json (model_type={raw.get('model_type')!r}, architectures={raw.get('architectures')}) "
-        f"belongs to no known model family ({', '.join(_FAMILIES)})"
+        f"belongs to no known model family ({', '.join(sorted(_FAMILIES))})"  # sorted: registration order varies
     )
 
 
@@ -94,3 +94,4 @@ def _ensure_builtin() -> None:
     from . import family_video_llava  # noqa: F401  (registers Video-LLaVA)
     from . import family_onevision  # noqa: F401  (registers LLaVA-OneVision)
     from . import family_qwen2_5_vl  # noqa: F401  (registers Qwen2.5-VL)
+    from . import family_qwen3_vl  # noqa: F401  (registers Qwen3-VL)

@@ -67,11 +67,12 @@ def test_unknown_families_and_towers_are_refused_by_name(tmp_path):
 def test_the_vision_adapters_are_registered_by_model_type():
     from llava.model.multimodal_encoder.clip_encoder import CLIPVisionTower
     from llava.model.multimodal_encoder.qwen2_5_vl_encoder import Qwen25VisionTower
+    from llava.model.multimodal_encoder.qwen3_vl_encoder import Qwen3VLVisionTower
     from llava.model.multimodal_encoder.siglip_encoder import SiglipVisionTower
 
     assert list_vision_adapters() == {"clip": CLIPVisionTower, "clip_vision_model": CLIPVisionTower,
                                       "siglip": SiglipVisionTower, "siglip_vision_model": SiglipVisionTower,
-                                      "qwen2_5_vl_vision": Qwen25VisionTower}
+                                      "qwen2_5_vl_vision": Qwen25VisionTower, "qwen3_vl_vision": Qwen3VLVisionTower}
 
 
 # CLIP adapters against the embedded tiny CLIP tower; SigLIP against transformers' in test_onevision.py.

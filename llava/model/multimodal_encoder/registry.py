@@ -64,3 +64,4 @@ def _ensure_builtin() -> None:
     from . import clip_encoder  # noqa: F401  (registers CLIP)
     from . import siglip_encoder  # noqa: F401  (registers SigLIP)
     from . import qwen2_5_vl_encoder  # noqa: F401  (registers Qwen2.5-VL's ViT)
+    from . import qwen3_vl_encoder  # noqa: F401  (registers Qwen3-VL's ViT)
