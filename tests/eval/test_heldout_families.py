@@ -29,6 +29,7 @@ def _onevision_inputs(folder, prompt, images):
 FAMILIES = {
     "llava-onevision": (ic.build_onevision, "LlavaOnevisionForConditionalGeneration", _onevision_inputs),
     "qwen2_5_vl": (ic.build_qwen2_5_vl, "Qwen2_5_VLForConditionalGeneration", ic.reference_inputs),
+    "qwen3_vl": (ic.build_qwen3_vl, "Qwen3VLForConditionalGeneration", ic.reference_inputs),
 }
 
 
