@@ -50,12 +50,13 @@ def read_answers(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def run_loader(model_path, qfile, image_folder, answers, *flags) -> list[dict]:
+def run_loader(model_path, qfile, image_folder, answers, *flags) -> list[dict] | None:
+    """model_vqa_loader on the folder; the records (None for a sweep's '{k}' path: one file per K)."""
     from llava.eval.model_vqa_loader import main
 
     main(["--model-path", str(model_path), "--question-file", str(qfile), "--image-folder", str(image_folder),
           "--answers-file", str(answers), "--allow-text-only", *COMMON, *flags])
-    return read_answers(answers)
+    return None if "{k}" in str(answers) else read_answers(answers)
 
 
 def chat_prompt(tokenizer, template: str, question: str, with_image: bool) -> str:
@@ -86,12 +87,14 @@ def reference_answers(folder, hf_class, make_inputs, image_folder) -> dict[int, 
     return out
 
 
-def check_unpruned(folder, hf_class, make_inputs, workdir: Path, batch_size: int = 3) -> list[dict]:
-    """Driver answers without a budget == transformers' answers; returns the records."""
+def check_unpruned(folder, hf_class, make_inputs, workdir: Path, batch_size: int = 3,
+                   want: dict[int, list[int]] | None = None) -> list[dict]:
+    """Driver answers without a budget == transformers' answers (`want`: computed already); returns the records."""
     from transformers import AutoTokenizer
 
     images, qfile = write_inputs(workdir)
-    want = reference_answers(folder, hf_class, make_inputs, images)
+    if want is None:
+        want = reference_answers(folder, hf_class, make_inputs, images)
     answers = run_loader(folder, qfile, images, workdir / "unpruned.jsonl", "--batch-size", str(batch_size))
     tok = AutoTokenizer.from_pretrained(str(folder))
     assert sorted(a["question_id"] for a in answers) == [q["question_id"] for q in QUESTIONS]

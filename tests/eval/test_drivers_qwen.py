@@ -36,6 +36,13 @@ def tiny_qwen(request, tmp_path_factory):
     return request.param, Path(folder), getattr(transformers, cls_name), images, qfile
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_qwen) -> dict[int, list[int]]:
+    """transformers' greedy tokens per question on the tiny checkpoint (computed once per family)."""
+    _, folder, hf_class, images, _ = tiny_qwen
+    return reference_answers(folder, hf_class, ic.reference_inputs, images)
+
+
 def test_the_family_has_an_inputs_builder(tiny_qwen):
     from llava.eval.runner import model_family
     from llava.model.inputs_builder import ProcessorInputs, get_inputs_builder
@@ -45,13 +52,13 @@ def test_the_family_has_an_inputs_builder(tiny_qwen):
     assert isinstance(get_inputs_builder(family), ProcessorInputs)
 
 
-def test_batched_run_vqa_tokens_equal_transformers(tiny_qwen):
+def test_batched_run_vqa_tokens_equal_transformers(tiny_qwen, reference):
     from llava.eval.runner import GenerationArgs, VQAItem, run_vqa
     from llava.model.builder import load_pretrained_model
     from llava.model.inputs_builder import get_inputs_builder
 
-    family, folder, hf_class, images, _ = tiny_qwen
-    want = reference_answers(folder, hf_class, ic.reference_inputs, images)
+    family, folder, _, images, _ = tiny_qwen
+    want = reference
     tokenizer, model, processor, _ = load_pretrained_model(str(folder), device="cpu")
     items = [VQAItem(q["question_id"], q["text"], [q["image"]] if "image" in q else []) for q in QUESTIONS]
     got, logits = {}, {}
@@ -74,9 +81,9 @@ def test_batched_run_vqa_tokens_equal_transformers(tiny_qwen):
         assert logits[str(q["question_id"])][:len(ref)].argmax(-1).tolist() == ref
 
 
-def test_loader_driver_unpruned_answers_equal_transformers(tiny_qwen, tmp_path):
+def test_loader_driver_unpruned_answers_equal_transformers(tiny_qwen, reference, tmp_path):
     _, folder, hf_class, _, _ = tiny_qwen
-    answers = check_unpruned(folder, hf_class, ic.reference_inputs, tmp_path)
+    answers = check_unpruned(folder, hf_class, ic.reference_inputs, tmp_path, want=reference)
     counts = {a["question_id"]: a["metadata"]["visual_tokens"] for a in answers if a["question_id"] != 3}
     assert len(set(counts.values())) >= 3  # the images' sizes give different N_i
 
@@ -86,6 +93,21 @@ def test_loader_driver_k64(tiny_qwen, tmp_path):
     answers = check_budget(folder, tmp_path, k=64)
     unpruned = [a["metadata"]["visual_tokens_unpruned"] for a in answers if a["question_id"] != 3]
     assert max(unpruned) > 64 and min(unpruned) < 64  # some images pruned, one kept whole
+
+
+def test_loader_driver_k_sweep_one_file_per_k(tiny_qwen, tmp_path):
+    from family_driver_checks import run_loader
+
+    _, folder, _, images, qfile = tiny_qwen
+    run_loader(folder, qfile, images, tmp_path / "s{k}.jsonl", "--visual-token-num", "64,16", "--batch-size", "3")
+    for k in (64, 16):
+        answers = read_answers(tmp_path / f"s{k}.jsonl")
+        assert sorted(a["question_id"] for a in answers) == [q["question_id"] for q in QUESTIONS]
+        for a in answers:
+            meta = a["metadata"]
+            assert meta["visual_token_num"] == k
+            if a["question_id"] != 3:
+                assert meta["visual_token_budget"] == k and meta["visual_tokens"] == min(k, meta["visual_tokens_unpruned"])
 
 
 def test_loader_driver_kept_fraction(tiny_qwen, tmp_path):
