@@ -13,7 +13,10 @@ needs it), so a builder writes the processor's files in the layouts transformers
   image processor's dict nested under "image_processor", a "video_processor" entry beside it, the
   processor's own arguments), the tokenizer's files and `chat_template.jinja`;
 - "parts": the image processor and tokenizer each saved on its own (`preprocessor_config.json`,
-  the chat template inside `tokenizer_config.json`), no processor_class anywhere.
+  the tokenizer's own chat template file), no processor_class anywhere;
+- "legacy": as transformers 4.x wrote it: `preprocessor_config.json` naming the processor class,
+  the processor's arguments (if any) in a flat `processor_config.json`, `chat_template.json`, a
+  `video_preprocessor_config.json`, Qwen's tokenizer class as "Qwen2TokenizerFast".
 
 `reference_inputs` builds a Qwen prompt's model inputs from the tokenizer and image processor alone
 (the pad run of each image expanded to grid.prod() / merge^2 tokens and `mm_token_type_ids` marking
@@ -107,8 +110,24 @@ def _write_processor(folder: Path, layout: str, tokenizer, image_processor, proc
         tokenizer.chat_template = template
         tokenizer.save_pretrained(folder)
         image_processor.save_pretrained(folder)
+    elif layout == "legacy":
+        tokenizer.save_pretrained(folder)
+        image_processor.save_pretrained(folder)
+        _edit_json(folder / "preprocessor_config.json", processor_class=processor_class)
+        if processor_args:  # 4.x kept the processor's own arguments in a flat processor_config.json
+            (folder / "processor_config.json").write_text(json.dumps({"processor_class": processor_class,
+                                                                      **processor_args}, indent=2))
+        if "Qwen2Tokenizer" in json.loads((folder / "tokenizer_config.json").read_text()).get("tokenizer_class", ""):
+            _edit_json(folder / "tokenizer_config.json", tokenizer_class="Qwen2TokenizerFast")
+        (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+        (folder / "video_preprocessor_config.json").write_text(json.dumps(
+            {"processor_class": processor_class, "do_resize": True}))
     else:
         raise ValueError(f"unknown layout {layout!r}")
+
+
+def _edit_json(path: Path, **fields) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}, indent=2))
 
 
 def _finish(model, folder: Path, tok, eos: str) -> None:
@@ -180,6 +199,9 @@ def build_qwen2_5_vl(folder, layout: str = "parts", seed: int = 2) -> Path:
     return folder
 
 
+QWEN3_MIN_PIXELS, QWEN3_MAX_PIXELS = 4 * 32 * 32, 128 * 32 * 32
+
+
 def build_qwen3_vl(folder, layout: str = "processor", seed: int = 3) -> Path:
     """Qwen3-VL: 16 px patches, a 4-block ViT with DeepStack taps at blocks 0 and 2, a 3-layer text
     model (interleaved M-RoPE, sections 4:4:4), untied embeddings, 4..128 merged tokens per image."""
@@ -205,7 +227,7 @@ def build_qwen3_vl(folder, layout: str = "processor", seed: int = 3) -> Path:
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).eval()
     _finish(model, folder, tok, "<|im_end|>")
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=4 * 32 * 32, max_pixels=128 * 32 * 32, patch_size=16,
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=QWEN3_MIN_PIXELS, max_pixels=QWEN3_MAX_PIXELS, patch_size=16,
                                                merge_size=2, temporal_patch_size=2)
     _write_processor(folder, layout, tok, image_processor, "Qwen3VLProcessor", QWEN_TEMPLATE)
     return folder
