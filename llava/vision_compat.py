@@ -140,6 +140,10 @@ def load_processor(folder: str | Path, torchvision: bool | None = None):
     folder = Path(folder)
     raw = _processor_config(folder)
     cls_name = raw.get("processor_class") or _model_processor_class(folder)
+    if cls_name is None:
+        raise ValueError(f"{folder}: its processor files name no processor_class and its config.json model_type "
+                         f"is none of {', '.join(MODEL_TYPE_PROCESSORS)}; add \"processor_class\" to "
+                         "processor_config.json")
     if cls_name not in PIL_IMAGE_PROCESSORS:
         raise ValueError(f"{folder}: processor_class {cls_name!r} has no image-only form "
                          f"(known: {', '.join(PIL_IMAGE_PROCESSORS)})")
