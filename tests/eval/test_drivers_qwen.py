@@ -148,3 +148,27 @@ def test_science_driver_with_and_without_budget(tiny_qwen, tmp_path):
     with torch.no_grad():
         seq = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)[0, inputs["input_ids"].shape[1]:]
     assert unpruned[0]["text"] == tok.decode(seq, skip_special_tokens=True).strip()
+
+
+def test_mmbench_driver_at_k64(tiny_qwen, tmp_path):
+    """model_vqa_mmbench (base64 images in a TSV, decoded lazily): at most 64 tokens, N_i recorded."""
+    import base64
+    import io
+
+    import pandas as pd
+
+    from llava.eval import model_vqa_mmbench
+
+    _, folder, _, images, _ = tiny_qwen
+    buf = io.BytesIO()
+    Image.open(images / "strip.png").save(buf, format="PNG")
+    row = {"index": 5, "question": "What shape is red?", "hint": "nan", "A": "circle", "B": "square", "C": "nan",
+           "D": "nan", "answer": "A", "image": base64.b64encode(buf.getvalue()).decode(), "category": "c",
+           "split": "dev"}
+    pd.DataFrame([row]).to_csv(tmp_path / "mmb.tsv", sep="\t", index=False)
+    model_vqa_mmbench.main(["--model-path", str(folder), "--question-file", str(tmp_path / "mmb.tsv"),
+                            "--answers-file", str(tmp_path / "mmb.jsonl"), "--single-pred-prompt",
+                            "--visual-token-num", "64", *COMMON])
+    (record,) = read_answers(tmp_path / "mmb.jsonl")
+    meta = record["metadata"]
+    assert meta["visual_tokens"] == 64 < meta["visual_tokens_unpruned"] and meta["visual_token_budget"] == 64
