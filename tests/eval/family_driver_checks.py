@@ -66,10 +66,11 @@ def chat_prompt(tokenizer, template: str, question: str, with_image: bool) -> st
                                          tokenize=False, add_generation_prompt=True)
 
 
-def reference_answers(folder, hf_class, make_inputs, image_folder) -> dict[int, list[int]]:
+def reference_answers(folder, hf_class, make_inputs, image_folder, logits: dict | None = None) -> dict[int, list[int]]:
     """transformers' greedy new tokens per question (its eos included), one question at a time.
 
-    make_inputs(folder, prompt, images) -> the model's keyword inputs for one prompt.
+    make_inputs(folder, prompt, images) -> the model's keyword inputs for one prompt. `logits`, if
+    given, receives each question's raw step logits [T, V].
     """
     from transformers import AutoTokenizer
 
@@ -82,8 +83,11 @@ def reference_answers(folder, hf_class, make_inputs, image_folder) -> dict[int, 
         images = [Image.open(Path(image_folder) / q["image"]).convert("RGB")] if "image" in q else []
         inputs = make_inputs(folder, chat_prompt(tok, template, q["text"], bool(images)), images)
         with torch.no_grad():
-            seq = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
-        out[q["question_id"]] = seq[0, inputs["input_ids"].shape[1]:].tolist()
+            gen = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True)
+        out[q["question_id"]] = gen.sequences[0, inputs["input_ids"].shape[1]:].tolist()
+        if logits is not None:
+            logits[q["question_id"]] = torch.stack(gen.logits, 1)[0]  # T x [1, V] -> [T, V]
     return out
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 from PIL import Image
 
@@ -37,10 +38,16 @@ def tiny_qwen(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_qwen) -> dict[int, list[int]]:
-    """transformers' greedy tokens per question on the tiny checkpoint (computed once per family)."""
+def reference_with_logits(tiny_qwen) -> tuple[dict, dict]:
+    """transformers' greedy tokens and step logits per question on the tiny checkpoint (once per family)."""
     _, folder, hf_class, images, _ = tiny_qwen
-    return reference_answers(folder, hf_class, ic.reference_inputs, images)
+    logits: dict = {}
+    return reference_answers(folder, hf_class, ic.reference_inputs, images, logits), logits
+
+
+@pytest.fixture(scope="module")
+def reference(reference_with_logits) -> dict[int, list[int]]:
+    return reference_with_logits[0]
 
 
 def test_the_family_has_an_inputs_builder(tiny_qwen):
@@ -52,13 +59,13 @@ def test_the_family_has_an_inputs_builder(tiny_qwen):
     assert isinstance(get_inputs_builder(family), ProcessorInputs)
 
 
-def test_batched_run_vqa_tokens_equal_transformers(tiny_qwen, reference):
+def test_batched_run_vqa_tokens_equal_transformers(tiny_qwen, reference_with_logits):
     from llava.eval.runner import GenerationArgs, VQAItem, run_vqa
     from llava.model.builder import load_pretrained_model
     from llava.model.inputs_builder import get_inputs_builder
 
     family, folder, _, images, _ = tiny_qwen
-    want = reference
+    want, want_logits = reference_with_logits
     tokenizer, model, processor, _ = load_pretrained_model(str(folder), device="cpu")
     items = [VQAItem(q["question_id"], q["text"], [q["image"]] if "image" in q else []) for q in QUESTIONS]
     got, logits = {}, {}
@@ -77,8 +84,9 @@ def test_batched_run_vqa_tokens_equal_transformers(tiny_qwen, reference):
         while mine and mine[-1] == tokenizer.pad_token_id and len(mine) > len(ref):
             mine.pop()  # a row that ended before the batch did
         assert mine == ref, q["question_id"]
-        assert logits[str(q["question_id"])].shape == (MAX_NEW, len(tokenizer))
-        assert logits[str(q["question_id"])][:len(ref)].argmax(-1).tolist() == ref
+        step = logits[str(q["question_id"])]  # [MAX_NEW, V]; rows past the row's eos are the batch's
+        assert step.shape[0] == MAX_NEW and step[:len(ref)].argmax(-1).tolist() == ref
+        torch.testing.assert_close(step[:len(ref)], want_logits[q["question_id"]], atol=2e-5, rtol=1e-4)
 
 
 def test_loader_driver_unpruned_answers_equal_transformers(tiny_qwen, reference, tmp_path):
@@ -143,8 +151,6 @@ def test_science_driver_with_and_without_budget(tiny_qwen, tmp_path):
     prompt = chat_prompt(tok, (folder / "chat_template.jinja").read_text(), text, True)
     model = hf_class.from_pretrained(str(folder)).eval()
     inputs = ic.reference_inputs(folder, prompt, [Image.open(images / "tall.png").convert("RGB")])
-    import torch
-
     with torch.no_grad():
         seq = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)[0, inputs["input_ids"].shape[1]:]
     assert unpruned[0]["text"] == tok.decode(seq, skip_special_tokens=True).strip()
