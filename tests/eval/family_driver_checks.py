@@ -66,6 +66,18 @@ def chat_prompt(tokenizer, template: str, question: str, with_image: bool) -> st
                                          tokenize=False, add_generation_prompt=True)
 
 
+def folder_template(folder: Path, tokenizer) -> str:
+    """The checkpoint's chat template as transformers stores it: chat_template.jinja, chat_template.json,
+    or inside the tokenizer's config."""
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    if (folder / "chat_template.json").is_file():
+        return json.loads((folder / "chat_template.json").read_text())["chat_template"]
+    assert tokenizer.chat_template, f"{folder} has no chat template"
+    return tokenizer.chat_template
+
+
 def reference_answers(folder, hf_class, make_inputs, image_folder, logits: dict | None = None) -> dict[int, list[int]]:
     """transformers' greedy new tokens per question (its eos included), one question at a time.
 
@@ -76,7 +88,7 @@ def reference_answers(folder, hf_class, make_inputs, image_folder, logits: dict 
 
     folder = Path(folder)
     tok = AutoTokenizer.from_pretrained(str(folder))
-    template = (folder / "chat_template.jinja").read_text()
+    template = folder_template(folder, tok)
     model = hf_class.from_pretrained(str(folder)).eval()
     out = {}
     for q in QUESTIONS:

@@ -128,7 +128,7 @@ def test_science_driver_with_and_without_budget(tiny_qwen, tmp_path):
     """model_vqa_science: the unpruned answer equals transformers'; at K = 64 the record holds <= 64 tokens."""
     from transformers import AutoTokenizer
 
-    from family_driver_checks import chat_prompt
+    from family_driver_checks import chat_prompt, folder_template
     from llava.eval import model_vqa_science
 
     _, folder, hf_class, images, _ = tiny_qwen
@@ -148,7 +148,7 @@ def test_science_driver_with_and_without_budget(tiny_qwen, tmp_path):
     tok = AutoTokenizer.from_pretrained(str(folder))
     text = unpruned[0]["prompt"].removeprefix("<image>\n")  # the record's prompt marks the image as LLaVA's does
     assert text.startswith(question + "\n")  # ... then the letter instruction
-    prompt = chat_prompt(tok, (folder / "chat_template.jinja").read_text(), text, True)
+    prompt = chat_prompt(tok, folder_template(folder, tok), text, True)
     model = hf_class.from_pretrained(str(folder)).eval()
     inputs = ic.reference_inputs(folder, prompt, [Image.open(images / "tall.png").convert("RGB")])
     with torch.no_grad():

@@ -15,15 +15,21 @@ import independent_checkpoints as ic
 from family_driver_checks import check_budget, check_unpruned
 
 
+def _processor_inputs(folder, prompt, images):
+    """The family's processor class on the folder's parts (the reference's own expansion of <image>)."""
+    from llava.vision_compat import load_processor
+
+    return dict(load_processor(folder)(images=images or None, text=[prompt], return_tensors="pt"))
+
+
 def _onevision_inputs(folder, prompt, images):
-    # the family's processor class on the folder's parts (the reference's own expansion of <image>)
     from llava.vision_compat import load_processor
 
     processor = load_processor(folder)
     assert (processor.num_image_tokens, processor.vision_aspect_ratio) == (256, "anyres_max_4")
     assert [list(p) for p in processor.image_processor.image_grid_pinpoints] == \
         [[224, 448], [448, 224], [448, 448], [224, 672], [672, 224]]
-    return dict(processor(images=images or None, text=[prompt], return_tensors="pt"))
+    return _processor_inputs(folder, prompt, images)
 
 
 FAMILIES = {
@@ -112,3 +118,23 @@ def test_onevision_legacy_layout_encodes_as_the_stock_layout(tmp_path):
     assert sorted(encoded[0]) == sorted(encoded[1])
     for key, value in encoded[0].items():
         assert torch.equal(value, encoded[1][key]) if torch.is_tensor(value) else value == encoded[1][key], key
+
+
+# ---- checkpoints from elsewhere -----------------------------------------------------------------
+# HELDOUT_CHECKPOINTS=dir1:dir2 runs the same check on folders made by someone else (skipped when unset).
+def _outside_folders() -> list[str]:
+    import os
+
+    return [p for p in os.environ.get("HELDOUT_CHECKPOINTS", "").split(os.pathsep) if p]
+
+
+@pytest.mark.skipif(not _outside_folders(), reason="HELDOUT_CHECKPOINTS names no checkpoint folders")
+@pytest.mark.parametrize("folder", _outside_folders())
+def test_an_outside_checkpoint_answers_as_transformers_and_keeps_64(folder, tmp_path):
+    import json
+    from pathlib import Path
+
+    arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
+    make_inputs = ic.reference_inputs if arch.startswith("Qwen") else _processor_inputs
+    check_unpruned(Path(folder), getattr(transformers, arch), make_inputs, tmp_path / "all")
+    check_budget(Path(folder), tmp_path / "k64", k=64)
