@@ -14,7 +14,7 @@ It saves under the family's own `processor_class`, so a folder it writes is what
 reads. A call with videos raises `VideoNeedsTorchvisionError` instead of silently dropping them.
 
 `load_processor(folder)` is the one entry point: the stock `AutoProcessor` when torchvision imports,
-the image-only processor otherwise.
+the image-only processor otherwise (a tokenizer without a pad token pads with its eos token).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def load_processor(folder: str | Path, torchvision: bool | None = None):
     if torchvision:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(str(folder))
+        return _pads(AutoProcessor.from_pretrained(str(folder)))
     from llava.model.tokenizer import load_tokenizer
 
     parent = getattr(transformers, cls_name)
@@ -162,4 +162,13 @@ def load_processor(folder: str | Path, torchvision: bool | None = None):
     kwargs = {k: v for k, v in raw.items() if k in accepted}
     if "chat_template" not in kwargs:
         kwargs["chat_template"] = _chat_template(folder) or getattr(tokenizer, "chat_template", None)
-    return image_only(parent)(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+    return _pads(image_only(parent)(image_processor=image_processor, tokenizer=tokenizer, **kwargs))
+
+
+def _pads(processor):
+    """A tokenizer without a pad token pads batches with its eos token (the padded positions are masked
+    out; transformers' generate falls back to eos the same way), so batches of prompts can be encoded."""
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor

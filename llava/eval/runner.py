@@ -451,7 +451,8 @@ def _answer_with_processor(model, tokenizer, processor, builder, todo: Sequence[
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_processor_collate(processor, builder))
     device, dtype = model.device, _pixel_dtype(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # finished rows are filled with the pad token (eos when the tokenizer has none, as transformers does)
+    pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     layers = _num_llm_layers(model)
     reads_question = get_method(model.pruning.method).question_dependent
     written = 0

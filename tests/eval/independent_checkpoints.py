@@ -72,11 +72,10 @@ def _bpe(special: list[str]):
 
 
 def ov_tokenizer():
-    """PreTrainedTokenizerFast around the trained BPE, OneVision's special tokens."""
+    """PreTrainedTokenizerFast around the trained BPE, OneVision's special tokens, and no pad token."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_object=_bpe(OV_SPECIAL), eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>")
+    tok = PreTrainedTokenizerFast(tokenizer_object=_bpe(OV_SPECIAL), eos_token="<|im_end|>")
     tok.add_special_tokens({"additional_special_tokens": OV_SPECIAL[1:]})
     return tok
 
@@ -138,7 +137,7 @@ def _finish(model, folder: Path, tok, eos: str) -> None:
 
 def build_onevision(folder, layout: str = "processor", seed: int = 1) -> Path:
     """LLaVA-OneVision: SigLIP 224/14 (16 x 16 patches per view), 3 vision layers, feature layer -2,
-    custom grid pinpoints, anyres_max_4, a 3-layer Qwen2 with tied embeddings."""
+    custom grid pinpoints, anyres_max_4, a 3-layer Qwen2 with tied embeddings, a tokenizer without pad token."""
     from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                               LlavaOnevisionImageProcessorPil)
 
@@ -150,7 +149,7 @@ def build_onevision(folder, layout: str = "processor", seed: int = 1) -> Path:
                   intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, vision_use_head=False)
     text = dict(model_type="qwen2", vocab_size=len(tok), hidden_size=96, intermediate_size=160, num_hidden_layers=3,
                 num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=8192, initializer_range=0.1,
-                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=None,
                 bos_token_id=None, tie_word_embeddings=True)
     config = LlavaOnevisionConfig(vision_config=vision, text_config=text,
                                   image_token_index=tok.convert_tokens_to_ids("<image>"),
