@@ -14,7 +14,7 @@ It saves under the family's own `processor_class`, so a folder it writes is what
 reads. A call with videos raises `VideoNeedsTorchvisionError` instead of silently dropping them.
 
 `load_processor(folder)` is the one entry point: the stock `AutoProcessor` when torchvision imports,
-the image-only processor otherwise.
+the image-only processor otherwise (a tokenizer without a pad token pads with its eos token).
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ PIL_IMAGE_PROCESSORS = {
     "Qwen2VLProcessor": "Qwen2VLImageProcessorPil",
     "Qwen2_5_VLProcessor": "Qwen2VLImageProcessorPil",
     "Qwen3VLProcessor": "Qwen2VLImageProcessorPil",
+}
+# config.json model_type -> processor_class, for folders whose processor files do not name it (the
+# image processor and tokenizer saved on their own, as older checkpoints and hand-made folders are).
+MODEL_TYPE_PROCESSORS = {
+    "llava_onevision": "LlavaOnevisionProcessor",
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
 }
 _PARTS = ("image_processor", "tokenizer", "video_processor")
 INSTALL_HINT = ("install a torchvision build that matches your torch (CPU: pip install torchvision "
@@ -103,6 +111,28 @@ def _processor_config(folder: Path) -> dict:
                             "copy the processor files from the released checkpoint")
 
 
+def _model_processor_class(folder: Path) -> str | None:
+    """The processor class of the folder's model (config.json model_type), when no processor file names it."""
+    path = folder / "config.json"
+    try:
+        model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
+    except ValueError:
+        return None
+    return MODEL_TYPE_PROCESSORS.get(model_type)
+
+
+def _chat_template(folder: Path) -> str | None:
+    """The processor's chat template: chat_template.jinja, or the older chat_template.json."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    if (folder / "chat_template.json").is_file():
+        try:
+            return json.loads((folder / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
+        except ValueError as err:
+            raise ValueError(f"{folder / 'chat_template.json'}: not valid JSON ({err})") from None
+    return None
+
+
 def load_processor(folder: str | Path, torchvision: bool | None = None):
     """The processor of a checkpoint folder: stock with torchvision, image-only without it.
 
@@ -110,7 +140,11 @@ def load_processor(folder: str | Path, torchvision: bool | None = None):
     """
     folder = Path(folder)
     raw = _processor_config(folder)
-    cls_name = raw.get("processor_class")
+    cls_name = raw.get("processor_class") or _model_processor_class(folder)
+    if cls_name is None:
+        raise ValueError(f"{folder}: its processor files name no processor_class and its config.json model_type "
+                         f"is none of {', '.join(MODEL_TYPE_PROCESSORS)}; add \"processor_class\" to "
+                         "processor_config.json")
     if cls_name not in PIL_IMAGE_PROCESSORS:
         raise ValueError(f"{folder}: processor_class {cls_name!r} has no image-only form "
                          f"(known: {', '.join(PIL_IMAGE_PROCESSORS)})")
@@ -119,7 +153,7 @@ def load_processor(folder: str | Path, torchvision: bool | None = None):
     if torchvision:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(str(folder))
+        return _pads(AutoProcessor.from_pretrained(str(folder)))
     from llava.model.tokenizer import load_tokenizer
 
     parent = getattr(transformers, cls_name)
@@ -127,8 +161,15 @@ def load_processor(folder: str | Path, torchvision: bool | None = None):
     tokenizer = load_tokenizer(folder)
     accepted = set(inspect.signature(parent.__init__).parameters) - set(_PARTS) - {"self", "kwargs"}
     kwargs = {k: v for k, v in raw.items() if k in accepted}
-    template = folder / "chat_template.jinja"
     if "chat_template" not in kwargs:
-        kwargs["chat_template"] = template.read_text(encoding="utf-8") if template.is_file() else \
-            getattr(tokenizer, "chat_template", None)
-    return image_only(parent)(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+        kwargs["chat_template"] = _chat_template(folder) or getattr(tokenizer, "chat_template", None)
+    return _pads(image_only(parent)(image_processor=image_processor, tokenizer=tokenizer, **kwargs))
+
+
+def _pads(processor):
+    """A tokenizer without a pad token pads batches with its eos token (the padded positions are masked
+    out; transformers' generate falls back to eos the same way), so batches of prompts can be encoded."""
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor

@@ -7,6 +7,7 @@
 #   video: writes the tiny Video-LLaVA (8 frames x 256 patches) and three generated moving-shape videos,
 #      answers one video question unpruned (8 x 257 = 2056 video tokens) and at K=26 per frame (8 x 26 = 208)
 #      with model_video_qa, and draws that question's kept patches per frame as a strip.
+#   then the tiny LLaVA-OneVision, Qwen2.5-VL and Qwen3-VL answer one question each (all tokens and K=64).
 # Random weights give meaningless text; the same commands with a real checkpoint do the real job.
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore  # pip run as root (containers) need not warn on every install
@@ -97,6 +98,39 @@ PY
 python -m llava.kept_map --model-path "$video_model" --video-file "$out/video_samples/videos/red_square_right.mp4" \
     --visual-token-num 26 --pruning-method fastervlm --out "$out/kept_frames.png"
 
+# ---- the processor families: LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL (self-contained) ----------------
+# Each tiny checkpoint is written with transformers' own classes and save_pretrained (random weights,
+# real geometry), then answers one sample question with model_vqa_loader: no --conv-mode (the
+# checkpoint's chat template), once with no budget and once at K=64 (at most 64 visual tokens per image).
+printf '\n[families] tiny LLaVA-OneVision, Qwen2.5-VL and Qwen3-VL: one sample question each, all tokens and K=64\n'
+python - "$out/families" <<'PY'
+import json, sys
+from pathlib import Path
+
+from llava.eval.model_vqa_loader import main as answer
+from llava.model.family_onevision import save_tiny_onevision
+from llava.model.family_qwen2_5_vl import save_tiny_qwen2_5_vl
+from llava.model.family_qwen3_vl import save_tiny_qwen3_vl
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+question = out / "question.jsonl"
+question.write_text(Path("playground/data/sample/questions.jsonl").read_text().splitlines()[0] + "\n")
+builders = {"llava-onevision": lambda d: save_tiny_onevision(d / "llava-onevision-tiny", vision_aspect_ratio="anyres_max_2"),
+            "qwen2_5_vl": lambda d: save_tiny_qwen2_5_vl(d / "qwen2_5_vl-tiny"),
+            "qwen3_vl": lambda d: save_tiny_qwen3_vl(d / "qwen3_vl-tiny")}
+for family, build in builders.items():
+    folder = build(Path("playground/tiny"))
+    for budget in ([], ["--visual-token-num", "64"]):
+        answers = out / f"{family}_{'k64' if budget else 'all'}.jsonl"
+        answer(["--model-path", str(folder), "--question-file", str(question), "--image-folder", "assets/samples",
+                "--answers-file", str(answers), "--no-resume", "--temperature", "0", "--max_new_tokens", "8",
+                "--device", "cpu", *budget])
+        a = json.loads(answers.read_text().splitlines()[0])
+        m = a["metadata"]
+        print(f"[{family} {'K=64' if budget else 'all tokens'}] q{a['question_id']}: {m['visual_tokens']} of "
+              f"{m['visual_tokens_unpruned']} visual tokens -> {a['text']!r}")
+PY
 echo
-echo "done: answers, kept_patches.png and the video answers/kept_frames.png in $out (random weights: the text is meaningless by design)"
+echo "done: answers, kept_patches.png, the video answers, kept_frames.png and families/ in $out (random weights: the text is meaningless by design)"
 echo "next: python -m llava.eval.make_mini_data --out playground/data/eval   (a mini data root for the eval scripts)"

@@ -104,3 +104,20 @@ def test_a_folder_of_another_processor_is_refused(tmp_path):
     (tmp_path / "processor_config.json").write_text(json.dumps({"processor_class": "LlavaProcessor"}))
     with pytest.raises(ValueError, match="processor_class 'LlavaProcessor' has no image-only form"):
         load_processor(tmp_path)
+
+
+def test_a_folder_without_processor_class_takes_its_models(tmp_path):
+    """Image processor and tokenizer saved on their own: the class comes from config.json's model_type,
+    the chat template from chat_template.json."""
+    tokenizer = tiny_word_tokenizer(QWEN_TOKENS)
+    tokenizer.save_pretrained(tmp_path)
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=280 * 280).save_pretrained(tmp_path)
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
+    processor = load_processor(tmp_path, torchvision=False)
+    assert isinstance(processor, Qwen2_5_VLProcessor) and processor.chat_template == CHAT_TEMPLATE
+    assert processor.image_processor.size == {"shortest_edge": 56 * 56, "longest_edge": 280 * 280}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="name no processor_class and its config.json model_type is none of "
+                                         "llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl"):
+        load_processor(tmp_path)

@@ -422,12 +422,11 @@ def _answer_record(item: VQAItem, text: str, reports: list[dict], shared: bool, 
 
 
 def _num_llm_layers(model) -> int:
-    """The LLM's decoder layers (the config may be the LLM's own, or a multimodal one with a text_config)."""
+    """The LLM's decoder layers: the config may be the LLM's own or a composite one (Qwen-VL, OneVision),
+    whose `get_text_config()` is the LLM's."""
     config = model.config
-    layers = getattr(config, "num_hidden_layers", None)
-    if layers is None and getattr(config, "text_config", None) is not None:
-        layers = config.text_config.num_hidden_layers
-    return int(layers)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text.num_hidden_layers)
 
 
 def _pixel_dtype(model) -> torch.dtype:
@@ -452,7 +451,8 @@ def _answer_with_processor(model, tokenizer, processor, builder, todo: Sequence[
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_processor_collate(processor, builder))
     device, dtype = model.device, _pixel_dtype(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # finished rows are filled with the pad token (eos when the tokenizer has none, as transformers does)
+    pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     layers = _num_llm_layers(model)
     reads_question = get_method(model.pruning.method).question_dependent
     written = 0
@@ -555,7 +555,7 @@ def _generate(model, tokenizer, batch: _Batch, jobs: list[tuple[int, Any]], shar
         )
     logits = torch.stack(out.logits, 1) if with_logits else None  # T x [B, V] -> [B, T, V]
     tokens = out.sequences if with_logits else out  # [B, T] new tokens
-    per_image = iter(_visual_token_report(model.last_multimodal, model.config.num_hidden_layers))
+    per_image = iter(_visual_token_report(model.last_multimodal, _num_llm_layers(model)))
     return [(text, [next(per_image) for _ in range(batch.counts[r])], tokens[b], None if logits is None else logits[b])
             for b, ((r, _), text) in enumerate(zip(jobs, tokenizer.batch_decode(tokens, skip_special_tokens=True)))]
 

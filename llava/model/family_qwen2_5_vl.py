@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .families import LoadOptions, register_family, tiny_checkpoint_cli
+from .inputs_builder import ProcessorInputs, register_inputs_builder
 
 MODEL_TYPE = "qwen2_5_vl"
 TINY_DIR = "qwen2_5_vl-tiny"
@@ -24,6 +25,12 @@ TINY_DIR = "qwen2_5_vl-tiny"
 
 def is_qwen2_5_vl_config(raw: dict) -> bool:
     return raw.get("model_type") == MODEL_TYPE
+
+
+# The eval drivers' prompts and inputs: the processor's chat template and outputs (pixel_values ->
+# images; image_grid_thw passed on by name; mm_token_type_ids the model derives from the pad tokens).
+register_inputs_builder("qwen2_5_vl", ProcessorInputs(image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
+                                                      ignore=("mm_token_type_ids",)))
 
 
 def _tiny(out_dir) -> str:

@@ -254,7 +254,7 @@ def _extended(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.
 
 
 _GENERATE_ARGS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_beams", "eos_token_id",
-                  "pad_token_id", "use_cache", "generation_config"}
+                  "pad_token_id", "use_cache", "generation_config", "output_logits", "return_dict_in_generate"}
 
 
 @torch.no_grad()
@@ -266,6 +266,9 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
     decoding stops when every row has produced an end token or after `max_new_tokens`. A dropper with
     `reselect == "step"` (FastV's evaluation) gets the whole sequence again at every new token: the
     loop reruns its prefill on the prompt and the tokens so far, with a fresh cache, instead of a step.
+    With `return_dict_in_generate` it returns transformers' `GenerateDecoderOnlyOutput` instead, whose
+    `sequences` are the new tokens and, with `output_logits`, `logits` the raw logits of each step
+    (T_new x [B, V]).
     """
     from transformers.generation import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, \
         TopPLogitsWarper
@@ -280,6 +283,7 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
         raise ValueError("in-LLM pruning supports greedy decoding and sampling, not beam search (num_beams=1)")
     if kwargs.get("use_cache") is False:
         raise ValueError("in-LLM pruning always decodes with its KV cache (use_cache=True)")
+    as_dict, keep_logits = bool(kwargs.get("return_dict_in_generate")), bool(kwargs.get("output_logits"))
     max_new = get("max_new_tokens", 20)
     eos = get("eos_token_id")
     eos = torch.tensor([eos] if isinstance(eos, int) else list(eos or []), device=inputs_embeds.device)
@@ -299,7 +303,10 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
     b = inputs_embeds.shape[0]
     unfinished = torch.ones(b, dtype=torch.bool, device=inputs_embeds.device)
     out: list[torch.Tensor] = []
+    raw: list[torch.Tensor] = []  # each step's logits [B, V], for output_logits
     for _ in range(max_new):
+        if keep_logits:
+            raw.append(logits)
         scores = logits.float()
         if sample:
             scores = warpers(torch.empty(b, 0, dtype=torch.long, device=scores.device), scores)
@@ -319,4 +326,9 @@ def generate(loop: LLMLoop, inputs_embeds: torch.Tensor, attention_mask: torch.T
             logits = loop.prefill(inputs_embeds, attention_mask, position_ids)
         else:
             logits = loop.step(loop.embed(token)[:, None])
-    return torch.stack(out, dim=1) if out else torch.empty(b, 0, dtype=torch.long, device=inputs_embeds.device)
+    tokens = torch.stack(out, dim=1) if out else torch.empty(b, 0, dtype=torch.long, device=inputs_embeds.device)
+    if not as_dict:
+        return tokens
+    from transformers.generation import GenerateDecoderOnlyOutput
+
+    return GenerateDecoderOnlyOutput(sequences=tokens, logits=tuple(raw) if keep_logits else None)

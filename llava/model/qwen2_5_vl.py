@@ -206,7 +206,9 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
                  pruning: PruningConfig | None = None, texts: str | Sequence[str] | None = None,
                  image_grid_thw: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                  input_ids: torch.LongTensor | None = None, **kwargs) -> torch.LongTensor:
-        """Generate from processor prompts; returns only the new tokens [B, T_new].
+        """Generate from processor prompts; returns only the new tokens [B, T_new] (with
+        `return_dict_in_generate`, transformers' output with those as `sequences`, and with
+        `output_logits` each step's logits).
 
         images / pixel_values: the processor's packed patches; image_grid_thw (or image_sizes holding
         it): its (t, h, w) per image. `pruning` sets the method, K (at most K merged tokens per image)
@@ -219,9 +221,6 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
         pixels = images if images is not None else pixel_values
         kwargs.pop("mm_token_type_ids", None)
         kwargs.pop("truncate_prompts", None)  # the runner's keyword; prompts are never cut here
-        if kwargs.pop("output_logits", False) or kwargs.pop("return_dict_in_generate", False):
-            raise ValueError(f"{FAMILY}: generate() returns the new tokens only (output_logits / "
-                             "return_dict_in_generate are not supported)")
         mm = self.prepare_multimodal_inputs(ids, attention_mask, pixels, qwen_layout.grid_from(image_grid_thw, image_sizes, FAMILY),
                                             visual_token_num, pruning, vision_signals)
         self.last_multimodal = mm.encoded
