@@ -84,20 +84,28 @@ def _tiny_builder(model_type: str):
     if model_type == "qwen3_vl":
         from llava.model.family_qwen3_vl import save_tiny_qwen3_vl
 
-        return lambda folder, preset: save_tiny_qwen3_vl(folder, min_pixels=RELEASED_PIXELS[preset][0],
-                                                         max_pixels=RELEASED_PIXELS[preset][1])
+        def qwen3(folder, preset):
+            if preset not in RELEASED_PIXELS:
+                return save_tiny_qwen3_vl(folder)
+            return save_tiny_qwen3_vl(folder, min_pixels=RELEASED_PIXELS[preset][0], max_pixels=RELEASED_PIXELS[preset][1])
+
+        return qwen3
     if model_type == "llava_onevision":
         from llava.model.family_onevision import save_tiny_onevision
 
-        return lambda folder, preset: save_tiny_onevision(folder, vision_aspect_ratio=RELEASED[preset]["vision_aspect_ratio"])
+        return lambda folder, preset: save_tiny_onevision(
+            folder, vision_aspect_ratio=RELEASED.get(preset, RELEASED["onevision-qwen2-7b"])["vision_aspect_ratio"])
     raise ValueError(f"no random-weight builder for model type {model_type!r}; presets: {', '.join(RELEASED)}")
 
 
-def preset_config(name: str, llm_layers: int | None = None, token_ids: dict | None = None) -> dict:
-    """The released config.json fields of preset `name` (a plain dict), the LLM cut to `llm_layers` layers."""
-    if name not in RELEASED:
+def preset_config(name: str, llm_layers: int | None = None, token_ids: dict | None = None,
+                  fields: dict | None = None) -> dict:
+    """The released config.json fields of preset `name` (a plain dict), the LLM cut to `llm_layers` layers.
+
+    fields: other dimension fields in `RELEASED`'s form instead of the preset's (the tests' small variants)."""
+    if fields is None and name not in RELEASED:
         raise ValueError(f"unknown family --arch {name!r}; choose from {', '.join(RELEASED)}")
-    raw = json.loads(json.dumps(RELEASED[name]))  # a deep copy
+    raw = json.loads(json.dumps(RELEASED[name] if fields is None else fields))  # a deep copy
     if llm_layers is not None:
         top = raw["text_config"]["num_hidden_layers"]
         if not 1 <= llm_layers <= top:
@@ -108,15 +116,17 @@ def preset_config(name: str, llm_layers: int | None = None, token_ids: dict | No
 
 
 def save_random_checkpoint(name: str, folder, llm_layers: int | None = None, dtype: torch.dtype = torch.bfloat16,
-                           seed: int = 0) -> Path:
-    """Write preset `name` with random weights (and the family's processor/tokenizer) into `folder`."""
+                           seed: int = 0, fields: dict | None = None) -> Path:
+    """Write preset `name` with random weights (and the family's processor/tokenizer) into `folder`.
+
+    fields: dimension fields in `RELEASED`'s form instead of the preset's (same family, e.g. small widths)."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
 
     from .models import _materialize
 
     folder = Path(folder)
-    model_type = RELEASED.get(name, {}).get("model_type")
+    model_type = (fields or RELEASED.get(name, {})).get("model_type")
     if model_type is None:
         raise ValueError(f"unknown family --arch {name!r}; choose from {', '.join(RELEASED)}")
     _tiny_builder(model_type)(folder, name)
@@ -125,7 +135,7 @@ def save_random_checkpoint(name: str, folder, llm_layers: int | None = None, dty
     generation = GenerationConfig.from_pretrained(folder)
     for path in list(folder.glob("*.safetensors")) + list(folder.glob("*.safetensors.index.json")) + [folder / "config.json"]:
         path.unlink()
-    raw = preset_config(name, llm_layers, token_ids)
+    raw = preset_config(name, llm_layers, token_ids, fields)
     raw["text_config"].update({k: tiny["text_config"][k] for k in ("pad_token_id", "eos_token_id", "bos_token_id")
                                if k in tiny.get("text_config", {})})
     config = AutoConfig.for_model(**raw)
