@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.headline or args.efficiency or args.baseline:
             raise SystemExit("a processor family's timed run is its own table: drop --headline, --efficiency and "
                              "--baseline")
+        if args.visual_token_num:
+            raise SystemExit("a processor family's timed run takes budgets as kept fractions of each image's tokens: "
+                             "give --keep-fractions (e.g. 0.5,0.25,0.11) instead of --visual-token-num")
         from .family_bench import main_run
 
         return main_run(args)

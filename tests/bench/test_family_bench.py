@@ -193,3 +193,5 @@ def test_timed_family_run_refuses_other_modes():
 
     with pytest.raises(SystemExit, match="timed run is its own table"):
         main(["--arch", "qwen3-vl-8b", "--random-weights", "--headline"])
+    with pytest.raises(SystemExit, match="give --keep-fractions"):
+        main(["--arch", "qwen3-vl-8b", "--random-weights", "--visual-token-num", "64"])
