@@ -174,7 +174,7 @@ def run_family_flops(args) -> dict:
 
     if args.headline or args.efficiency or args.baseline or args.model_path:
         raise SystemExit(f"--arch {args.arch} reports FLOPs only: --headline, --efficiency, --baseline and "
-                         "--model-path time the LLaVA-1.5 path")
+                         "--model-path time the LLaVA-1.5 path (add --random-weights for the family's own timed run)")
     size = _size(args.image_size or "480x640")
     new_tokens = args.max_new_tokens or 8
     rows = [family_pipeline_flops(args.arch, size, k, new_tokens=new_tokens, batch=b)
