@@ -339,6 +339,9 @@ def main_run(args, log=print) -> dict:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-family-") as tmp:
         if args.model_path:
+            if args.llm_layers is not None:
+                raise SystemExit(f"{args.model_path}: --llm-layers cuts the random-weight --arch presets only; a "
+                                 "family checkpoint is timed at its full depth")
             folder, name, what = args.model_path, Path(args.model_path).name, args.model_path
         else:
             folder, name, what = Path(tmp) / args.arch, args.arch, "random weights"
