@@ -246,8 +246,14 @@ def plan(methods, fractions, steps: FamilySteps, num_layers: int, overrides: dic
 
 def run_family_bench(model, model_type: str, arch: FF.FamilyArch, kw: dict, size_hw, *, methods=DEFAULT_METHODS,
                      fractions=DEFAULT_FRACTIONS, overrides: dict | None = None, warmup: int = 1, repeats: int = 2,
-                     device="cpu", clock: str = "wall", log=print) -> dict:
-    """Every configuration side by side; returns {'rows': [...], 'skipped': [...]} with ratios to 'none'."""
+                     device="cpu", clock: str = "wall", gate=None, log=print) -> dict:
+    """Every configuration side by side; returns {'rows': [...], 'skipped': [...]} with ratios to 'none'.
+
+    gate: a `llava.bench.sweep.Gate` that re-runs a timed pass disturbed by other processes (default: none);
+    statistics and ratios then use the undisturbed passes (rounds where both passes were undisturbed)."""
+    from .sweep import Gate
+
+    gate = gate or Gate(retries=0)
     steps = get_steps(model_type)
     timer = Clock(device, clock)
     configs, skipped = plan(methods, fractions, steps, arch.llm.layers, overrides)
@@ -259,7 +265,7 @@ def run_family_bench(model, model_type: str, arch: FF.FamilyArch, kw: dict, size
     for r in range(max(repeats, 1)):
         order = configs[r % len(configs):] + configs[: r % len(configs)]
         for cfg in order:
-            passes[cfg].append(run_pass(model, steps, kw, cfg, timer))
+            passes[cfg].append(gate.run(lambda: run_pass(model, steps, kw, cfg, timer), load_of=lambda p: p["other_load"]))
         log(f"  round {r + 1}/{repeats}: " + ", ".join(f"{c.label} {passes[c][-1]['prefill']:.2f} s" for c in configs))
     element = model.dtype.itemsize
     rows = []
@@ -273,25 +279,28 @@ def run_family_bench(model, model_type: str, arch: FF.FamilyArch, kw: dict, size
             "visual_tokens": facts["visual_tokens"][0], "budget": facts["budgets"][0],
             "prompt_length": facts["length"], "layer_lengths": fl["layer_lengths"],
             "in_llm": facts.get("in_llm"), "kv_lengths": facts.get("kv_lengths"),
-            "seconds": {s: summarize([p[s] for p in passes[cfg]]) for s in ("vision", "llm", "prefill")},
+            "seconds": {s: summarize([p[s] for p in passes[cfg]], [gate.clean(p["other_load"]) for p in passes[cfg]])
+                        for s in ("vision", "llm", "prefill")},
             "kv_cache_bytes": last["kv_bytes"],
             "kv_cache_bytes_analytic": F.kv_cache_bytes_layers(arch.llm, 1, fl["layer_lengths"], element),
             "flops": fl["flops"], "resized": fl["resized"], "patches": fl["patches"],
             "other_load": [p["other_load"] for p in passes[cfg]], "_passes": passes[cfg],
         })
-    add_ratios(rows)
+    add_ratios(rows, gate)
     for row in rows:
         row.pop("_passes")
-    return {"rows": rows, "skipped": skipped}
+    return {"rows": rows, "skipped": skipped, "passes_rerun_busy_machine": gate.discarded}
 
 
-def add_ratios(rows: list[dict]) -> None:
-    """Per row, pruned / unpruned ratios: prefill, vision and llm time (median of per-round ratios), KV bytes, FLOPs."""
+def add_ratios(rows: list[dict], gate=None) -> None:
+    """Per row, pruned / unpruned ratios: prefill, vision and llm time (median of the per-round ratios, over the
+    rounds where both passes were undisturbed when there are such), KV bytes, FLOPs."""
     ref = rows[0]
     for row in rows:
+        pairs = list(zip(row["_passes"], ref["_passes"]))
+        keep = [gate is None or (gate.clean(p["other_load"]) and gate.clean(q["other_load"])) for p, q in pairs]
         for s in ("prefill", "vision", "llm"):
-            ratios = [p[s] / q[s] for p, q in zip(row["_passes"], ref["_passes"])]
-            row[f"{s}_time_ratio"] = summarize(ratios)["median"]
+            row[f"{s}_time_ratio"] = summarize([p[s] / q[s] for p, q in pairs], keep)["median"]
         row["kv_ratio"] = row["kv_cache_bytes"] / ref["kv_cache_bytes"]
         row["ttft_flops_ratio"] = row["flops"]["ttft"] / ref["flops"]["ttft"]
         row["llm_flops_ratio"] = row["flops"]["prefill"] / ref["flops"]["prefill"]
@@ -331,6 +340,7 @@ def main_run(args, log=print) -> dict:
     from .family_flops import _size
     from .family_models import family_arch_from_config, save_random_checkpoint
     from .measure import machine_info
+    from .sweep import Gate
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
@@ -356,7 +366,8 @@ def main_run(args, log=print) -> dict:
         with torch.inference_mode():
             out = run_family_bench(model, raw["model_type"], arch, kw, size, methods=methods, fractions=fractions,
                                    overrides=parse_method_overrides(args.method_args), warmup=args.warmup,
-                                   repeats=args.repeats, device=device, clock=args.clock, log=log)
+                                   repeats=args.repeats, device=device, clock=args.clock,
+                                   gate=Gate(args.max_other_load, args.retries, min(args.wait_quiet, 30)), log=log)
     result = {"machine": machine_info(device), "settings": {
         "arch": name, "model": what, "family": raw["model_type"], "llm_layers": arch.llm.layers,
         "dtype": str(dtype).replace("torch.", ""), "image_size": f"{size[0]}x{size[1]}", "question": QUESTION,
