@@ -33,16 +33,39 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None
+
+
+def _family_checkpoint(path: str | None) -> bool:
+    """Whether `path` is a checkpoint of a processor family that the timed family bench runs."""
+    if not path:
+        return False
+    from llava.model.builder import read_config, resolve_pretrained_dir
+
+    from .family_bench import FAMILY_STEPS
+
+    try:
+        return read_config(resolve_pretrained_dir(path)).get("model_type") in FAMILY_STEPS
+    except (OSError, ValueError):
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m llava.bench", description=__doc__)
     src = p.add_argument_group("model")
     src.add_argument("--arch", choices=sorted(ARCHS) + sorted(FAMILY_ARCHS) + sorted(VIDEO_ARCHS), default=None,
                      help="build this LLaVA-1.5 shape with random weights (7b/13b need --random-weights); the "
                           f"processor families ({', '.join(FAMILY_ARCHS)}) report analytic FLOPs per stage for "
-                          "--image-size (llava.bench.family_flops); video-llava-7b: Video-LLaVA-7B, 8 frames per "
-                          "video, with --efficiency (K per frame)")
-    src.add_argument("--image-size", default="480x640",
-                     help="HEIGHTxWIDTH of the image whose token layout sets a processor family's FLOPs")
+                          "--image-size (llava.bench.family_flops), and with --random-weights build the released "
+                          "shape (LLM cut to --llm-layers, default 2) and time it (llava.bench.family_bench); "
+                          "video-llava-7b: Video-LLaVA-7B, 8 frames per video, with --efficiency (K per frame)")
+    src.add_argument("--image-size", default=None,
+                     help="HEIGHTxWIDTH of the image of a processor family (default 480x640 for FLOPs only, "
+                          "672x672 for a timed run)")
     src.add_argument("--random-weights", action="store_true", help="confirm random weights for --arch (no download)")
     src.add_argument("--model-path", default=None, help="a real checkpoint folder (or cached hub id)")
     src.add_argument("--vision-tower", default=None, help="local CLIP folder overriding mm_vision_tower")
@@ -79,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     eff.add_argument("--efficiency", action="store_true",
                      help="every method x budget side by side at 7B dims (8 LLM layers) unless --arch/--model-path/"
                           "--llm-layers say otherwise: FLOPs, LLM prefill, TTFT, decode, KV cache, peak memory")
+    eff.add_argument("--keep-fractions", type=_floats, default=None,
+                     help="timed processor-family run: kept fractions of each image's N_i tokens (default "
+                          "0.5,0.25,0.11), for every method (fastervlm, fastv where the family runs it)")
     eff.add_argument("--method-args", action="append", default=None, metavar="METHOD:key=value,...",
                      help="options of one method in --efficiency (repeatable), e.g. pdrop:layers=2:4:6,lambda=0.5")
     eff.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -156,8 +182,8 @@ def run_family_flops(args) -> dict:
 
     if args.headline or args.efficiency or args.baseline or args.model_path:
         raise SystemExit(f"--arch {args.arch} reports FLOPs only: --headline, --efficiency, --baseline and "
-                         "--model-path time the LLaVA-1.5 path")
-    size = _size(args.image_size)
+                         "--model-path time the LLaVA-1.5 path (add --random-weights for the family's own timed run)")
+    size = _size(args.image_size or "480x640")
     new_tokens = args.max_new_tokens or 8
     rows = [family_pipeline_flops(args.arch, size, k, new_tokens=new_tokens, batch=b)
             for b in args.batch_size for k in [None, *(args.visual_token_num or [256, 128, 64])]]
@@ -414,6 +440,16 @@ def main(argv: list[str] | None = None) -> dict:
     # that report requires_grad=False, which sends the LM head down at::matmul's copying bmm path.
     if args.headline and args.efficiency:
         raise SystemExit("give --headline or --efficiency, not both")
+    if (args.arch in FAMILY_ARCHS and args.random_weights) or _family_checkpoint(args.model_path):
+        if args.headline or args.efficiency or args.baseline:
+            raise SystemExit("a processor family's timed run is its own table: drop --headline, --efficiency and "
+                             "--baseline")
+        if args.visual_token_num:
+            raise SystemExit("a processor family's timed run takes budgets as kept fractions of each image's tokens: "
+                             "give --keep-fractions (e.g. 0.5,0.25,0.11) instead of --visual-token-num")
+        from .family_bench import main_run
+
+        return main_run(args)
     if args.arch in FAMILY_ARCHS:
         return run_family_flops(args)
     if is_video_arch(args.arch) and not args.efficiency:
