@@ -6,9 +6,12 @@
 It is registered through lmms-eval's `lmms_eval.models` entry-point group (see `manifests`), so
 installing this package adds the model and changes nothing in lmms-eval. Each request's context is
 the question; the model answers it exactly as `python -m llava.eval.model_vqa_loader` would (same
-conversation template, image preprocessing, batching by image, shared prefixes and vision cache),
-because it hands the requests to the same runner. Each answer reports the visual tokens that
-entered the LLM in the logged samples' `token_counts`.
+prompt, image preprocessing, batching by image, shared prefixes and vision cache), because it hands
+the requests to the same runner. LLaVA-1.5/NeXT checkpoints get LLaVA's `vicuna_v1` conversation
+template and CLIP pixels; checkpoints whose family brings a processor (an inputs builder in
+`llava.model.inputs_builder`: LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL) get their own chat template and
+processor, as the driver does without `--conv-mode`. An explicit `conv_mode=` wins for both. Each
+answer reports the visual tokens that entered the LLM in the logged samples' `token_counts`.
 
 `pruning_args` holds commas of its own: quote it (`pruning_args='layer=2,ratio=0.5'`) or write
 `;` between its items (`pruning_args=layer=2;ratio=0.5`).
@@ -29,11 +32,18 @@ from PIL import Image
 from llava.constants import DEFAULT_IMAGE_TOKEN
 
 MODEL_ID = "fastervlm"
-# Checkpoint families (llava.model.families) whose prompts and pixels our runner builds: LLaVA's
+# Checkpoint families (llava.model.families) whose prompts and pixels our runner builds itself: LLaVA's
 # conversation templates and CLIP preprocessing, LLaVA-1.5 and LLaVA-NeXT (anyres) in both layouts.
-# The hook for the chat-template families (LLaVA-OneVision, Qwen-VL): add a name here once
-# llava.eval.runner answers that family, with a test in tests/integrations/test_lmms_eval.py.
-RUNNER_FAMILIES = ("llava", "llava-hf")
+# The other families it answers are those with an inputs builder (`runner_families`).
+LLAVA_FAMILIES = ("llava", "llava-hf")
+LLAVA_CONV_MODE = "vicuna_v1"  # LLaVA-1.5's eval scripts' template, the default for LLAVA_FAMILIES
+
+
+def runner_families() -> tuple[str, ...]:
+    """Every family llava.eval.runner answers: LLaVA's own, then those registered with an inputs builder."""
+    from llava.model.inputs_builder import list_inputs_builders
+
+    return LLAVA_FAMILIES + tuple(f for f in list_inputs_builders() if f not in LLAVA_FAMILIES)
 
 
 def manifests():
@@ -72,25 +82,33 @@ def question_of(context: str) -> str:
 
 def check_family(pretrained: str) -> str:
     """The checkpoint's family, or a clear error when our runner cannot answer it yet."""
-    from llava.model.builder import read_config
-    from llava.model.families import family_of
-    from llava.model.multimodal_encoder.builder import resolve_pretrained_dir
+    from llava.eval.runner import model_family
 
-    path = resolve_pretrained_dir(pretrained)
-    family = family_of(read_config(path), path).name
-    if family not in RUNNER_FAMILIES:
+    family = model_family(pretrained)
+    families = runner_families()
+    if family not in families:
         raise ValueError(f"--model_args pretrained={pretrained}: a {family!r} checkpoint; the {MODEL_ID} lmms-eval model "
-                         f"answers through llava.eval.runner, which builds LLaVA conversation-template prompts and CLIP "
-                         f"pixels for the {', '.join(RUNNER_FAMILIES)} families (LLaVA-1.5, LLaVA-NeXT) only; "
-                         f"{family!r} needs its processor and chat template, which the runner does not use yet")
+                         f"answers through llava.eval.runner, which answers image questions for the "
+                         f"{', '.join(families)} families only (a family joins by registering an inputs builder in "
+                         f"llava.model.inputs_builder)")
     return family
 
 
+def default_conv_mode(conv_mode: str | None, builder) -> str | None:
+    """The run's conv mode: an explicit one wins; else None (the chat template) for processor families
+    (`builder` not None) and LLaVA's vicuna_v1 for the others."""
+    conv_mode = _unquote(conv_mode)
+    if conv_mode not in (None, "", "None"):
+        return str(conv_mode)
+    return None if builder is not None else LLAVA_CONV_MODE
+
+
 class FasterVLM(lmms):
-    """lmms-eval model: LLaVA checkpoints (original or llava-hf layout, 1.5 and NeXT) with a pruning method."""
+    """lmms-eval model: LLaVA checkpoints (original or llava-hf layout, 1.5 and NeXT) and the processor
+    families (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL) with a pruning method."""
 
     def __init__(self, pretrained: str, model_base: str | None = None, visual_token_num: int | None = None,
-                 pruning_method: str = "fastervlm", pruning_args: str | None = None, conv_mode: str = "vicuna_v1",
+                 pruning_method: str = "fastervlm", pruning_args: str | None = None, conv_mode: str | None = None,
                  batch_size: int | str = 1, device: str = "auto", dtype: str | None = None,
                  anyres_mode: str = "faithful", share_prefix: bool = True, vision_cache_size: int = 64,
                  max_new_tokens: int = 128, **kwargs) -> None:
@@ -102,6 +120,7 @@ class FasterVLM(lmms):
         from llava.cli_help import check_method_names
         from llava.mm_utils import get_model_name_from_path
         from llava.model.builder import load_pretrained_model
+        from llava.model.inputs_builder import get_inputs_builder
         from llava.pruning import parse_method_args
 
         check_method_names(pruning_method, "pruning_method")
@@ -111,10 +130,13 @@ class FasterVLM(lmms):
         self.batch_size_per_gpu = int(batch_size)
         if self.batch_size_per_gpu < 1:
             raise ValueError(f"--model_args batch_size must be >= 1, got {batch_size}")
-        self.conv_mode, self.max_new_tokens = conv_mode, int(max_new_tokens)
+        self.max_new_tokens = int(max_new_tokens)
         self.share_prefix, self.vision_cache_size = bool(share_prefix), int(vision_cache_size)
         self.model_id = get_model_name_from_path(os.path.expanduser(str(pretrained)))
-        check_family(os.path.expanduser(str(pretrained)))
+        self.family = check_family(os.path.expanduser(str(pretrained)))
+        # a processor family's builder; its checkpoint's processor is then `image_processor`
+        self.inputs_builder = get_inputs_builder(self.family)
+        self.conv_mode = default_conv_mode(conv_mode, self.inputs_builder)
         self.tokenizer, self.model, self.image_processor, _ = load_pretrained_model(
             os.path.expanduser(str(pretrained)), model_base, self.model_id, device=device, torch_dtype=dtype,
             visual_token_num=None if visual_token_num in (None, "", "None") else int(visual_token_num),
@@ -171,7 +193,8 @@ class FasterVLM(lmms):
                 run_vqa(self.model, self.tokenizer, self.image_processor, group, path, self.conv_mode,
                         self._generation(gen_kwargs), self.model_id, batch_size=self.batch_size_per_gpu,
                         resume=False, share_prefix=self.share_prefix, vision_cache_size=self.vision_cache_size,
-                        on_answer=lambda record: records.__setitem__(record["question_id"], record))
+                        on_answer=lambda record: records.__setitem__(record["question_id"], record),
+                        inputs_builder=self.inputs_builder)
         out = []
         for item in items:
             record = records[item.question_id]

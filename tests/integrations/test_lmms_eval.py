@@ -110,8 +110,12 @@ def _response(sample: dict) -> str:
     return resp
 
 
-def _driver(tiny_path: str, tmp_path: Path, k: int | None, extra: list[str] = ()) -> list[str]:
-    """The same questions through `python -m llava.eval.model_vqa_loader`, greedy."""
+def _driver(tiny_path: str, tmp_path: Path, k: int | None, extra: list[str] = (),
+            conv_mode: str | None = "vicuna_v1") -> list[str]:
+    """The same questions through `python -m llava.eval.model_vqa_loader`, greedy.
+
+    conv_mode: the plugin's default for LLaVA checkpoints (vicuna_v1, as LLaVA-1.5's eval scripts use);
+    None passes no --conv-mode (a processor family then uses its chat template)."""
     questions = tmp_path / "questions.jsonl"
     with questions.open("w") as f:
         for i, (image, question, _) in enumerate(QUESTIONS):
@@ -121,7 +125,7 @@ def _driver(tiny_path: str, tmp_path: Path, k: int | None, extra: list[str] = ()
 
     main(["--model-path", tiny_path, "--question-file", str(questions), "--image-folder", str(SAMPLES),
           "--answers-file", str(answers), "--temperature", "0", "--max_new_tokens", "8", "--device", "cpu",
-          "--conv-mode", "vicuna_v1",  # the plugin's default, as LLaVA-1.5's eval scripts use
+          *(["--conv-mode", conv_mode] if conv_mode else []),
           *(["--visual-token-num", str(k)] if k is not None else []), *extra])
     records = {r["question_id"]: r for r in map(json.loads, answers.read_text().splitlines())}
     return [records[i]["text"] for i in range(len(QUESTIONS))]
@@ -150,13 +154,54 @@ def test_llava_next_answers_equal_model_vqa_loader(next_path, task_dir, tmp_path
     assert all(100 <= c <= 100 + 3 * 24 for c in counts), counts  # K patches, and a newline per grid row kept
 
 
-def test_chat_template_families_are_refused_by_name(tmp_path):
-    """LLaVA-OneVision needs its processor and chat template, which the runner does not use yet: a clear error."""
+PROCESSOR_FAMILIES = {  # family -> (tiny builder module, function, keywords that keep its sequences short)
+    "llava-onevision": ("llava.model.family_onevision", "save_tiny_onevision", {"vision_aspect_ratio": "anyres_max_2"}),
+    "qwen2_5_vl": ("llava.model.family_qwen2_5_vl", "save_tiny_qwen2_5_vl", {}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(PROCESSOR_FAMILIES))
+def test_processor_families_answer_as_model_vqa_loader_with_chat_template(family, task_dir, tmp_path):
+    """A processor family through the plugin with no conv_mode: its chat template and processor on the PIL
+    images of the task's docs, answers and per-image visual tokens equal to `model_vqa_loader`'s with no
+    --conv-mode, at K = 16 in batches of 2."""
+    import importlib
+
+    module, save, kwargs = PROCESSOR_FAMILIES[family]
+    path = str(getattr(importlib.import_module(module), save)(tmp_path / "tiny", **kwargs))
+    samples = _lmms(task_dir, f"pretrained={path},visual_token_num=16,device=cpu,dtype=float32",
+                    tmp_path / "lmms", batch_size=2)
+    expected = _driver(path, tmp_path, 16, conv_mode=None)
+    assert [_response(s) for s in samples] == expected
+    records = {r["question_id"]: r for r in map(json.loads, (tmp_path / "answers.jsonl").read_text().splitlines())}
+    assert all(r["metadata"]["conv_mode"] is None for r in records.values())
+    counts = [s["token_counts"][0] for s in samples]
+    want = [records[i]["metadata"]["visual_tokens"] for i in range(len(QUESTIONS))]
+    assert [c["visual_tokens_per_image"] for c in counts] == [w if isinstance(w, list) else [w] for w in want]
+    assert all(0 < c["visual_tokens"] <= 16 for c in counts), counts  # one image per doc, at most K kept
+    assert all(records[i]["metadata"]["visual_tokens_unpruned"] > 16 for i in records)  # K really pruned
+
+
+def test_processor_family_defaults_to_its_chat_template_and_an_explicit_conv_mode_wins():
+    from llava.integrations.lmms_eval_model import default_conv_mode, runner_families
+    from llava.model.inputs_builder import get_inputs_builder, list_inputs_builders
+
+    assert runner_families() == ("llava", "llava-hf", *list_inputs_builders())
+    assert {"llava-onevision", "qwen2_5_vl", "qwen3_vl"} <= set(runner_families())
+    builder = get_inputs_builder("llava-onevision")
+    assert default_conv_mode(None, builder) is None and default_conv_mode("None", builder) is None
+    assert default_conv_mode(None, None) == "vicuna_v1"
+    assert default_conv_mode("vicuna_v1", builder) == "vicuna_v1" and default_conv_mode("'llava_v1'", None) == "llava_v1"
+
+
+def test_families_without_a_runner_are_refused_by_name(tmp_path):
+    """Video-LLaVA has no image inputs builder: a clear error naming the family and the ones answered."""
     from llava.integrations.lmms_eval_model import FasterVLM
     from llava.model.families import get_family
 
-    path = get_family("llava-onevision").tiny(tmp_path)
-    with pytest.raises(ValueError, match=r"a 'llava-onevision' checkpoint; .*\(LLaVA-1.5, LLaVA-NeXT\) only"):
+    path = get_family("video-llava-hf").tiny(tmp_path)
+    with pytest.raises(ValueError, match=r"a 'video-llava-hf' checkpoint; .* for the llava, llava-hf, llava-onevision, "
+                                         r".*families only"):
         FasterVLM(pretrained=path)
 
 
