@@ -41,7 +41,7 @@ def test_one_layer_and_staged_reports():
 
 
 def test_text_only_answers_carry_every_field_empty():
-    assert _merge_reports([]) == {k: [] for k in ACCOUNTING_KEYS}
+    assert _merge_reports([]) == {k: [] for k in (*ACCOUNTING_KEYS, "visual_tokens_unpruned", "visual_token_budget")}
 
 
 @pytest.mark.parametrize("name", list_methods())
