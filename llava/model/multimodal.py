@@ -258,17 +258,8 @@ class LlavaForPruning(nn.Module, LlavaMetaForCausalLM):
 
     def in_llm_pruner(self, mm: MultimodalInputs, pruning: PruningConfig | None = None):
         """The token dropper of an in-LLM pruning method (e.g. FastV) for this batch, or None."""
-        from llava.pruning import get_method
+        from llava.pruning.in_llm import make_dropper
 
-        cfg = self._pruning(pruning)
-        method = get_method(cfg.method)
-        if method.stage != "in_llm" or mm.encoded is None:
+        if mm.encoded is None:
             return None
-        args = {**method.defaults, **method.check_args(dict(cfg.args))}
-        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
-        if not scheduled and all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
-            return None  # no budget: nothing to prune
-        unknown = set(args) - set(method.defaults)
-        if unknown:
-            raise ValueError(f"pruning method {method.name!r}: unknown argument(s) {sorted(unknown)}")
-        return method.llm_pruner(mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers, **args)
+        return make_dropper(self._pruning(pruning), mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers)

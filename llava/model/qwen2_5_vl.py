@@ -23,11 +23,12 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
+from llava.pruning.in_llm import make_dropper
 from llava.pruning.signals import refuse_other_stand_in
 
 from . import qwen_layout
 from .input_checks import check_context, check_grid, check_prompts
-from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, expand_budgets
+from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum
 from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
 from .qwen_parts import QwenComposedParts
@@ -108,13 +109,7 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
             counts = [int(t * (h // merge) * (w // merge)) for t, h, w in grid.tolist()]
         else:
             counts = signals.counts
-        if _from_pruning(visual_token_num):
-            budgets = [cfg.budget(n) for n in counts]
-        else:
-            budgets = expand_budgets(visual_token_num, len(counts))
-        # in-LLM methods get every token; their K_i is the image's budget inside the LLM
-        prune = [k is not None and k < n and method.stage == "pre_llm" for k, n in zip(budgets, counts)]
-        needs = method.needs if any(prune) else frozenset()
+        budgets, prune, needs = qwen_layout.selection_plan(method, cfg, counts, visual_token_num)
         if signals is None:
             signals = self.vision_signals(pixel_values, image_grid_thw, needs=needs, pruning=cfg)
         else:
@@ -238,18 +233,11 @@ class QwenVLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
 
     def in_llm_pruner(self, mm, pruning: PruningConfig | None = None):
         """The token dropper of an in-LLM method (fastv, dart, ...) for this batch, or None (nothing to prune)."""
+        if mm.encoded is None:
+            return None
         cfg = self._pruning(pruning)
-        method = get_method(cfg.method)
-        if method.stage != "in_llm" or mm.encoded is None:
+        pruner = make_dropper(cfg, mm.image_spans, mm.encoded.budgets, self.config.get_text_config().num_hidden_layers)
+        if pruner is None:
             return None
-        args = {**method.defaults, **method.check_args(dict(cfg.args))}
-        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
-        if not scheduled and all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
-            return None
-        layers = self.config.get_text_config().num_hidden_layers
-        pruner = method.llm_pruner(mm.image_spans, mm.encoded.budgets, layers, **args)
-        if getattr(pruner, "renumber_positions", False):
-            raise ValueError(f"pruning method {method.name!r} renumbers the surviving tokens' positions inside the "
-                             f"LLM, which {FAMILY} does not support yet (its M-RoPE positions are kept); use a "
-                             "setting that keeps positions (pdrop: positions=keep)")
+        qwen_layout.refuse_renumbering(pruner, cfg.method, FAMILY)
         return pruner

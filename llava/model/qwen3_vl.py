@@ -33,13 +33,13 @@ from llava import compat
 from llava.pruning import get_method
 from llava.pruning.base import SIGNAL_PROJECTED, SIGNAL_TEXT_RELEVANCE
 from llava.pruning.config import PruningConfig
+from llava.pruning.in_llm import make_dropper
 from llava.pruning.in_llm import OriginResiduals
 from llava.pruning.signals import refuse_other_stand_in
 
 from . import qwen_layout
 from .input_checks import check_context, check_grid, check_prompts
-from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, _from_pruning, \
-    expand_budgets, tower_needs
+from .llava_arch import FROM_PRUNING, EncodedImages, LlavaMetaForCausalLM, VisualTokenNum, tower_needs
 from .llm_loop import LLMLoop
 from .llm_loop import generate as loop_generate
 from .qwen_parts import QwenComposedParts
@@ -184,13 +184,8 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
             counts = (torch.as_tensor(image_grid_thw).prod(dim=-1) // tower.merge_unit).tolist()
         else:
             counts = [img.num_tokens for img in signals]
-        if _from_pruning(visual_token_num):
-            budgets = [cfg.budget(n) for n in counts]
-        else:
-            budgets = expand_budgets(visual_token_num, len(counts))
-        # in-LLM methods get every token (with its DeepStack features); their K_i is the image's budget in the LLM
-        prune = [k is not None and k < n and method.stage == "pre_llm" for k, n in zip(budgets, counts)]
-        needs = method.needs if any(prune) else frozenset()
+        # in-LLM methods get every token, with its DeepStack features
+        budgets, prune, needs = qwen_layout.selection_plan(method, cfg, counts, visual_token_num)
         if signals is None:
             outs = self.vision_signals(images, image_grid_thw, needs=needs, pruning=cfg)
         else:
@@ -323,21 +318,15 @@ class Qwen3VLForPruning(QwenComposedParts, nn.Module, LlavaMetaForCausalLM):
 
         Methods that renumber positions or add tokens (pdrop's default, sparsevlm) are refused: the M-RoPE
         positions are kept, and an added token would have no DeepStack features."""
+        if mm.encoded is None:
+            return None
         cfg = self._pruning(pruning)
-        method = get_method(cfg.method)
-        if method.stage != "in_llm" or mm.encoded is None:
+        pruner = make_dropper(cfg, mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers)
+        if pruner is None:
             return None
-        args = {**method.defaults, **method.check_args(dict(cfg.args))}
-        scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
-        if not scheduled and all(k is None for k in mm.encoded.budgets) and args.get("ratio") is None:
-            return None
-        pruner = method.llm_pruner(mm.image_spans, mm.encoded.budgets, self.config.num_hidden_layers, **args)
-        if getattr(pruner, "renumber_positions", False):
-            raise ValueError(f"pruning method {method.name!r} renumbers the surviving tokens' positions inside the "
-                             f"LLM, which {FAMILY} does not support yet (its M-RoPE positions are kept); use a "
-                             "setting that keeps positions (pdrop: positions=keep)")
+        qwen_layout.refuse_renumbering(pruner, cfg.method, FAMILY)
         if hasattr(pruner, "inserted"):
-            raise ValueError(f"pruning method {method.name!r} adds tokens inside the LLM, which {FAMILY} does not "
+            raise ValueError(f"pruning method {cfg.method!r} adds tokens inside the LLM, which {FAMILY} does not "
                              "support yet (an added token has no DeepStack features); use fastv, dart, fitprune or "
                              "pdrop with positions=keep")
         return pruner

@@ -265,3 +265,26 @@ def grid_from(image_grid_thw: torch.Tensor | None, image_sizes, family: str) -> 
         raise ValueError(f"{family}: image_sizes must be the processor's image_grid_thw [n_img, 3], got shape "
                          f"{tuple(grid.shape)}")
     return grid
+
+
+def refuse_renumbering(dropper, method: str, family: str) -> None:
+    """A one-line error when an in-LLM method would renumber positions (M-RoPE positions are kept here)."""
+    if getattr(dropper, "renumber_positions", False):
+        raise ValueError(f"pruning method {method!r} renumbers the surviving tokens' positions inside the LLM, which "
+                         f"{family} does not support yet (its M-RoPE positions are kept); use a setting that keeps "
+                         "positions (pdrop: positions=keep)")
+
+
+def selection_plan(method, cfg, counts: list[int], visual_token_num) -> tuple[list, list[bool], frozenset]:
+    """(budgets, prune, needs): per image its K_i and whether it is pruned before the LLM; the tower's signals.
+
+    K_i = cfg.budget(N_i) unless `visual_token_num` overrides it (one K or one per image). A pre-LLM
+    method needs its signals only when some image keeps fewer than its N_i tokens; an in-LLM method
+    gets every token (its K_i is the image's budget inside the LLM).
+    """
+    from .llava_arch import _from_pruning, expand_budgets
+
+    budgets = [cfg.budget(n) for n in counts] if _from_pruning(visual_token_num) else \
+        expand_budgets(visual_token_num, len(counts))
+    prune = [k is not None and k < n and method.stage == "pre_llm" for k, n in zip(budgets, counts)]
+    return budgets, prune, (method.needs if any(prune) else frozenset())

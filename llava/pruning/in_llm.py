@@ -120,3 +120,24 @@ class OriginResiduals:
         inside = (origin >= 0) & (origin < t0) & state.valid.to(table.device)  # [B, T]
         index = origin.clamp(0, t0 - 1)[..., None].expand(-1, -1, table.shape[-1])  # [B, T, H]
         return table.gather(1, index) * inside[..., None].to(table.dtype)  # [B, T0, H] -> [B, T, H]
+
+
+def make_dropper(pruning, image_spans, budgets: list, num_layers: int):
+    """The token dropper of `pruning`'s in-LLM method for one batch, or None (a pre-LLM method, or no budget).
+
+    pruning: a PruningConfig; image_spans / budgets: per row and per image, as the splice and encoder
+    give them; num_layers: the LLM's depth. Unknown method arguments raise one line naming them.
+    """
+    from .registry import get_method
+
+    method = get_method(pruning.method)
+    if method.stage != "in_llm":
+        return None
+    args = {**method.defaults, **method.check_args(dict(pruning.args))}
+    scheduled = not getattr(method.llm_pruner, "needs_budget", True)  # pdrop: the schedule is in its args
+    if not scheduled and all(k is None for k in budgets) and args.get("ratio") is None:
+        return None  # no budget: nothing to prune
+    unknown = set(args) - set(method.defaults)
+    if unknown:
+        raise ValueError(f"pruning method {method.name!r}: unknown argument(s) {sorted(unknown)}")
+    return method.llm_pruner(image_spans, budgets, num_layers, **args)
