@@ -131,13 +131,20 @@ def pass_flops(d: F.ModelDims, cfg: EffConfig, result: PassResult, batch: int) -
     pruned_pre = method.stage == "pre_llm" and result.visual_tokens < d.num_patches
     out = F.pipeline_flops(d, batch, result.visual_tokens, result.length, result.new_tokens,
                            method.needs if pruned_pre else frozenset())
+    return with_llm_flops(out, d, facts, lengths, batch, result.new_tokens)
+
+
+def with_llm_flops(out: dict[str, int], d: F.ModelDims, facts: dict, lengths: list[int], batch: int,
+                   new_tokens: int) -> dict[str, int]:
+    """`out` (the pre-LLM stages' FLOPs) plus prefill (its in-LLM scoring included), decode, ttft and e2e,
+    the LLM charged layer by layer at `lengths`."""
     out["prefill"] = F.prefill_flops_layers(d, batch, lengths)
     out["llm_scoring"] = 0
     if "in_llm" in facts:
         out["llm_scoring"] = F.in_llm_scoring_flops(d, batch, lengths, facts["probe_layers"], facts["drop_layers"],
                                                     facts["q_rows"])
     out["prefill"] += out["llm_scoring"]
-    out["decode"] = F.decode_flops_layers(d, batch, lengths, result.new_tokens)
+    out["decode"] = F.decode_flops_layers(d, batch, lengths, new_tokens)
     out["ttft"] = sum(out[s] for s in ("vision", "scoring", "select", "projector", "splice", "prefill"))
     out["e2e"] = out["ttft"] + out["decode"]
     return out

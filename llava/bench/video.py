@@ -189,7 +189,7 @@ def run_video_pass(model, batch: BenchBatch, k: int | None, method, method_args:
 def video_pass_flops(d: F.ModelDims, cfg, result, batch: int, frames: int) -> dict[str, int]:
     """FLOPs per stage of one video pass (`flops.CONVENTION`, `frames` frames per video), the LLM charged
     layer by layer at the lengths it ran on (`efficiency.layer_lengths`)."""
-    from .efficiency import layer_lengths
+    from .efficiency import layer_lengths, with_llm_flops
 
     facts = result.llm
     lengths = layer_lengths(facts, d.layers)
@@ -201,17 +201,8 @@ def video_pass_flops(d: F.ModelDims, cfg, result, batch: int, frames: int) -> di
         "select": 0,
         "projector": F.projector_flops(d, batch * result.visual_tokens),
         "splice": 0,
-        "prefill": F.prefill_flops_layers(d, batch, lengths),
-        "llm_scoring": 0,
     }
-    if "in_llm" in facts:
-        out["llm_scoring"] = F.in_llm_scoring_flops(d, batch, lengths, facts["probe_layers"], facts["drop_layers"],
-                                                    facts["q_rows"])
-    out["prefill"] += out["llm_scoring"]
-    out["decode"] = F.decode_flops_layers(d, batch, lengths, result.new_tokens)
-    out["ttft"] = sum(out[s] for s in ("vision", "scoring", "select", "projector", "splice", "prefill"))
-    out["e2e"] = out["ttft"] + out["decode"]
-    return out
+    return with_llm_flops(out, d, facts, lengths, batch, result.new_tokens)
 
 
 # ---- the FLOPs model at full depth, without running anything ------------------------------------------
