@@ -57,15 +57,7 @@ CONV_MODE="${CONV_MODE:-llava_v1}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"
 FRESH="${FRESH:-0}"
 
-ckpt_name() {  # the model's name as LLaVA derives it: the last path part, or "<parent>_<checkpoint-N>"
-    local path="${1%/}" last parent
-    last="${path##*/}"
-    if [[ "$last" == checkpoint-* && "$path" == */* ]]; then
-        parent="${path%/*}"
-        last="${parent##*/}_${last}"
-    fi
-    printf '%s\n' "$last"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../../ckpt_name.sh"
 
 CKPT_NAME="$(ckpt_name "$CKPT")"
 if [[ -z "${RUN_NAME:-}" ]]; then
