@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,28 +177,40 @@ def test_bad_pruning_arguments(hf_path, kwargs, match):
         FasterVLMLlava.from_pretrained(hf_path, **kwargs)
 
 
-def test_importing_changes_nothing_in_transformers():
-    """Every attribute of transformers' LLaVA modules and classes is the same object before and after our import."""
-    code = textwrap.dedent("""
-        import transformers.models.llava.modeling_llava as m, transformers.models.llava.processing_llava as p
+IMPORT_CASES = {  # transformers' modules and top-level classes, and what of ours is imported in between
+    "llava": ("llava", ("LlavaForConditionalGeneration", "LlavaProcessor"),
+              "import llava.integrations.transformers_native\nimport llava, llava.model.builder"),
+    "llava_next": ("llava_next", ("LlavaNextForConditionalGeneration", "LlavaNextProcessor"),
+                   "import llava.integrations.transformers_next"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPORT_CASES))
+def test_importing_changes_nothing_in_transformers(case):
+    """Every attribute of transformers' model and processor modules and classes is the same object before and
+    after our import."""
+    family, classes, ours = IMPORT_CASES[case]
+    code = textwrap.dedent(f"""
+        import transformers.models.{family}.modeling_{family} as m
+        import transformers.models.{family}.processing_{family} as p
         import transformers
         def snap():
-            out = {}
+            out = {{}}
             for mod in (m, p):
                 for name, value in vars(mod).items():
                     out[(mod.__name__, name)] = id(value)
                     if isinstance(value, type):
-                        out.update({(mod.__name__, name, k): id(v) for k, v in vars(value).items()})
-            out.update({("transformers", n): id(getattr(transformers, n)) for n in
-                        ("LlavaForConditionalGeneration", "LlavaProcessor", "AutoModelForImageTextToText")})
+                        out.update({{(mod.__name__, name, k): id(v) for k, v in vars(value).items()}})
+            out.update({{("transformers", n): id(getattr(transformers, n)) for n in
+                        {classes + ("AutoModelForImageTextToText",)!r}}})
             return out
         before = snap()
-        import llava.integrations.transformers_native
-        import llava, llava.model.builder
+    """) + ours + textwrap.dedent("""
         after = snap()
         changed = [k for k in before if after.get(k) != before[k]]
         print("CHANGED", changed)
         assert not changed
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=str(Path(__file__).resolve().parents[2]))
     assert result.returncode == 0, result.stdout + result.stderr
